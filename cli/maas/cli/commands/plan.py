@@ -1,0 +1,45 @@
+"""`maasctl plan PATH... [--node NODE.yaml] [-o text|json|markdown]`: compile and show the Plan."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from maas.cli import exitcodes
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "plan", help="compile specs into the plan for one node",
+        description="Compile Deployment specs against a node profile (--node FILE) or, without "
+        "--node, against this host's probe, and print the resulting plan: backend, image, "
+        "placement, port, estimate and the exact container command.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="spec files or directories")
+    parser.add_argument("--node", metavar="NODE.yaml", help="node profile (default: probe this host)")
+    parser.add_argument("-o", "--output", choices=("text", "json", "markdown"), default="text")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from maas.cli.inputs import read_sources
+    from maas.cli.nodes import load_node, probe_node
+    from maas.cli.output import print_diagnostics
+    from maas.cli.render_plan import plan_markdown, plan_text
+    from maas.compiler import Diagnostic, compile_plan, load_sources, plan_to_json
+    from maas.compiler.diagnostics import raise_if_errors
+
+    documents = load_sources(read_sources(args.paths), kinds=("Deployment",))
+    raise_if_errors(documents.diagnostics)
+    node = load_node(args.node) if args.node else probe_node()
+    plan = compile_plan(documents.deployments, node)
+    warnings = [Diagnostic(code=str(w["code"]), message=str(w["message"]), severity="warning")
+                for d in plan.deployments for w in d.diagnostics]
+    print_diagnostics(warnings)
+    if args.output == "json":
+        sys.stdout.write(plan_to_json(plan))
+    elif args.output == "markdown":
+        sys.stdout.write(plan_markdown(plan))
+    else:
+        print(plan_text(plan))
+    return exitcodes.OK

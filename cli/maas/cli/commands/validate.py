@@ -1,0 +1,47 @@
+"""`maasctl validate PATH... [--node NODE.yaml]`: schema and semantic checks, optionally a fit check."""
+
+from __future__ import annotations
+
+import argparse
+
+from maas.cli import exitcodes
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "validate", help="check deployment specs and node profiles",
+        description="Check Deployment and Node documents: YAML syntax, schema, semantics "
+        "(placeholders, owned flags, conflicting fields, duplicate names). With --node, also "
+        "check that each deployment can be placed on that node. Exit 0 when valid, 1 when not.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="files, or directories searched recursively for *.yaml/*.yml")
+    parser.add_argument("--node", metavar="NODE.yaml", help="also check fit against this node profile")
+    parser.add_argument("--format", choices=("text", "github"), default="text",
+                        help="diagnostic format: gcc-style text (default) or GitHub annotations")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from maas.cli.inputs import read_sources
+    from maas.cli.output import print_diagnostics
+    from maas.compiler import MaasError, check_deployments, compile_plan, load_sources
+    from maas.compiler.diagnostics import errors_only
+
+    try:
+        documents = load_sources(read_sources(args.paths))
+        diagnostics = documents.diagnostics + check_deployments(documents.deployments)
+        if args.node and not errors_only(diagnostics):
+            from maas.cli.nodes import load_node
+
+            node = load_node(args.node)
+            try:
+                compile_plan(documents.deployments, node)
+            except MaasError as exc:
+                diagnostics = list(exc.diagnostics)
+    except MaasError as exc:
+        diagnostics = list(exc.diagnostics)
+    print_diagnostics(diagnostics, args.format)
+    if errors_only(diagnostics):
+        return exitcodes.FAILED
+    return exitcodes.OK

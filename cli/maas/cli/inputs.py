@@ -1,0 +1,51 @@
+"""Reading spec and node files from paths given on the command line (the CLI's file I/O edge)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from maas.compiler.diagnostics import Diagnostic, MaasError, Position
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def collect_files(paths: list[str]) -> list[Path]:
+    """Files named, plus `*.yaml`/`*.yml` under directories (recursively, hidden folders skipped)."""
+    found: list[Path] = []
+    missing: list[Diagnostic] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(
+                p for p in sorted(path.rglob("*"))
+                if p.suffix in YAML_SUFFIXES and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        elif path.is_file() or raw == "-":
+            found.append(path)
+        else:
+            missing.append(Diagnostic("file", "no such file or directory", Position(raw)))
+    if missing:
+        raise MaasError(missing)
+    return found
+
+
+def read_sources(paths: list[str]) -> dict[str, str]:
+    sources: dict[str, str] = {}
+    problems: list[Diagnostic] = []
+    for path in collect_files(paths):
+        name = str(path)
+        try:
+            if name == "-":
+                import sys
+
+                sources["<stdin>"] = sys.stdin.read()
+            else:
+                sources[name] = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(Diagnostic("encoding", f"not UTF-8 text: {exc.reason}", Position(name)))
+        except OSError as exc:
+            problems.append(Diagnostic("file", exc.strerror or str(exc), Position(name)))
+    if problems:
+        raise MaasError(problems)
+    return sources

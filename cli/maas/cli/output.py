@@ -1,0 +1,64 @@
+"""Printing for people and scripts: diagnostics, tables, JSON; colour only on a TTY without NO_COLOR."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO
+
+from maas.cli import exitcodes
+
+
+def use_color(stream: TextIO) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def print_diagnostics(diagnostics: Iterable[Any], fmt: str = "text", stream: TextIO = sys.stderr) -> None:
+    color = use_color(stream) and fmt == "text"
+    for diagnostic in diagnostics:
+        if fmt == "github":
+            print(diagnostic.render_github(), file=stream)
+            continue
+        text = diagnostic.render()
+        if color:
+            word = f"{diagnostic.severity}:"
+            code = "\033[1;31m" if diagnostic.severity == "error" else "\033[1;33m"
+            text = text.replace(word, f"{code}{word}\033[0m", 1)
+        print(text, file=stream)
+
+
+def report_error(exc: BaseException) -> int:
+    """MaasError -> its diagnostics and exit 1; anything else is our bug -> a short note and 70."""
+    from maas.compiler.diagnostics import MaasError
+
+    if isinstance(exc, MaasError):
+        print_diagnostics(exc.diagnostics)
+        return exitcodes.FAILED
+    print(
+        f"maasctl: internal error: {type(exc).__name__}: {exc}\n"
+        "This is a bug in MaaS-Base. Please report it with the command you ran "
+        "(set MAAS_DEBUG=1 for the traceback).",
+        file=sys.stderr,
+    )
+    if os.environ.get("MAAS_DEBUG"):
+        import traceback
+
+        traceback.print_exception(exc)
+    return exitcodes.INTERNAL
+
+
+def print_json(value: Any, stream: TextIO = sys.stdout) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False), file=stream)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """An aligned plain-text table."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""The backend catalogue, kept as data: images, argv templates, health paths and owned flags.
+
+`resolve_backend` applies the seed's `backend: auto` rules and says which rule fired, so the
+plan can explain itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from maas.compiler.models import DeploymentBody
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    image_cuda: str | None
+    image_cpu: str | None
+    template: tuple[str, ...]
+    health_paths: tuple[str, ...]
+    # How the backend receives values the platform decides; None means "not supported".
+    context_flag: str | None = None
+    gpu_layers_flag: str | None = None
+    tensor_parallel_flag: str | None = None
+    threads_flag: str | None = None
+    tensor_split_flag: str | None = None
+    override_tensor_flag: str | None = None
+    owned_flags: frozenset[str] = field(default_factory=frozenset)
+    serves_openai: bool = True
+
+    def image_for(self, *, gpu: bool) -> str | None:
+        return self.image_cuda if gpu else (self.image_cpu or self.image_cuda)
+
+
+LLAMA_BOX = Backend(
+    name="llama-box",
+    image_cuda="ghcr.io/ggml-org/llama.cpp:server-cuda",
+    image_cpu="ghcr.io/ggml-org/llama.cpp:server",
+    template=("--host", "0.0.0.0", "--port", "{{port}}", "--model", "{{model_path}}",
+              "--alias", "{{model_name}}"),
+    health_paths=("/health",),
+    context_flag="--ctx-size",
+    gpu_layers_flag="--n-gpu-layers",
+    threads_flag="--threads",
+    tensor_split_flag="--tensor-split",
+    override_tensor_flag="--override-tensor",
+    owned_flags=frozenset({
+        "--host", "--port", "-m", "--model", "-a", "--alias", "-c", "--ctx-size", "-ngl",
+        "--n-gpu-layers", "--gpu-layers", "-t", "--threads", "-ts", "--tensor-split", "-ot",
+        "--override-tensor", "-dev", "--device",
+    }),
+)
+
+VLLM = Backend(
+    name="vllm",
+    image_cuda="vllm/vllm-openai:v0.11.0",
+    image_cpu="public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.11.0",
+    template=("--model", "{{model_path}}", "--served-model-name", "{{model_name}}",
+              "--host", "0.0.0.0", "--port", "{{port}}"),
+    health_paths=("/health", "/v1/models"),
+    context_flag="--max-model-len",
+    tensor_parallel_flag="--tensor-parallel-size",
+    owned_flags=frozenset({
+        "--model", "--served-model-name", "--host", "--port", "--max-model-len",
+        "--tensor-parallel-size", "-tp", "--gpu-memory-utilization", "--cpu-offload-gb",
+    }),
+)
+
+VOX_BOX = Backend(
+    name="vox-box",
+    image_cuda="gpustack/vox-box:latest-cuda",
+    image_cpu="gpustack/vox-box:latest",
+    template=("vox-box", "start", "--model", "{{model_path}}", "--host", "0.0.0.0",
+              "--port", "{{port}}"),
+    health_paths=("/health",),
+    owned_flags=frozenset({"--model", "--host", "--port", "--device"}),
+)
+
+CUSTOM = Backend(name="custom", image_cuda=None, image_cpu=None, template=(), health_paths=())
+
+CATALOGUE: dict[str, Backend] = {b.name: b for b in (LLAMA_BOX, VLLM, VOX_BOX, CUSTOM)}
+
+SPEECH_MODELS = re.compile(
+    r"(^|/)(faster-(distil-)?whisper[-\w.]*|distil-whisper[-\w.]*|cosyvoice-300m[-\w.]*)$",
+    re.IGNORECASE,
+)
+
+
+def is_gguf(spec: DeploymentBody) -> bool:
+    candidates = [spec.file or "", spec.path or ""]
+    return any(c.lower().endswith(".gguf") for c in candidates)
+
+
+def resolve_backend(spec: DeploymentBody) -> tuple[Backend, str]:
+    """The backend for a spec and the rule that chose it (`explicit`, `gguf`, `speech`, `default`)."""
+    if spec.backend != "auto":
+        return CATALOGUE[spec.backend], "explicit"
+    if is_gguf(spec):
+        return LLAMA_BOX, "gguf"
+    name = spec.repo_id or (spec.path or "").rstrip("/")
+    if SPEECH_MODELS.search(name):
+        return VOX_BOX, "speech"
+    return VLLM, "default"
+
+
+def flag_name(argument: str) -> str:
+    """`--port=8080` -> `--port`; plain values are returned unchanged."""
+    return argument.split("=", 1)[0] if argument.startswith("-") else argument

@@ -1,0 +1,75 @@
+"""Compilation: checked Deployments + a Node profile -> a Plan, or every Diagnostic at once.
+
+The whole pipeline is pure: `load -> check -> select node -> place -> allocate ports -> render`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from maas.compiler.backends import resolve_backend
+from maas.compiler.checks import check_deployments
+from maas.compiler.diagnostics import Diagnostic, raise_if_errors
+from maas.compiler.documents import Loaded
+from maas.compiler.models import Deployment, Node
+from maas.compiler.placement import PlacementResult, place
+from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler.ports import allocate_ports
+from maas.compiler.render import CompileOptions, render_deployment
+
+
+def compile_plan(
+    deployments: Sequence[Loaded[Deployment]],
+    node: Node,
+    *,
+    options: CompileOptions | None = None,
+    previous: Plan | None = None,
+    resolved_files: Mapping[str, str] | None = None,
+) -> Plan:
+    """The Plan of `node` for `deployments`; raises `MaasError` with all problems found."""
+    options = options or CompileOptions()
+    diagnostics = check_deployments(deployments)
+    placed: list[tuple[Loaded[Deployment], PlacementResult]] = []
+    for loaded in deployments:
+        selector_problem = _selector_mismatch(loaded, node)
+        if selector_problem:
+            diagnostics.append(selector_problem)
+            continue
+        backend, _ = resolve_backend(loaded.model.spec)
+        result = place(loaded, backend, node)
+        diagnostics.extend(result.diagnostics)
+        placed.append((loaded, result))
+    raise_if_errors(diagnostics)
+    previous_ports = {d.name: d.ports for d in previous.deployments} if previous else None
+    ports = allocate_ports(
+        {loaded.model.metadata.name: loaded.model.spec.replicas for loaded, _ in placed},
+        options.port_range, previous_ports,
+    )
+    rendered: list[PlanDeployment] = []
+    for loaded, result in placed:
+        assert result.placement is not None
+        backend, rule = resolve_backend(loaded.model.spec)
+        name = loaded.model.metadata.name
+        rendered.append(render_deployment(
+            loaded, backend=backend, rule=rule, placement=result.placement,
+            estimate=result.estimate, ports=ports[name], options=options,
+            resolved_file=(resolved_files or {}).get(name),
+            warnings=[d for d in result.diagnostics if d.severity == "warning"],
+        ))
+    rendered.sort(key=lambda d: d.name)
+    return Plan(node=node.metadata.name, deployments=rendered)
+
+
+def _selector_mismatch(loaded: Loaded[Deployment], node: Node) -> Diagnostic | None:
+    labels = node.metadata.labels
+    for key, wanted in sorted(loaded.model.spec.worker_selector.items()):
+        have = labels.get(key)
+        if have != wanted:
+            actual = f"'{have}'" if have is not None else "no such label"
+            return Diagnostic(
+                "selector",
+                f"node '{node.metadata.name}' does not match worker_selector {key}={wanted} "
+                f"(node has {actual})",
+                loaded.doc.at(("spec", "worker_selector", key)),
+            )
+    return None

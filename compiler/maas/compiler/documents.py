@@ -1,0 +1,199 @@
+"""Plain documents -> typed `Deployment` and `Node` models, with every problem positioned.
+
+pydantic's error `loc` tuples are mapped back onto the YAML position table; unknown keys get a
+"did you mean" hint from the model's own field names. All problems of all documents are collected
+before anything is raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from maas.compiler.diagnostics import Diagnostic, did_you_mean
+from maas.compiler.loader import PathKey, SourceDoc
+from maas.compiler.models import API_VERSION, Deployment, Node
+
+M = TypeVar("M", bound=BaseModel)
+KINDS: dict[str, type[BaseModel]] = {"Deployment": Deployment, "Node": Node}
+
+
+@dataclass(frozen=True)
+class Loaded(Generic[M]):
+    """A validated model together with the document it came from (for positions)."""
+
+    model: M
+    doc: SourceDoc
+
+
+@dataclass
+class Documents:
+    deployments: list[Loaded[Deployment]]
+    nodes: list[Loaded[Node]]
+    diagnostics: list[Diagnostic]
+
+
+def parse_documents(docs: Iterable[SourceDoc], kinds: Sequence[str] = ("Deployment", "Node")) -> Documents:
+    out = Documents([], [], [])
+    for doc in docs:
+        kind = _check_envelope(doc, kinds, out.diagnostics)
+        if kind is None:
+            continue
+        model_cls = KINDS[kind]
+        try:
+            model = model_cls.model_validate(doc.data)
+        except ValidationError as exc:
+            out.diagnostics.extend(_from_validation(exc, doc, model_cls))
+            continue
+        if isinstance(model, Deployment):
+            out.deployments.append(Loaded(model, doc))
+        elif isinstance(model, Node):
+            out.nodes.append(Loaded(model, doc))
+    return out
+
+
+def _check_envelope(doc: SourceDoc, kinds: Sequence[str], sink: list[Diagnostic]) -> str | None:
+    data = doc.data
+    if not isinstance(data, dict):
+        sink.append(
+            Diagnostic("document", "a document must be a mapping with apiVersion, kind, metadata "
+                       "and spec", doc.at(()))
+        )
+        return None
+    api = data.get("apiVersion")
+    if api != API_VERSION:
+        message = "missing apiVersion" if api is None else f"unsupported apiVersion '{api}'"
+        sink.append(
+            Diagnostic("api-version", message, doc.at(("apiVersion",)),
+                       hints=(f"use 'apiVersion: {API_VERSION}'",))
+        )
+        return None
+    kind = data.get("kind")
+    if kind not in kinds:
+        expected = " or ".join(f"'{k}'" for k in kinds)
+        if kind is None:
+            message = f"missing kind (expected {expected})"
+        elif kind in KINDS:
+            message = f"a '{kind}' document is not expected here (expected {expected})"
+        else:
+            message = f"unknown kind '{kind}' (expected {expected})"
+        hints = did_you_mean(str(kind), kinds) if kind not in KINDS else ()
+        sink.append(Diagnostic("kind", message, doc.at(("kind",)), hints=hints))
+        return None
+    return str(kind)
+
+
+def _from_validation(exc: ValidationError, doc: SourceDoc, model_cls: type[BaseModel]) -> list[Diagnostic]:
+    found: dict[PathKey, Diagnostic] = {}
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        path = _data_path(doc, loc, keep_missing=err["type"] == "missing")
+        diagnostic = _diagnostic(err, loc, path, doc, model_cls)
+        if path in found and loc != path:
+            # Several arms of a union failed for one value: say what it accepts, once.
+            found[path] = Diagnostic(
+                "type", f"'{_dotted(path)}' has the wrong type: {_union_text(model_cls, path)}",
+                doc.at(path),
+            )
+            continue
+        found.setdefault(path, diagnostic)
+    return list(found.values())
+
+
+def _data_path(doc: SourceDoc, loc: tuple[Any, ...], *, keep_missing: bool) -> PathKey:
+    """The prefix of a pydantic loc that exists in the data (drops union tags like 'str')."""
+    path: list[str | int] = []
+    node = doc.data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            if keep_missing and isinstance(node, dict) and isinstance(part, str):
+                path.append(part)
+            break
+        path.append(part)
+    return tuple(path)
+
+
+def _diagnostic(
+    err: Any, loc: tuple[Any, ...], path: PathKey, doc: SourceDoc, model_cls: type[BaseModel]
+) -> Diagnostic:
+    kind = err["type"]
+    name = _dotted(path)
+    if kind == "extra_forbidden":
+        field = str(path[-1])
+        allowed = _fields_at(model_cls, path[:-1])
+        return Diagnostic("unknown-field", f"unknown field '{name}'", doc.at(path, key=True),
+                          hints=did_you_mean(field, allowed))
+    if kind == "missing":
+        return Diagnostic("missing-field", f"missing required field '{name}'", doc.at(path[:-1], key=True))
+    if kind == "literal_error":
+        value = doc.get(path)
+        expected = err.get("ctx", {}).get("expected", "")
+        return Diagnostic("enum", f"'{name}' must be one of {expected}, not {value!r}", doc.at(path),
+                          hints=did_you_mean(str(value), _literal_choices(expected)))
+    message = str(err["msg"])
+    if message.startswith("Value error, "):
+        return Diagnostic("value", f"'{name}': {message.removeprefix('Value error, ')}", doc.at(path))
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_type":
+        value = doc.get(path)
+        return Diagnostic("type", f"'{name}': {message[0].lower()}{message[1:]}, "
+                          f"got {_describe(value)}", doc.at(path))
+    return Diagnostic("value", f"'{name}': {message[0].lower()}{message[1:]}", doc.at(path))
+
+
+def _dotted(path: PathKey) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(document)"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _literal_choices(expected: str) -> list[str]:
+    return [part.strip(" '") for part in expected.replace(" or ", ",").split(",") if part.strip(" '")]
+
+
+def _model_at(model_cls: type[BaseModel], path: PathKey) -> type[BaseModel] | None:
+    current: type[BaseModel] | None = model_cls
+    for part in path:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            return None
+        annotation = current.model_fields[part].annotation
+        current = _first_model(annotation)
+    return current
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_at(model_cls: type[BaseModel], path: PathKey) -> list[str]:
+    model = _model_at(model_cls, tuple(p for p in path if isinstance(p, str)))
+    return list(model.model_fields) if model else []
+
+
+def _union_text(model_cls: type[BaseModel], path: PathKey) -> str:
+    if path and path[-1] == "command":
+        return "expected a string or a list of strings"
+    return "no accepted type matches"

@@ -1,0 +1,191 @@
+"""The documents users write: `Deployment` specs and `Node` profiles (apiVersion maas/v1).
+
+These pydantic models are the public contract and the source of the committed JSON Schemas.
+Unknown keys are errors; fields are strict so that `replicas: "2"` is reported, not coerced.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+API_VERSION = "maas/v1"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+Source = Literal["huggingface", "modelscope", "local_path"]
+BackendName = Literal["auto", "llama-box", "vllm", "vox-box", "custom"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key in labels:
+        if not LABEL_KEY.match(key) or len(key) > 253:
+            raise ValueError(f"invalid label key '{key}'")
+    return labels
+
+
+class Metadata(Strict):
+    name: str = Field(description="DNS-1123 label: lowercase letters, digits and '-', at most 63.")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not DNS_LABEL.match(value):
+            raise ValueError(
+                f"'{value}' is not a DNS-1123 label (lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit, at most 63 characters)"
+            )
+        return value
+
+    _labels = field_validator("labels")(classmethod(lambda cls, v: _check_labels(v)))
+
+
+class Health(Strict):
+    path: str | None = Field(
+        default=None, description="HTTP path probed for readiness; the backend's own by default."
+    )
+    startup_timeout_s: Annotated[int, Field(ge=1, le=86400)] = 1800
+    period_s: Annotated[int, Field(ge=1, le=3600)] = 10
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("health path must start with '/'")
+        return value
+
+
+class SecretRef(Strict):
+    secret: str = Field(description="Name of a node-local secret the agent resolves at start.")
+
+
+class Resources(Strict):
+    memory_bytes: Annotated[int, Field(ge=1)] | None = None
+    cpus: Annotated[float, Field(gt=0)] | None = None
+
+
+class DeploymentBody(Strict):
+    source: Source
+    repo_id: str | None = Field(default=None, description="ORG/NAME on the hub.")
+    file: str | None = Field(default=None, description="File name or glob inside the repo.")
+    path: str | None = Field(default=None, description="Absolute host path for local_path.")
+    revision: str | None = None
+    backend: BackendName = "auto"
+    image: str | None = None
+    entrypoint: list[str] | None = None
+    command: str | list[str] | None = None
+    backend_parameters: list[str] = Field(default_factory=list)
+    allow_cpu_offload: bool = False
+    replicas: Annotated[int, Field(ge=0, le=64)] = 1
+    context_length: Annotated[int, Field(ge=1)] | None = None
+    env: dict[str, str | SecretRef] = Field(default_factory=dict)
+    worker_selector: dict[str, str] = Field(default_factory=dict)
+    health: Health = Field(default_factory=Health)
+    resources: Resources = Field(default_factory=Resources)
+    aliases: list[str] = Field(default_factory=list)
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[\w.-]+/[\w.-]+$", value):
+            raise ValueError(f"'{value}' is not ORG/NAME")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("path must be absolute")
+        return value
+
+
+class Deployment(Strict):
+    """A `kind: Deployment` document."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"title": "MaaS-Base Deployment", "$id": "deployment.schema.json"}
+    )
+    apiVersion: Literal["maas/v1"]  # noqa: N815 - the YAML key
+    kind: Literal["Deployment"]
+    metadata: Metadata
+    spec: DeploymentBody
+
+
+class NumaNode(Strict):
+    id: Annotated[int, Field(ge=0)]
+    cpus: str = Field(description="CPU list as in /sys, e.g. '0-15,32-47'.")
+    memory_bytes: Annotated[int, Field(ge=0)] | None = None
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpu_list(cls, value: str) -> str:
+        if not CPU_LIST.match(value):
+            raise ValueError(f"'{value}' is not a CPU list such as '0-15,32-47'")
+        return value
+
+
+class Cpu(Strict):
+    cores: Annotated[int, Field(ge=1)]
+    threads: Annotated[int, Field(ge=1)]
+    numa_nodes: list[NumaNode] = Field(default_factory=list)
+    memory_bandwidth_bytes_per_s: Annotated[int, Field(ge=1)] | None = None
+    model: str | None = None
+
+
+class Memory(Strict):
+    total_bytes: Annotated[int, Field(ge=1)]
+    available_bytes: Annotated[int, Field(ge=0)] | None = None
+
+
+class Gpu(Strict):
+    index: Annotated[int, Field(ge=0)]
+    uuid: str
+    name: str
+    vendor: Literal["nvidia", "amd", "intel", "apple", "other"] = "nvidia"
+    memory_total_bytes: Annotated[int, Field(ge=1)]
+    memory_free_bytes: Annotated[int, Field(ge=0)] | None = None
+    compute_capability: str | None = None
+    memory_bus_width_bits: Annotated[int, Field(ge=1)] | None = None
+    memory_clock_max_mhz: Annotated[int, Field(ge=1)] | None = None
+    memory_bandwidth_bytes_per_s: Annotated[int, Field(ge=1)] | None = None
+
+    @property
+    def free_bytes(self) -> int:
+        return self.memory_total_bytes if self.memory_free_bytes is None else self.memory_free_bytes
+
+
+class NodeBody(Strict):
+    cpu: Cpu
+    memory: Memory
+    gpus: list[Gpu] = Field(default_factory=list)
+    driver_version: str | None = None
+    cuda_version: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_gpus(self) -> NodeBody:
+        seen: set[str] = set()
+        for gpu in self.gpus:
+            if gpu.uuid in seen:
+                raise ValueError(f"GPU uuid '{gpu.uuid}' appears twice")
+            seen.add(gpu.uuid)
+        return self
+
+
+class Node(Strict):
+    """A `kind: Node` document: the hardware facts of one host."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"title": "MaaS-Base Node profile", "$id": "node.schema.json"}
+    )
+    apiVersion: Literal["maas/v1"]  # noqa: N815
+    kind: Literal["Node"]
+    metadata: Metadata
+    spec: NodeBody

@@ -1,0 +1,124 @@
+"""The Plan: the compiled, fully resolved desired state of one node, as canonical JSON.
+
+Each deployment carries a versioned spec hash over exactly the fields that define its containers,
+so the agent recreates a container when (and only when) one of them changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from maas.compiler.models import SecretRef
+
+FORMAT_VERSION = 1
+SPEC_HASH_VERSION = "v1"
+
+
+class PlanModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Placement(PlanModel):
+    mode: Literal["gpu", "hybrid", "cpu"]
+    gpus: list[str] = Field(default_factory=list, description="GPU UUIDs.")
+    gpu_layers: int | None = None
+    layers_total: int | None = None
+    tensor_parallel_size: int | None = None
+    tensor_split: list[float] | None = None
+    expert_offload: list[str] = Field(default_factory=list, description="Tensor overrides to CPU.")
+    cpuset: str | None = None
+    cpuset_mems: str | None = None
+    threads: int | None = None
+    reason: str = ""
+
+
+class Estimate(PlanModel):
+    vram_bytes: list[int] = Field(default_factory=list, description="Per GPU, in placement order.")
+    ram_bytes: int | None = None
+    decode_tokens_per_s: float | None = None
+    details: dict[str, int] = Field(default_factory=dict)
+
+
+class Mount(PlanModel):
+    source: str
+    target: str
+    read_only: bool = False
+
+
+class HealthCheck(PlanModel):
+    paths: list[str] = Field(default_factory=list, description="Empty: a TCP connect suffices.")
+    startup_timeout_s: int = 1800
+    period_s: int = 10
+
+
+class ModelRef(PlanModel):
+    source: Literal["huggingface", "modelscope", "local_path"]
+    repo_id: str | None = None
+    file: str | None = None
+    revision: str | None = None
+    path: str = Field(description="Where the model is on the host (and in the container).")
+    download: bool = Field(description="Whether the agent fetches it into the cache before start.")
+
+
+class Limits(PlanModel):
+    memory_bytes: int | None = None
+    nano_cpus: int | None = None
+
+
+class PlanDeployment(PlanModel):
+    name: str
+    action: Literal["create", "recreate", "remove", "noop"] = "create"
+    backend: str
+    backend_rule: Literal["explicit", "gguf", "speech", "default"]
+    image: str
+    entrypoint: list[str] | None = None
+    command: list[str]
+    env: dict[str, str | SecretRef] = Field(default_factory=dict)
+    port: int = Field(description="The port the backend listens on; replica 0's host port.")
+    ports: list[int] = Field(default_factory=list, description="Host port per replica.")
+    replicas: int = 1
+    mounts: list[Mount] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+    health: HealthCheck = Field(default_factory=HealthCheck)
+    model: ModelRef
+    labels: dict[str, str] = Field(default_factory=dict)
+    aliases: list[str] = Field(default_factory=list)
+    placement: Placement
+    estimate: Estimate = Field(default_factory=Estimate)
+    spec_hash: str = ""
+    diagnostics: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Plan(PlanModel):
+    model_config = ConfigDict(
+        json_schema_extra={"title": "MaaS-Base Plan", "$id": "plan.schema.json"}
+    )
+    format_version: Literal[1] = FORMAT_VERSION
+    node: str
+    deployments: list[PlanDeployment] = Field(default_factory=list)
+
+    def deployment(self, name: str) -> PlanDeployment | None:
+        return next((d for d in self.deployments if d.name == name), None)
+
+
+HASHED_FIELDS = ("image", "entrypoint", "command", "env", "port", "mounts", "limits", "model")
+
+
+def spec_hash(deployment: PlanDeployment) -> str:
+    """`v1:<hex>` over what defines a container; replicas, health and labels are left out."""
+    data = deployment.model_dump(mode="json", include=set(HASHED_FIELDS))
+    placement = deployment.placement.model_dump(mode="json", exclude={"reason"})
+    payload = canonical_json({"deployment": data, "placement": placement})
+    return f"{SPEC_HASH_VERSION}:{hashlib.sha256(payload.encode()).hexdigest()[:24]}"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def plan_to_json(plan: Plan, *, indent: int | None = 2) -> str:
+    return json.dumps(plan.model_dump(mode="json"), indent=indent, sort_keys=False) + "\n"

@@ -1,0 +1,137 @@
+"""Rendering: one checked Deployment plus its placement -> the exact container of the Plan.
+
+Produces image, argv (never interpreted by a shell), env, mounts, limits, health and the model
+reference the agent fetches, then stamps the spec hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from maas.compiler.backends import Backend
+from maas.compiler.diagnostics import Diagnostic
+from maas.compiler.documents import Loaded
+from maas.compiler.models import Deployment, DeploymentBody
+from maas.compiler.plan import (
+    Estimate,
+    HealthCheck,
+    Limits,
+    ModelRef,
+    Mount,
+    Placement,
+    PlanDeployment,
+    spec_hash,
+)
+from maas.compiler.template import render, split_command
+
+GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Node-level settings the compiler needs; the agent fills them from its configuration."""
+
+    cache_dir: str = "/var/lib/maas/cache"
+    port_range: tuple[int, int] = (40000, 40999)
+    gpu_margin_bytes: int = 1 << 30
+
+    @property
+    def hf_cache(self) -> str:
+        return f"{self.cache_dir}/huggingface"
+
+
+def model_ref(spec: DeploymentBody, options: CompileOptions, resolved_file: str | None) -> ModelRef:
+    if spec.source == "local_path":
+        assert spec.path is not None
+        return ModelRef(source="local_path", path=spec.path, download=False)
+    assert spec.repo_id is not None
+    base = f"{options.cache_dir}/models/{spec.source}/{spec.repo_id}"
+    file = resolved_file or spec.file
+    path = f"{base}/{file}" if file and not (GLOB_CHARS & set(file)) else base
+    return ModelRef(source=spec.source, repo_id=spec.repo_id, file=spec.file,
+                    revision=spec.revision, path=path, download=True)
+
+
+def render_deployment(
+    loaded: Loaded[Deployment],
+    *,
+    backend: Backend,
+    rule: str,
+    placement: Placement,
+    estimate: Estimate,
+    ports: list[int],
+    options: CompileOptions,
+    resolved_file: str | None = None,
+    warnings: list[Diagnostic] | None = None,
+) -> PlanDeployment:
+    deployment = loaded.model
+    spec = deployment.spec
+    model = model_ref(spec, options, resolved_file)
+    values = {
+        "port": str(ports[0]),
+        "model_path": model.path,
+        "model_name": deployment.metadata.name,
+        "hf_cache": options.hf_cache,
+        "gpu_ids": ",".join(placement.gpus),
+        "gpu_count": str(len(placement.gpus)),
+    }
+    if spec.command is not None:
+        template, _ = split_command(spec.command, loaded.doc, ("spec", "command"))
+        base = list(template.args) if template else []
+    else:
+        base = list(backend.template)
+    command = render(base, values) + placement_flags(backend, spec, placement)
+    command += list(spec.backend_parameters)
+    image = spec.image or backend.image_for(gpu=placement.mode != "cpu")
+    assert image is not None, "checked: custom backends carry an image"
+    mounts = [Mount(source=options.cache_dir, target=options.cache_dir)]
+    if spec.source == "local_path":
+        mounts.append(Mount(source=model.path, target=model.path, read_only=True))
+    health_paths = [spec.health.path] if spec.health.path else list(backend.health_paths)
+    rendered = PlanDeployment(
+        name=deployment.metadata.name,
+        backend=backend.name,
+        backend_rule=rule,  # type: ignore[arg-type]
+        image=image,
+        entrypoint=spec.entrypoint,
+        command=command,
+        env=dict(sorted(spec.env.items())),
+        port=ports[0],
+        ports=ports[: spec.replicas],
+        replicas=spec.replicas,
+        mounts=mounts,
+        limits=Limits(
+            memory_bytes=spec.resources.memory_bytes,
+            nano_cpus=int(spec.resources.cpus * 1e9) if spec.resources.cpus else None,
+        ),
+        health=HealthCheck(paths=health_paths, startup_timeout_s=spec.health.startup_timeout_s,
+                           period_s=spec.health.period_s),
+        model=model,
+        labels=dict(sorted(deployment.metadata.labels.items())),
+        aliases=list(spec.aliases),
+        placement=placement,
+        estimate=estimate,
+        diagnostics=[d.as_dict() for d in warnings or []],
+    )
+    return rendered.model_copy(update={"spec_hash": spec_hash(rendered)})
+
+
+def placement_flags(backend: Backend, spec: DeploymentBody, placement: Placement) -> list[str]:
+    """Arguments through which the backend learns the placement, in catalogue order."""
+    flags: list[str] = []
+    if backend.context_flag and spec.context_length:
+        flags += [backend.context_flag, str(spec.context_length)]
+    if backend.gpu_layers_flag:
+        layers = {"gpu": 999, "cpu": 0}.get(placement.mode, placement.gpu_layers or 0)
+        if placement.mode == "gpu" and placement.layers_total is not None:
+            layers = placement.layers_total
+        flags += [backend.gpu_layers_flag, str(layers)]
+    if backend.tensor_split_flag and placement.tensor_split:
+        flags += [backend.tensor_split_flag, ",".join(f"{x:g}" for x in placement.tensor_split)]
+    if backend.override_tensor_flag and placement.expert_offload:
+        flags += [backend.override_tensor_flag, ",".join(placement.expert_offload)]
+    if backend.tensor_parallel_flag and placement.tensor_parallel_size:
+        flags += [backend.tensor_parallel_flag, str(placement.tensor_parallel_size)]
+    if backend.threads_flag and placement.threads:
+        flags += [backend.threads_flag, str(placement.threads)]
+    return flags
