@@ -90,7 +90,8 @@ class DeploymentBody(Strict):
     worker_selector: dict[str, str] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)
     resources: Resources = Field(default_factory=Resources)
-    aliases: list[str] = Field(default_factory=list)
+    aliases: list[str] = Field(default_factory=list, description="Extra model names the gateway routes here.")
+    generic_proxy: bool = Field(default=False, description="Expose /proxy/<name>/<path> on the gateway.")
 
     @field_validator("repo_id")
     @classmethod

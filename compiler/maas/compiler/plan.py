@@ -87,6 +87,7 @@ class PlanDeployment(PlanModel):
     model: ModelRef
     labels: dict[str, str] = Field(default_factory=dict)
     aliases: list[str] = Field(default_factory=list)
+    generic_proxy: bool = False
     placement: Placement
     estimate: Estimate = Field(default_factory=Estimate)
     spec_hash: str = ""

@@ -109,6 +109,7 @@ def render_deployment(
         model=model,
         labels=dict(sorted(deployment.metadata.labels.items())),
         aliases=list(spec.aliases),
+        generic_proxy=spec.generic_proxy,
         placement=placement,
         estimate=estimate,
         diagnostics=[d.as_dict() for d in warnings or []],
