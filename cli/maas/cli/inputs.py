@@ -10,15 +10,17 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def collect_files(paths: list[str]) -> list[Path]:
-    """Files named, plus `*.yaml`/`*.yml` under directories (recursively, hidden folders skipped)."""
+    """Files named, plus `*.yaml`/`*.yml` under directories (recursively, skipping hidden ones)."""
     found: list[Path] = []
     missing: list[Diagnostic] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             found.extend(
-                p for p in sorted(path.rglob("*"))
-                if p.suffix in YAML_SUFFIXES and p.is_file()
+                p
+                for p in sorted(path.rglob("*"))
+                if p.suffix in YAML_SUFFIXES
+                and p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
         elif path.is_file() or raw == "-":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from maas.cli.inputs import read_sources
-from maas.compiler import MaasError, Node, load_sources
+from maas.compiler import Loaded, MaasError, Node, load_sources
 from maas.compiler.diagnostics import Diagnostic, Position, raise_if_errors
 
 
@@ -11,11 +13,32 @@ def load_node(path: str) -> Node:
     documents = load_sources(read_sources([path]), kinds=("Node",))
     raise_if_errors(documents.diagnostics)
     if len(documents.nodes) != 1:
-        raise MaasError([Diagnostic(
-            "node", f"expected exactly one Node document, found {len(documents.nodes)}",
-            Position(path),
-        )])
+        raise MaasError(
+            [
+                Diagnostic(
+                    "node",
+                    f"expected exactly one Node document, found {len(documents.nodes)}",
+                    Position(path),
+                )
+            ]
+        )
     return documents.nodes[0].model
+
+
+def single_node(nodes: Sequence[Loaded[Node]]) -> Node:
+    """The one Node profile found among the inputs; several need `--node` to choose."""
+    if len(nodes) > 1:
+        names = ", ".join(n.model.metadata.name for n in nodes)
+        raise MaasError(
+            [
+                Diagnostic(
+                    "node",
+                    f"found {len(nodes)} Node profiles ({names}); choose one with --node",
+                    nodes[1].doc.at(("metadata", "name")),
+                )
+            ]
+        )
+    return nodes[0].model
 
 
 def probe_node() -> Node:

@@ -1,4 +1,4 @@
-"""Printing for people and scripts: diagnostics, tables, JSON; colour only on a TTY without NO_COLOR."""
+"""Printing for people and scripts: diagnostics, tables, JSON; colour only on a TTY, no NO_COLOR."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ def use_color(stream: TextIO) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
-def print_diagnostics(diagnostics: Iterable[Any], fmt: str = "text", stream: TextIO = sys.stderr) -> None:
+def print_diagnostics(
+    diagnostics: Iterable[Any], fmt: str = "text", stream: TextIO = sys.stderr
+) -> None:
     color = use_color(stream) and fmt == "text"
     for diagnostic in diagnostics:
         if fmt == "github":

@@ -10,7 +10,7 @@ GIB = 1024**3
 
 def placement_text(d: PlanDeployment) -> str:
     p = d.placement
-    text = p.mode
+    text: str = p.mode
     if p.mode == "hybrid" and p.gpu_layers is not None and p.layers_total:
         text += f" {p.gpu_layers}/{p.layers_total} layers"
     elif p.mode == "gpu" and p.layers_total:
@@ -42,23 +42,44 @@ def plan_text(plan: Plan) -> str:
     if not plan.deployments:
         return f"node {plan.node}: no deployments"
     rows = [
-        [d.name, d.backend, d.image, placement_text(d), ",".join(map(str, d.ports)) or str(d.port),
-         estimate_text(d), f"{d.backend_rule}; {d.placement.reason}"]
+        [
+            d.name,
+            d.backend,
+            d.image,
+            placement_text(d),
+            ",".join(map(str, d.ports)) or str(d.port),
+            estimate_text(d),
+            f"{d.backend_rule}; {d.placement.reason}",
+        ]
         for d in plan.deployments
     ]
     head = f"node {plan.node}: {len(plan.deployments)} deployment(s)\n\n"
-    return head + table(["deployment", "backend", "image", "placement", "port", "estimate", "why"],
-                        rows)
+    return head + table(
+        ["deployment", "backend", "image", "placement", "port", "estimate", "why"], rows
+    )
 
 
 def plan_markdown(plan: Plan) -> str:
-    lines = [f"### Plan for node `{plan.node}`", "",
-             "| deployment | backend | image | placement | port | estimate |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"### Plan for node `{plan.node}`",
+        "",
+        "| deployment | backend | image | placement | port | estimate |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for d in plan.deployments:
-        lines.append(f"| `{d.name}` | {d.backend} ({d.backend_rule}) | `{d.image}` | "
-                     f"{placement_text(d)} | {d.port} | {estimate_text(d)} |")
+        lines.append(
+            f"| `{d.name}` | {d.backend} ({d.backend_rule}) | `{d.image}` | "
+            f"{placement_text(d)} | {d.port} | {estimate_text(d)} |"
+        )
     for d in plan.deployments:
-        lines += ["", f"<details><summary><code>{d.name}</code> command</summary>", "",
-                  "```", " ".join(d.command), "```", "", "</details>"]
+        lines += [
+            "",
+            f"<details><summary><code>{d.name}</code> command</summary>",
+            "",
+            "```",
+            " ".join(d.command),
+            "```",
+            "",
+            "</details>",
+        ]
     return "\n".join(lines) + "\n"

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from maas.compiler.models import DeploymentBody
+
+
+BackendRule = Literal["explicit", "gguf", "speech", "default"]
 
 
 @dataclass(frozen=True)
@@ -37,42 +41,93 @@ LLAMA_BOX = Backend(
     name="llama-box",
     image_cuda="ghcr.io/ggml-org/llama.cpp:server-cuda",
     image_cpu="ghcr.io/ggml-org/llama.cpp:server",
-    template=("--host", "0.0.0.0", "--port", "{{port}}", "--model", "{{model_path}}",
-              "--alias", "{{model_name}}"),
+    template=(
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "{{port}}",
+        "--model",
+        "{{model_path}}",
+        "--alias",
+        "{{model_name}}",
+    ),
     health_paths=("/health",),
     context_flag="--ctx-size",
     gpu_layers_flag="--n-gpu-layers",
     threads_flag="--threads",
     tensor_split_flag="--tensor-split",
     override_tensor_flag="--override-tensor",
-    owned_flags=frozenset({
-        "--host", "--port", "-m", "--model", "-a", "--alias", "-c", "--ctx-size", "-ngl",
-        "--n-gpu-layers", "--gpu-layers", "-t", "--threads", "-ts", "--tensor-split", "-ot",
-        "--override-tensor", "-dev", "--device",
-    }),
+    owned_flags=frozenset(
+        {
+            "--host",
+            "--port",
+            "-m",
+            "--model",
+            "-a",
+            "--alias",
+            "-c",
+            "--ctx-size",
+            "-ngl",
+            "--n-gpu-layers",
+            "--gpu-layers",
+            "-t",
+            "--threads",
+            "-ts",
+            "--tensor-split",
+            "-ot",
+            "--override-tensor",
+            "-dev",
+            "--device",
+        }
+    ),
 )
 
 VLLM = Backend(
     name="vllm",
     image_cuda="vllm/vllm-openai:v0.11.0",
     image_cpu="public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.11.0",
-    template=("--model", "{{model_path}}", "--served-model-name", "{{model_name}}",
-              "--host", "0.0.0.0", "--port", "{{port}}"),
+    template=(
+        "--model",
+        "{{model_path}}",
+        "--served-model-name",
+        "{{model_name}}",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "{{port}}",
+    ),
     health_paths=("/health", "/v1/models"),
     context_flag="--max-model-len",
     tensor_parallel_flag="--tensor-parallel-size",
-    owned_flags=frozenset({
-        "--model", "--served-model-name", "--host", "--port", "--max-model-len",
-        "--tensor-parallel-size", "-tp", "--gpu-memory-utilization", "--cpu-offload-gb",
-    }),
+    owned_flags=frozenset(
+        {
+            "--model",
+            "--served-model-name",
+            "--host",
+            "--port",
+            "--max-model-len",
+            "--tensor-parallel-size",
+            "-tp",
+            "--gpu-memory-utilization",
+            "--cpu-offload-gb",
+        }
+    ),
 )
 
 VOX_BOX = Backend(
     name="vox-box",
     image_cuda="gpustack/vox-box:latest-cuda",
     image_cpu="gpustack/vox-box:latest",
-    template=("vox-box", "start", "--model", "{{model_path}}", "--host", "0.0.0.0",
-              "--port", "{{port}}"),
+    template=(
+        "vox-box",
+        "start",
+        "--model",
+        "{{model_path}}",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "{{port}}",
+    ),
     health_paths=("/health",),
     owned_flags=frozenset({"--model", "--host", "--port", "--device"}),
 )
@@ -92,8 +147,8 @@ def is_gguf(spec: DeploymentBody) -> bool:
     return any(c.lower().endswith(".gguf") for c in candidates)
 
 
-def resolve_backend(spec: DeploymentBody) -> tuple[Backend, str]:
-    """The backend for a spec and the rule that chose it (`explicit`, `gguf`, `speech`, `default`)."""
+def resolve_backend(spec: DeploymentBody) -> tuple[Backend, BackendRule]:
+    """The backend for a spec and the rule that chose it: explicit, gguf, speech or default."""
     if spec.backend != "auto":
         return CATALOGUE[spec.backend], "explicit"
     if is_gguf(spec):

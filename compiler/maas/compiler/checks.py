@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from maas.compiler.backends import flag_name, resolve_backend
 from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.documents import Loaded
-from maas.compiler.models import Deployment
+from maas.compiler.loader import SourceDoc
+from maas.compiler.models import Deployment, DeploymentBody
 from maas.compiler.template import check_template, split_command
 
 
@@ -21,11 +22,14 @@ def check_deployments(deployments: Sequence[Loaded[Deployment]]) -> list[Diagnos
         name = loaded.model.metadata.name
         if name in first_seen:
             earlier = first_seen[name].doc.at(("metadata", "name"))
-            diagnostics.append(Diagnostic(
-                "duplicate-name", f"deployment '{name}' is defined twice",
-                loaded.doc.at(("metadata", "name")),
-                hints=(f"first defined at {earlier}",),
-            ))
+            diagnostics.append(
+                Diagnostic(
+                    "duplicate-name",
+                    f"deployment '{name}' is defined twice",
+                    loaded.doc.at(("metadata", "name")),
+                    hints=(f"first defined at {earlier}",),
+                )
+            )
         else:
             first_seen[name] = loaded
         diagnostics.extend(check_deployment(loaded))
@@ -34,43 +38,81 @@ def check_deployments(deployments: Sequence[Loaded[Deployment]]) -> list[Diagnos
 
 def check_deployment(loaded: Loaded[Deployment]) -> list[Diagnostic]:
     spec, doc = loaded.model.spec, loaded.doc
-    found: list[Diagnostic] = []
-
-    def problem(code: str, message: str, path: tuple[str, ...], *hints: str) -> None:
-        found.append(Diagnostic(code, message, doc.at(("spec", *path), key=True), hints=hints))
-
-    if spec.source in ("huggingface", "modelscope"):
-        if spec.repo_id is None:
-            problem("missing-field", f"source '{spec.source}' needs 'repo_id'", ("source",))
-        if spec.path is not None:
-            problem("conflict", f"'path' cannot be used with source '{spec.source}'", ("path",),
-                    "use 'source: local_path' for a model on this host, or drop 'path'")
-    else:
-        if spec.path is None:
-            problem("missing-field", "source 'local_path' needs 'path'", ("source",))
-        if spec.repo_id is not None:
-            problem("conflict", "'repo_id' cannot be used with source 'local_path'", ("repo_id",))
-        if spec.revision is not None:
-            problem("conflict", "'revision' cannot be used with source 'local_path'", ("revision",))
-    backend, _ = resolve_backend(spec)
-    if backend.name == "custom":
-        if spec.image is None:
-            problem("missing-field", "backend 'custom' needs 'image'", ("backend",),
-                    "name the container image that serves this model")
-        if spec.backend_parameters:
-            problem("conflict", "'backend_parameters' apply to built-in backends only; put the "
-                    "arguments in 'command'", ("backend_parameters",))
-    for index, argument in enumerate(spec.backend_parameters):
-        if flag_name(argument) in backend.owned_flags:
-            found.append(Diagnostic(
-                "owned-flag",
-                f"'{flag_name(argument)}' is set by the platform for backend '{backend.name}'",
-                doc.at(("spec", "backend_parameters", index)),
-                hints=("remove it; the plan sets it from the spec and the node",),
-            ))
+    found = _check_source(spec, doc) + _check_backend(spec, doc)
     if spec.command is not None:
         template, errors = split_command(spec.command, doc, ("spec", "command"))
         found.extend(errors)
         if template is not None:
             found.extend(check_template(template, doc))
+    return found
+
+
+def _problem(doc: SourceDoc, code: str, message: str, field: str, *hints: str) -> Diagnostic:
+    return Diagnostic(code, message, doc.at(("spec", field), key=True), hints=hints)
+
+
+def _check_source(spec: DeploymentBody, doc: SourceDoc) -> list[Diagnostic]:
+    found: list[Diagnostic] = []
+    if spec.source in ("huggingface", "modelscope"):
+        if spec.repo_id is None:
+            found.append(
+                _problem(doc, "missing-field", f"source '{spec.source}' needs 'repo_id'", "source")
+            )
+        if spec.path is not None:
+            found.append(
+                _problem(
+                    doc,
+                    "conflict",
+                    f"'path' cannot be used with source '{spec.source}'",
+                    "path",
+                    "use 'source: local_path' for a model on this host, or drop 'path'",
+                )
+            )
+        return found
+    if spec.path is None:
+        found.append(_problem(doc, "missing-field", "source 'local_path' needs 'path'", "source"))
+    for field in ("repo_id", "revision"):
+        if getattr(spec, field) is not None:
+            found.append(
+                _problem(
+                    doc, "conflict", f"'{field}' cannot be used with source 'local_path'", field
+                )
+            )
+    return found
+
+
+def _check_backend(spec: DeploymentBody, doc: SourceDoc) -> list[Diagnostic]:
+    found: list[Diagnostic] = []
+    backend, _ = resolve_backend(spec)
+    if backend.name == "custom":
+        if spec.image is None:
+            found.append(
+                _problem(
+                    doc,
+                    "missing-field",
+                    "backend 'custom' needs 'image'",
+                    "backend",
+                    "name the container image that serves this model",
+                )
+            )
+        if spec.backend_parameters:
+            found.append(
+                _problem(
+                    doc,
+                    "conflict",
+                    "'backend_parameters' apply to built-in backends only; put the "
+                    "arguments in 'command'",
+                    "backend_parameters",
+                )
+            )
+    for index, argument in enumerate(spec.backend_parameters):
+        if flag_name(argument) in backend.owned_flags:
+            found.append(
+                Diagnostic(
+                    "owned-flag",
+                    f"'{flag_name(argument)}' is set by the platform for backend '{backend.name}'",
+                    doc.at(("spec", "backend_parameters", index)),
+                    hints=("remove it; the plan sets it from the spec and the node",),
+                )
+            )
     return found

@@ -43,19 +43,27 @@ def compile_plan(
     previous_ports = {d.name: d.ports for d in previous.deployments} if previous else None
     ports = allocate_ports(
         {loaded.model.metadata.name: loaded.model.spec.replicas for loaded, _ in placed},
-        options.port_range, previous_ports,
+        options.port_range,
+        previous_ports,
     )
     rendered: list[PlanDeployment] = []
     for loaded, result in placed:
         assert result.placement is not None
         backend, rule = resolve_backend(loaded.model.spec)
         name = loaded.model.metadata.name
-        rendered.append(render_deployment(
-            loaded, backend=backend, rule=rule, placement=result.placement,
-            estimate=result.estimate, ports=ports[name], options=options,
-            resolved_file=(resolved_files or {}).get(name),
-            warnings=[d for d in result.diagnostics if d.severity == "warning"],
-        ))
+        rendered.append(
+            render_deployment(
+                loaded,
+                backend=backend,
+                rule=rule,
+                placement=result.placement,
+                estimate=result.estimate,
+                ports=ports[name],
+                options=options,
+                resolved_file=(resolved_files or {}).get(name),
+                warnings=[d for d in result.diagnostics if d.severity == "warning"],
+            )
+        )
     rendered.sort(key=lambda d: d.name)
     return Plan(node=node.metadata.name, deployments=rendered)
 

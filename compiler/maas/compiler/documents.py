@@ -36,7 +36,9 @@ class Documents:
     diagnostics: list[Diagnostic]
 
 
-def parse_documents(docs: Iterable[SourceDoc], kinds: Sequence[str] = ("Deployment", "Node")) -> Documents:
+def parse_documents(
+    docs: Iterable[SourceDoc], kinds: Sequence[str] = ("Deployment", "Node")
+) -> Documents:
     out = Documents([], [], [])
     for doc in docs:
         kind = _check_envelope(doc, kinds, out.diagnostics)
@@ -59,16 +61,23 @@ def _check_envelope(doc: SourceDoc, kinds: Sequence[str], sink: list[Diagnostic]
     data = doc.data
     if not isinstance(data, dict):
         sink.append(
-            Diagnostic("document", "a document must be a mapping with apiVersion, kind, metadata "
-                       "and spec", doc.at(()))
+            Diagnostic(
+                "document",
+                "a document must be a mapping with apiVersion, kind, metadata and spec",
+                doc.at(()),
+            )
         )
         return None
     api = data.get("apiVersion")
     if api != API_VERSION:
         message = "missing apiVersion" if api is None else f"unsupported apiVersion '{api}'"
         sink.append(
-            Diagnostic("api-version", message, doc.at(("apiVersion",)),
-                       hints=(f"use 'apiVersion: {API_VERSION}'",))
+            Diagnostic(
+                "api-version",
+                message,
+                doc.at(("apiVersion",)),
+                hints=(f"use 'apiVersion: {API_VERSION}'",),
+            )
         )
         return None
     kind = data.get("kind")
@@ -86,31 +95,67 @@ def _check_envelope(doc: SourceDoc, kinds: Sequence[str], sink: list[Diagnostic]
     return str(kind)
 
 
-def _from_validation(exc: ValidationError, doc: SourceDoc, model_cls: type[BaseModel]) -> list[Diagnostic]:
+def _from_validation(
+    exc: ValidationError, doc: SourceDoc, model_cls: type[BaseModel]
+) -> list[Diagnostic]:
     found: dict[PathKey, Diagnostic] = {}
+    union_arms: dict[PathKey, list[str]] = {}
     for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
+        loc, tag = _strip_union_tag(tuple(err["loc"]), doc)
         path = _data_path(doc, loc, keep_missing=err["type"] == "missing")
-        diagnostic = _diagnostic(err, loc, path, doc, model_cls)
-        if path in found and loc != path:
-            # Several arms of a union failed for one value: say what it accepts, once.
-            found[path] = Diagnostic(
-                "type", f"'{_dotted(path)}' has the wrong type: {_union_text(model_cls, path)}",
-                doc.at(path),
-            )
+        if tag is not None:
+            arms = union_arms.setdefault(path, [])
+            if tag not in arms:
+                arms.append(tag)
             continue
-        found.setdefault(path, diagnostic)
+        found.setdefault(path, _diagnostic(err, path, doc, model_cls))
+    for path, arms in union_arms.items():
+        accepted = " or ".join(_ARM_TEXT.get(arm, arm) for arm in arms)
+        found.setdefault(
+            path,
+            Diagnostic(
+                "type",
+                f"'{_dotted(path)}' has the wrong type: expected {accepted}, "
+                f"got {_describe(doc.get(path))}",
+                doc.at(path),
+            ),
+        )
     return list(found.values())
 
 
+_ARM_TEXT = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "list[str]": "a list of strings",
+    "SecretRef": "a secret reference {secret: NAME}",
+}
+
+
+def _strip_union_tag(loc: tuple[Any, ...], doc: SourceDoc) -> tuple[tuple[Any, ...], str | None]:
+    """Split pydantic's union arm tag (e.g. 'str', 'SecretRef') out of a loc, if it has one."""
+    node = doc.data
+    for index, part in enumerate(loc):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
+            node = node[part]
+        elif isinstance(part, str) and (part in _ARM_TEXT or part[:1].isupper() or "[" in part):
+            return loc[:index], part
+        else:
+            break
+    return loc, None
+
+
 def _data_path(doc: SourceDoc, loc: tuple[Any, ...], *, keep_missing: bool) -> PathKey:
-    """The prefix of a pydantic loc that exists in the data (drops union tags like 'str')."""
+    """The prefix of a pydantic loc that exists in the data (plus the key that is missing)."""
     path: list[str | int] = []
     node = doc.data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
             node = node[part]
         else:
             if keep_missing and isinstance(node, dict) and isinstance(part, str):
@@ -120,30 +165,43 @@ def _data_path(doc: SourceDoc, loc: tuple[Any, ...], *, keep_missing: bool) -> P
     return tuple(path)
 
 
-def _diagnostic(
-    err: Any, loc: tuple[Any, ...], path: PathKey, doc: SourceDoc, model_cls: type[BaseModel]
-) -> Diagnostic:
+def _diagnostic(err: Any, path: PathKey, doc: SourceDoc, model_cls: type[BaseModel]) -> Diagnostic:
     kind = err["type"]
     name = _dotted(path)
     if kind == "extra_forbidden":
         field = str(path[-1])
         allowed = _fields_at(model_cls, path[:-1])
-        return Diagnostic("unknown-field", f"unknown field '{name}'", doc.at(path, key=True),
-                          hints=did_you_mean(field, allowed))
+        return Diagnostic(
+            "unknown-field",
+            f"unknown field '{name}'",
+            doc.at(path, key=True),
+            hints=did_you_mean(field, allowed),
+        )
     if kind == "missing":
-        return Diagnostic("missing-field", f"missing required field '{name}'", doc.at(path[:-1], key=True))
+        return Diagnostic(
+            "missing-field", f"missing required field '{name}'", doc.at(path[:-1], key=True)
+        )
     if kind == "literal_error":
         value = doc.get(path)
         expected = err.get("ctx", {}).get("expected", "")
-        return Diagnostic("enum", f"'{name}' must be one of {expected}, not {value!r}", doc.at(path),
-                          hints=did_you_mean(str(value), _literal_choices(expected)))
+        return Diagnostic(
+            "enum",
+            f"'{name}' must be one of {expected}, not {value!r}",
+            doc.at(path),
+            hints=did_you_mean(str(value), _literal_choices(expected)),
+        )
     message = str(err["msg"])
     if message.startswith("Value error, "):
-        return Diagnostic("value", f"'{name}': {message.removeprefix('Value error, ')}", doc.at(path))
+        return Diagnostic(
+            "value", f"'{name}': {message.removeprefix('Value error, ')}", doc.at(path)
+        )
     if kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_type":
         value = doc.get(path)
-        return Diagnostic("type", f"'{name}': {message[0].lower()}{message[1:]}, "
-                          f"got {_describe(value)}", doc.at(path))
+        return Diagnostic(
+            "type",
+            f"'{name}': {message[0].lower()}{message[1:]}, got {_describe(value)}",
+            doc.at(path),
+        )
     return Diagnostic("value", f"'{name}': {message[0].lower()}{message[1:]}", doc.at(path))
 
 
@@ -165,7 +223,9 @@ def _describe(value: Any) -> str:
 
 
 def _literal_choices(expected: str) -> list[str]:
-    return [part.strip(" '") for part in expected.replace(" or ", ",").split(",") if part.strip(" '")]
+    return [
+        part.strip(" '") for part in expected.replace(" or ", ",").split(",") if part.strip(" '")
+    ]
 
 
 def _model_at(model_cls: type[BaseModel], path: PathKey) -> type[BaseModel] | None:
@@ -191,9 +251,3 @@ def _first_model(annotation: Any) -> type[BaseModel] | None:
 def _fields_at(model_cls: type[BaseModel], path: PathKey) -> list[str]:
     model = _model_at(model_cls, tuple(p for p in path if isinstance(p, str)))
     return list(model.model_fields) if model else []
-
-
-def _union_text(model_cls: type[BaseModel], path: PathKey) -> str:
-    if path and path[-1] == "command":
-        return "expected a string or a list of strings"
-    return "no accepted type matches"

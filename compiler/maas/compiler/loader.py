@@ -63,7 +63,9 @@ def load_text(text: str, file: str) -> list[SourceDoc]:
     """Parse every document of `text`; a syntax error raises `MaasError` with its position."""
     if len(text) > MAX_BYTES:
         raise MaasError.single(
-            "too-large", f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB", position=Position(file)
+            "too-large",
+            f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB",
+            position=Position(file),
         )
     yaml = YAML(typ="rt", pure=True)
     try:
@@ -72,7 +74,9 @@ def load_text(text: str, file: str) -> list[SourceDoc]:
         raise MaasError([_syntax_diagnostic(exc, file)]) from None
     except (YAMLError, ValueError, TypeError, RecursionError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise MaasError.single("yaml", f"invalid YAML: {message}", position=Position(file)) from None
+        raise MaasError.single(
+            "yaml", f"invalid YAML: {message}", position=Position(file)
+        ) from None
     docs: list[SourceDoc] = []
     lines = text.splitlines()
     for index, raw in enumerate(raw_docs):
@@ -124,7 +128,9 @@ class _Budget:
             )
 
 
-def _plain(node: Any, path: PathKey, doc: SourceDoc, budget: _Budget, active: frozenset[int]) -> Any:
+def _plain(
+    node: Any, path: PathKey, doc: SourceDoc, budget: _Budget, active: frozenset[int]
+) -> Any:
     budget.spend(path, doc)
     if isinstance(node, CommentedMap | CommentedSeq):
         if id(node) in active:
@@ -149,10 +155,13 @@ def _plain_map(
 ) -> dict[Any, Any]:
     out: dict[Any, Any] = {}
     for key, value in node.items():
-        plain_key = _scalar(key) if not isinstance(key, CommentedMap | CommentedSeq) else str(key)
-        if not isinstance(plain_key, str | int | float | bool) or plain_key is None:
-            plain_key = str(plain_key)
-        child = (*path, plain_key)
+        scalar_key = _scalar(key) if not isinstance(key, CommentedMap | CommentedSeq) else None
+        plain_key: str | int = (
+            scalar_key
+            if isinstance(scalar_key, str | int) and not isinstance(scalar_key, bool)
+            else str(key)
+        )
+        child: PathKey = (*path, plain_key)
         if key in node.lc.data:
             kl, kc, vl, vc = node.lc.data[key]
             doc.keys.setdefault(child, (kl + 1, kc + 1))

@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 API_VERSION = "maas/v1"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
 Source = Literal["huggingface", "modelscope", "local_path"]
@@ -32,7 +34,10 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
 
 
 class Metadata(Strict):
-    name: str = Field(description="DNS-1123 label: lowercase letters, digits and '-', at most 63.")
+    name: str = Field(
+        description="DNS-1123 label: lowercase letters, digits and '-', at most 63.",
+        json_schema_extra={"pattern": DNS_LABEL.pattern, "maxLength": 63},
+    )
     labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -90,8 +95,12 @@ class DeploymentBody(Strict):
     worker_selector: dict[str, str] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)
     resources: Resources = Field(default_factory=Resources)
-    aliases: list[str] = Field(default_factory=list, description="Extra model names the gateway routes here.")
-    generic_proxy: bool = Field(default=False, description="Expose /proxy/<name>/<path> on the gateway.")
+    aliases: list[str] = Field(
+        default_factory=list, description="Extra model names the gateway routes here."
+    )
+    generic_proxy: bool = Field(
+        default=False, description="Expose /proxy/<name>/<path> on the gateway."
+    )
 
     @field_validator("repo_id")
     @classmethod
@@ -114,7 +123,7 @@ class Deployment(Strict):
     model_config = ConfigDict(
         json_schema_extra={"title": "MaaS-Base Deployment", "$id": "deployment.schema.json"}
     )
-    apiVersion: Literal["maas/v1"]  # noqa: N815 - the YAML key
+    apiVersion: Literal["maas/v1"]
     kind: Literal["Deployment"]
     metadata: Metadata
     spec: DeploymentBody
@@ -186,7 +195,7 @@ class Node(Strict):
     model_config = ConfigDict(
         json_schema_extra={"title": "MaaS-Base Node profile", "$id": "node.schema.json"}
     )
-    apiVersion: Literal["maas/v1"]  # noqa: N815
+    apiVersion: Literal["maas/v1"]
     kind: Literal["Node"]
     metadata: Metadata
     spec: NodeBody

@@ -73,7 +73,9 @@ class PlanDeployment(PlanModel):
     name: str
     action: Literal["create", "recreate", "remove", "noop"] = "create"
     backend: str
-    backend_rule: Literal["explicit", "gguf", "speech", "default"]
+    backend_rule: Literal["explicit", "gguf", "speech", "default"] = Field(
+        description="Which rule chose the backend: explicit, gguf, speech or default (vllm)."
+    )
     image: str
     entrypoint: list[str] | None = None
     command: list[str]
@@ -98,7 +100,7 @@ class Plan(PlanModel):
     model_config = ConfigDict(
         json_schema_extra={"title": "MaaS-Base Plan", "$id": "plan.schema.json"}
     )
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[1] = 1
     node: str
     deployments: list[PlanDeployment] = Field(default_factory=list)
 

@@ -43,7 +43,8 @@ def allocate_ports(
                     break
         if need:
             raise MaasError.single(
-                "ports", f"port range {low}-{high} is exhausted while allocating '{name}'",
+                "ports",
+                f"port range {low}-{high} is exhausted while allocating '{name}'",
                 hints=("widen the node's port range",),
             )
     return result

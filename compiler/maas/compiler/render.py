@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from maas.compiler.backends import Backend
+from maas.compiler.backends import Backend, BackendRule
 from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.documents import Loaded
 from maas.compiler.models import Deployment, DeploymentBody
@@ -48,15 +48,21 @@ def model_ref(spec: DeploymentBody, options: CompileOptions, resolved_file: str 
     base = f"{options.cache_dir}/models/{spec.source}/{spec.repo_id}"
     file = resolved_file or spec.file
     path = f"{base}/{file}" if file and not (GLOB_CHARS & set(file)) else base
-    return ModelRef(source=spec.source, repo_id=spec.repo_id, file=spec.file,
-                    revision=spec.revision, path=path, download=True)
+    return ModelRef(
+        source=spec.source,
+        repo_id=spec.repo_id,
+        file=spec.file,
+        revision=spec.revision,
+        path=path,
+        download=True,
+    )
 
 
 def render_deployment(
     loaded: Loaded[Deployment],
     *,
     backend: Backend,
-    rule: str,
+    rule: BackendRule,
     placement: Placement,
     estimate: Estimate,
     ports: list[int],
@@ -91,7 +97,7 @@ def render_deployment(
     rendered = PlanDeployment(
         name=deployment.metadata.name,
         backend=backend.name,
-        backend_rule=rule,  # type: ignore[arg-type]
+        backend_rule=rule,
         image=image,
         entrypoint=spec.entrypoint,
         command=command,
@@ -104,8 +110,11 @@ def render_deployment(
             memory_bytes=spec.resources.memory_bytes,
             nano_cpus=int(spec.resources.cpus * 1e9) if spec.resources.cpus else None,
         ),
-        health=HealthCheck(paths=health_paths, startup_timeout_s=spec.health.startup_timeout_s,
-                           period_s=spec.health.period_s),
+        health=HealthCheck(
+            paths=health_paths,
+            startup_timeout_s=spec.health.startup_timeout_s,
+            period_s=spec.health.period_s,
+        ),
         model=model,
         labels=dict(sorted(deployment.metadata.labels.items())),
         aliases=list(spec.aliases),

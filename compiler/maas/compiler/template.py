@@ -33,8 +33,14 @@ def split_command(
         try:
             args = shlex.split(command, comments=False, posix=True)
         except ValueError as exc:
-            return None, [Diagnostic("command", f"cannot split command: {exc}", doc.at(path),
-                                     hints=("quote arguments with matching ' or \"",))]
+            return None, [
+                Diagnostic(
+                    "command",
+                    f"cannot split command: {exc}",
+                    doc.at(path),
+                    hints=("quote arguments with matching ' or \"",),
+                )
+            ]
         return Template(tuple(args), tuple(path for _ in args)), []
     return Template(tuple(command), tuple((*path, i) for i in range(len(command)))), []
 
@@ -51,19 +57,29 @@ def _check_arg(arg: str, doc: SourceDoc, path: PathKey) -> list[Diagnostic]:
     for match in _TOKEN.finditer(arg):
         name = match.group(1)
         if name not in PLACEHOLDERS:
-            found.append(Diagnostic(
-                "template", f"unknown placeholder '{match.group(0)}'",
-                locate(doc, path, match.group(0)),
-                hints=_placeholder_hint(name),
-            ))
+            found.append(
+                Diagnostic(
+                    "template",
+                    f"unknown placeholder '{match.group(0)}'",
+                    locate(doc, path, match.group(0)),
+                    hints=_placeholder_hint(name),
+                )
+            )
     rest = _TOKEN.sub("", arg)
     if "{{" in rest:
-        fragment = arg[arg.rfind("{{"):]
-        found.append(Diagnostic("template", "unterminated '{{' in command",
-                                locate(doc, path, fragment), hints=("close it with '}}'",)))
+        fragment = arg[arg.rfind("{{") :]
+        found.append(
+            Diagnostic(
+                "template",
+                "unterminated '{{' in command",
+                locate(doc, path, fragment),
+                hints=("close it with '}}'",),
+            )
+        )
     elif "}}" in rest:
-        found.append(Diagnostic("template", "'}}' without a matching '{{'",
-                                locate(doc, path, "}}")))
+        found.append(
+            Diagnostic("template", "'}}' without a matching '{{'", locate(doc, path, "}}"))
+        )
     return found
 
 
@@ -81,7 +97,6 @@ def locate(doc: SourceDoc, path: PathKey, needle: str) -> Position:
         if offset >= 0:
             return Position(start.file, number, offset + 1)
     return start
-
 
 
 def _placeholder_hint(name: str) -> tuple[str, ...]:

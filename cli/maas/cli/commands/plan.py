@@ -10,31 +10,42 @@ from maas.cli import exitcodes
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "plan", help="compile specs into the plan for one node",
-        description="Compile Deployment specs against a node profile (--node FILE) or, without "
-        "--node, against this host's probe, and print the resulting plan: backend, image, "
-        "placement, port, estimate and the exact container command.",
+        "plan",
+        help="compile specs into the plan for one node",
+        description="Compile Deployment specs against a node profile (--node FILE, else the "
+        "one Node document found under PATH, else this host's probe) and print the plan: "
+        "backend, image, placement, port, estimate and the exact container command.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="spec files or directories")
-    parser.add_argument("--node", metavar="NODE.yaml", help="node profile (default: probe this host)")
+    parser.add_argument(
+        "--node", metavar="NODE.yaml", help="node profile (default: probe this host)"
+    )
     parser.add_argument("-o", "--output", choices=("text", "json", "markdown"), default="text")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from maas.cli.inputs import read_sources
-    from maas.cli.nodes import load_node, probe_node
+    from maas.cli.nodes import load_node, probe_node, single_node
     from maas.cli.output import print_diagnostics
     from maas.cli.render_plan import plan_markdown, plan_text
     from maas.compiler import Diagnostic, compile_plan, load_sources, plan_to_json
     from maas.compiler.diagnostics import raise_if_errors
 
-    documents = load_sources(read_sources(args.paths), kinds=("Deployment",))
+    documents = load_sources(read_sources(args.paths))
     raise_if_errors(documents.diagnostics)
-    node = load_node(args.node) if args.node else probe_node()
+    if args.node:
+        node = load_node(args.node)
+    elif documents.nodes:
+        node = single_node(documents.nodes)
+    else:
+        node = probe_node()
     plan = compile_plan(documents.deployments, node)
-    warnings = [Diagnostic(code=str(w["code"]), message=str(w["message"]), severity="warning")
-                for d in plan.deployments for w in d.diagnostics]
+    warnings = [
+        Diagnostic(code=str(w["code"]), message=str(w["message"]), severity="warning")
+        for d in plan.deployments
+        for w in d.diagnostics
+    ]
     print_diagnostics(warnings)
     if args.output == "json":
         sys.stdout.write(plan_to_json(plan))

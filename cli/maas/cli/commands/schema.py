@@ -9,11 +9,15 @@ from maas.cli import exitcodes
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("schema", help="print the JSON Schema of a document kind",
-                            description="Print the JSON Schema of Deployment, Node or Plan "
-                            "documents (the same files as schemas/*.schema.json).")
-    parser.add_argument("kind", choices=("deployment", "node", "plan"), nargs="?",
-                        default="deployment")
+    parser = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of a document kind",
+        description="Print the JSON Schema of Deployment, Node or Plan "
+        "documents (the same files as schemas/*.schema.json).",
+    )
+    parser.add_argument(
+        "kind", choices=("deployment", "node", "plan"), nargs="?", default="deployment"
+    )
     parser.set_defaults(run=run)
 
 

@@ -1,4 +1,4 @@
-"""`maasctl validate PATH... [--node NODE.yaml]`: schema and semantic checks, optionally a fit check."""
+"""`maasctl validate PATH... [--node NODE.yaml]`: schema and semantic checks, optionally fit."""
 
 from __future__ import annotations
 
@@ -9,16 +9,27 @@ from maas.cli import exitcodes
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "validate", help="check deployment specs and node profiles",
+        "validate",
+        help="check deployment specs and node profiles",
         description="Check Deployment and Node documents: YAML syntax, schema, semantics "
         "(placeholders, owned flags, conflicting fields, duplicate names). With --node, also "
         "check that each deployment can be placed on that node. Exit 0 when valid, 1 when not.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="files, or directories searched recursively for *.yaml/*.yml")
-    parser.add_argument("--node", metavar="NODE.yaml", help="also check fit against this node profile")
-    parser.add_argument("--format", choices=("text", "github"), default="text",
-                        help="diagnostic format: gcc-style text (default) or GitHub annotations")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="files, or directories searched recursively for *.yaml/*.yml",
+    )
+    parser.add_argument(
+        "--node", metavar="NODE.yaml", help="also check fit against this node profile"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "github"),
+        default="text",
+        help="diagnostic format: gcc-style text (default) or GitHub annotations",
+    )
     parser.set_defaults(run=run)
 
 
