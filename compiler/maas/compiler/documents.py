@@ -48,7 +48,7 @@ def parse_documents(
         try:
             model = model_cls.model_validate(doc.data)
         except ValidationError as exc:
-            out.diagnostics.extend(_from_validation(exc, doc, model_cls))
+            out.diagnostics.extend(diagnostics_from_validation(exc, doc, model_cls))
             continue
         if isinstance(model, Deployment):
             out.deployments.append(Loaded(model, doc))
@@ -95,7 +95,7 @@ def _check_envelope(doc: SourceDoc, kinds: Sequence[str], sink: list[Diagnostic]
     return str(kind)
 
 
-def _from_validation(
+def diagnostics_from_validation(
     exc: ValidationError, doc: SourceDoc, model_cls: type[BaseModel]
 ) -> list[Diagnostic]:
     found: dict[PathKey, Diagnostic] = {}

@@ -16,15 +16,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "one Node document found under PATH, else this host's probe) and print the plan: "
         "backend, image, placement, port, estimate and the exact container command.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="spec files or directories")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="spec files or directories; a config repository (deployments/, nodes/, maas.yaml) "
+        "is planned for its whole fleet",
+    )
     parser.add_argument(
         "--node", metavar="NODE.yaml", help="node profile (default: probe this host)"
     )
     parser.add_argument("-o", "--output", choices=("text", "json", "markdown"), default="text")
+    repo = parser.add_argument_group("config repositories")
+    repo.add_argument("--base", metavar="REV", help="git revision to compare against")
+    repo.add_argument("--head", metavar="REV", help="git revision to plan (default: work tree)")
+    parser.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when nothing changes, 2 when something does, 1 on error",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from maas.agent.gitrepo import is_repository
+
+    if len(args.paths) == 1 and is_repository(Path(args.paths[0])):
+        from maas.cli.repoplan import run_repo_plan
+
+        return run_repo_plan(args, Path(args.paths[0]))
+    if args.base or args.head:
+        from maas.compiler import MaasError
+
+        raise MaasError.single(
+            "usage",
+            "--base/--head need one config repository as PATH",
+            hints=("a repository has deployments/, nodes/ or maas.yaml",),
+        )
     from maas.cli.inputs import read_sources
     from maas.cli.nodes import load_node, probe_node, single_node
     from maas.cli.output import print_diagnostics

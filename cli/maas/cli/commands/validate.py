@@ -39,7 +39,16 @@ def run(args: argparse.Namespace) -> int:
     from maas.compiler import MaasError, check_deployments, compile_plan, load_sources
     from maas.compiler.diagnostics import errors_only
 
+    from pathlib import Path
+
+    from maas.agent.gitrepo import is_repository, read_worktree
+    from maas.compiler.repo import compile_repo
+
     try:
+        if len(args.paths) == 1 and is_repository(Path(args.paths[0])) and not args.node:
+            root = Path(args.paths[0])
+            compile_repo(read_worktree(root), root=repo_prefix(args.paths[0]))
+            return exitcodes.OK
         documents = load_sources(read_sources(args.paths))
         diagnostics = documents.diagnostics + check_deployments(documents.deployments)
         if args.node and not errors_only(diagnostics):
@@ -56,3 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if errors_only(diagnostics):
         return exitcodes.FAILED
     return exitcodes.OK
+
+
+def repo_prefix(path: str) -> str:
+    """How files of a repository given as `path` are named in diagnostics."""
+    return "" if path in (".", "./") else path.rstrip("/") + "/"

@@ -1,0 +1,88 @@
+"""Reading a config repository's files from a work tree or from a git revision (git CLI).
+
+Returns `{relative path: text}` for the files of the repository convention, the input of
+`maas.compiler.repo.compile_repo`. Git is run as a subprocess with an argv list, never a shell.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from maas.compiler.diagnostics import MaasError, Position
+from maas.compiler.repo import CONFIG_FILE, FOLDERS, repo_files
+
+GIT_TIMEOUT_S = 120
+
+
+def is_repository(path: Path) -> bool:
+    """A folder that follows the convention (has deployments/, nodes/ or maas.yaml)."""
+    return path.is_dir() and (
+        (path / CONFIG_FILE).is_file() or any((path / f.rstrip("/")).is_dir() for f in FOLDERS)
+    )
+
+
+def read_worktree(root: Path) -> dict[str, str]:
+    listing = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    sources: dict[str, str] = {}
+    for rel in repo_files(listing):
+        try:
+            sources[rel] = (root / rel).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MaasError.single("file", f"cannot read: {exc}", position=Position(rel)) from exc
+    return sources
+
+
+def git(root: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), *args],
+            input=input_bytes,
+            capture_output=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise MaasError.single(
+            "git", "git is not installed", hints=("install it: apt-get install git",)
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise MaasError.single(
+            "git", f"git {args[0]} timed out after {GIT_TIMEOUT_S} s", retryable=True
+        ) from exc
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        raise MaasError.single(
+            "git",
+            f"git {' '.join(args[:2])}: {message[-1] if message else 'failed'}",
+            position=Position(str(root)),
+        )
+    return done.stdout
+
+
+def resolve(root: Path, revision: str) -> str:
+    """The full commit id of `revision`."""
+    return git(root, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}").decode().strip()
+
+
+def read_revision(root: Path, revision: str) -> dict[str, str]:
+    """The convention's files as they are at `revision` (nothing is checked out)."""
+    commit = resolve(root, revision)
+    names = git(root, "ls-tree", "-r", "-z", "--name-only", commit).decode().split("\0")
+    wanted = repo_files([n for n in names if n])
+    if not wanted:
+        return {}
+    request = "".join(f"{commit}:{name}\n" for name in wanted).encode()
+    output = git(root, "cat-file", "--batch", input_bytes=request)
+    sources: dict[str, str] = {}
+    offset = 0
+    for name in wanted:
+        header_end = output.index(b"\n", offset)
+        size = int(output[offset:header_end].split()[2])
+        body = output[header_end + 1 : header_end + 1 + size]
+        offset = header_end + 1 + size + 1
+        try:
+            sources[name] = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MaasError.single("encoding", "not UTF-8 text", position=Position(name)) from exc
+    return sources

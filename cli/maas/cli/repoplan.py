@@ -1,0 +1,44 @@
+"""`maasctl plan REPO [--base REV] [--head REV]`: compile two revisions of a repo and diff."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from maas.cli import exitcodes
+from maas.cli.output import use_color
+from maas.cli.commands.validate import repo_prefix
+from maas.cli.render_diff import diff_json, diff_markdown, diff_text
+from maas.compiler.plandiff import diff_fleets
+from maas.compiler.repo import FleetPlan, compile_repo
+
+
+def run_repo_plan(args: argparse.Namespace, root: Path) -> int:
+    from maas.agent import gitrepo
+
+    if args.base:
+        base_id = gitrepo.resolve(root, args.base)
+        base = compile_repo(gitrepo.read_revision(root, base_id), root=f"{args.base}:")
+    else:
+        base_id, base = "empty", FleetPlan()
+    if args.head:
+        head_id = gitrepo.resolve(root, args.head)
+        head_sources = gitrepo.read_revision(root, head_id)
+    else:
+        head_id, head_sources = "worktree", gitrepo.read_worktree(root)
+    head = compile_repo(
+        head_sources,
+        previous=base if args.base else None,
+        root=f"{args.head}:" if args.head else repo_prefix(str(root)),
+    )
+    diff = diff_fleets(base, head)
+    if args.output == "json":
+        sys.stdout.write(diff_json(diff, base=base_id, head=head_id, assignment=head.assignment))
+    elif args.output == "markdown":
+        sys.stdout.write(diff_markdown(diff, base=base_id, head=head_id))
+    else:
+        print(diff_text(diff, color=use_color(sys.stdout)))
+    if args.detailed_exitcode and not diff.empty:
+        return exitcodes.CHANGES
+    return exitcodes.OK

@@ -1,0 +1,162 @@
+"""Fleet placement: assign each replica of each Deployment to a Node of the inventory.
+
+Candidates are filtered by `worker_selector`, ordered by the strategy (`spread`: fewest replicas
+first; `binpack`: fullest node first), and the first on which the deployment fits wins. Fit is
+decided by the same compiler that renders the node's Plan (injected as `fit`), and each accepted
+replica takes its estimated VRAM and RAM out of the node, so later replicas see what is left.
+Replicas keep the node a previous assignment gave them while they still fit there: adding an
+unrelated deployment or node moves nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from maas.compiler.diagnostics import Diagnostic, MaasError
+from maas.compiler.documents import Loaded
+from maas.compiler.models import Deployment, Gpu, Node
+from maas.compiler.plan import PlanDeployment
+
+Strategy = Literal["spread", "binpack"]
+Fit = Callable[[Loaded[Deployment], Node], PlanDeployment]
+# name -> node name of each replica, in replica order
+Assignment = dict[str, list[str]]
+
+
+@dataclass
+class _NodeState:
+    node: Node
+    replicas: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.node.metadata.name
+
+    def free_bytes(self) -> int:
+        gpu_free = sum(g.free_bytes for g in self.node.spec.gpus)
+        memory = self.node.spec.memory
+        return gpu_free + (memory.available_bytes or memory.total_bytes)
+
+    def take(self, planned: PlanDeployment) -> None:
+        """Subtract what one replica of `planned` is estimated to use."""
+        self.replicas += 1
+        used = dict(zip(planned.placement.gpus, planned.estimate.vram_bytes, strict=False))
+        gpus = [_less_free(g, used.get(g.uuid, 0)) for g in self.node.spec.gpus]
+        memory = self.node.spec.memory
+        available = memory.available_bytes or memory.total_bytes
+        memory = memory.model_copy(
+            update={"available_bytes": max(0, available - (planned.estimate.ram_bytes or 0))}
+        )
+        spec = self.node.spec.model_copy(update={"gpus": gpus, "memory": memory})
+        self.node = self.node.model_copy(update={"spec": spec})
+
+
+def _less_free(gpu: Gpu, used: int) -> Gpu:
+    return (
+        gpu.model_copy(update={"memory_free_bytes": max(0, gpu.free_bytes - used)}) if used else gpu
+    )
+
+
+@dataclass
+class FleetResult:
+    assignment: Assignment = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def assign(
+    deployments: Sequence[Loaded[Deployment]],
+    nodes: Sequence[Node],
+    fit: Fit,
+    *,
+    strategy: Strategy = "spread",
+    previous: Mapping[str, Sequence[str]] | None = None,
+) -> FleetResult:
+    """Assign every replica; unschedulable ones become diagnostics naming each node's reason."""
+    states = {n.metadata.name: _NodeState(n) for n in sorted(nodes, key=lambda n: n.metadata.name)}
+    result = FleetResult()
+    ordered = sorted(deployments, key=lambda d: d.model.metadata.name)
+    # Sticky pass first, so that kept replicas reserve their capacity before newcomers place.
+    pending: list[tuple[Loaded[Deployment], int]] = []
+    for loaded in ordered:
+        name = loaded.model.metadata.name
+        result.assignment[name] = []
+        kept = list((previous or {}).get(name, ()))
+        for replica in range(loaded.model.spec.replicas):
+            home = kept[replica] if replica < len(kept) else None
+            if home in states and _try(loaded, states[home], fit) is None:
+                result.assignment[name].append(home)
+            else:
+                pending.append((loaded, replica))
+    for loaded, replica in pending:
+        node_name, reasons = _place_one(loaded, list(states.values()), fit, strategy)
+        name = loaded.model.metadata.name
+        if node_name is None:
+            result.diagnostics.append(_unschedulable(loaded, replica, reasons))
+            continue
+        result.assignment[name].append(node_name)
+    return result
+
+
+def _place_one(
+    loaded: Loaded[Deployment], states: list[_NodeState], fit: Fit, strategy: Strategy
+) -> tuple[str | None, list[str]]:
+    reasons: list[str] = []
+    selector = loaded.model.spec.worker_selector
+    candidates = []
+    for state in states:
+        labels = state.node.metadata.labels
+        missing = [f"{k}={v}" for k, v in sorted(selector.items()) if labels.get(k) != v]
+        if missing:
+            reasons.append(f"{state.name}: labels do not match {', '.join(missing)}")
+        else:
+            candidates.append(state)
+    # Nodes with GPUs come first: a model is only put on a CPU-only node when no GPU node fits.
+    if strategy == "spread":
+        candidates.sort(key=lambda s: (not s.node.spec.gpus, s.replicas, -s.free_bytes(), s.name))
+    else:
+        candidates.sort(key=lambda s: (not s.node.spec.gpus, s.free_bytes(), s.name))
+    for state in candidates:
+        problem = _try(loaded, state, fit)
+        if problem is None:
+            return state.name, reasons
+        reasons.append(f"{state.name}: {problem}")
+    return None, reasons
+
+
+def _try(loaded: Loaded[Deployment], state: _NodeState, fit: Fit) -> str | None:
+    """None when one replica fits on the node (and then takes its share), else the reason."""
+    single = Loaded(_one_replica(loaded.model), loaded.doc)
+    try:
+        planned = fit(single, state.node)
+    except MaasError as exc:
+        errors = [d for d in exc.diagnostics if d.severity == "error"] or list(exc.diagnostics)
+        return errors[0].message
+    state.take(planned)
+    return None
+
+
+def _one_replica(deployment: Deployment) -> Deployment:
+    spec = deployment.spec.model_copy(update={"replicas": 1})
+    return deployment.model_copy(update={"spec": spec})
+
+
+def _unschedulable(loaded: Loaded[Deployment], replica: int, reasons: list[str]) -> Diagnostic:
+    name = loaded.model.metadata.name
+    return Diagnostic(
+        "unschedulable",
+        f"replica {replica} of '{name}' fits on no node",
+        loaded.doc.at(("metadata", "name")),
+        hints=tuple(reasons) or ("the repository has no Node profiles under nodes/",),
+    )
+
+
+def replicas_per_node(assignment: Assignment) -> dict[str, dict[str, int]]:
+    """node name -> deployment name -> replica count."""
+    out: dict[str, dict[str, int]] = {}
+    for name, node_names in assignment.items():
+        for node_name in node_names:
+            per = out.setdefault(node_name, {})
+            per[name] = per.get(name, 0) + 1
+    return out

@@ -1,0 +1,176 @@
+"""What changes between two compiled repositories (base and head), per node and deployment.
+
+Symbols follow Terraform's habit: `+` create, `-/+` recreate, `-` remove, `~` change in place.
+A deployment that changes node shows as removed from the old node and created on the new one,
+with the reason "moved". Performance-relevant differences (layers on GPU, predicted decode speed,
+VRAM) are spelled out so a reviewer sees the cost of a change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from maas.compiler.plan import PlanDeployment
+from maas.compiler.repo import FleetPlan
+
+Kind = Literal["create", "recreate", "update", "remove"]
+SYMBOLS: dict[Kind, str] = {"create": "+", "recreate": "-/+", "update": "~", "remove": "-"}
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Change:
+    node: str
+    name: str
+    kind: Kind
+    reasons: tuple[str, ...] = ()
+    performance: tuple[str, ...] = ()
+
+    @property
+    def symbol(self) -> str:
+        return SYMBOLS[self.kind]
+
+
+@dataclass
+class PlanDiff:
+    changes: list[Change] = field(default_factory=list)
+
+    def count(self, kind: Kind) -> int:
+        return sum(1 for c in self.changes if c.kind == kind)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def summary(self) -> str:
+        if self.empty:
+            return "No changes."
+        parts = [f"{self.count('create')} to create", f"{self.count('recreate')} to recreate"]
+        if self.count("update"):
+            parts.append(f"{self.count('update')} to change in place")
+        parts.append(f"{self.count('remove')} to remove")
+        return "Plan: " + ", ".join(parts) + "."
+
+
+def diff_fleets(base: FleetPlan, head: FleetPlan) -> PlanDiff:
+    result = PlanDiff()
+    base_nodes = {d.name: n for n, plan in base.plans.items() for d in plan.deployments}
+    head_nodes = {d.name: n for n, plan in head.plans.items() for d in plan.deployments}
+    for node in sorted(set(base.plans) | set(head.plans)):
+        old = {d.name: d for d in base.plans[node].deployments} if node in base.plans else {}
+        new = {d.name: d for d in head.plans[node].deployments} if node in head.plans else {}
+        for name in sorted(set(old) | set(new)):
+            change = _change(
+                node,
+                name,
+                old.get(name),
+                new.get(name),
+                base_nodes=base_nodes,
+                head_nodes=head_nodes,
+            )
+            if change is not None:
+                result.changes.append(change)
+    return result
+
+
+def _change(
+    node: str,
+    name: str,
+    old: PlanDeployment | None,
+    new: PlanDeployment | None,
+    *,
+    base_nodes: dict[str, str],
+    head_nodes: dict[str, str],
+) -> Change | None:
+    if old is None and new is not None:
+        was = base_nodes.get(name)
+        reason = (f"moved from {was}",) if was and was != node else ("new deployment",)
+        return Change(node, name, "create", reason, _performance(None, new))
+    if new is None and old is not None:
+        now = head_nodes.get(name)
+        reason = (f"moved to {now}",) if now and now != node else ("deployment removed",)
+        return Change(node, name, "remove", reason)
+    assert old is not None and new is not None
+    reasons = _reasons(old, new)
+    if old.spec_hash != new.spec_hash:
+        return Change(
+            node,
+            name,
+            "recreate",
+            reasons or ("container definition changed",),
+            _performance(old, new),
+        )
+    in_place = _in_place(old, new)
+    if in_place:
+        return Change(node, name, "update", in_place, _performance(old, new))
+    return None
+
+
+def _reasons(old: PlanDeployment, new: PlanDeployment) -> tuple[str, ...]:
+    reasons = []
+    if old.image != new.image:
+        reasons.append(f"image changed: {old.image} -> {new.image}")
+    if old.command != new.command or old.entrypoint != new.entrypoint:
+        reasons.append("command changed")
+    if old.env != new.env:
+        keys = sorted(k for k in set(old.env) | set(new.env) if old.env.get(k) != new.env.get(k))
+        reasons.append("env changed: " + ", ".join(keys))
+    if old.placement.model_dump(exclude={"reason"}) != new.placement.model_dump(exclude={"reason"}):
+        reasons.append(f"placement changed: {_placement(old)} -> {_placement(new)}")
+    if old.model != new.model:
+        reasons.append("model changed")
+    if old.port != new.port or old.mounts != new.mounts or old.limits != new.limits:
+        reasons.append("ports, mounts or limits changed")
+    return tuple(reasons)
+
+
+def _in_place(old: PlanDeployment, new: PlanDeployment) -> tuple[str, ...]:
+    reasons = []
+    if old.replicas != new.replicas:
+        reasons.append(f"replicas {old.replicas} -> {new.replicas}")
+    if old.health != new.health:
+        reasons.append("health check changed")
+    if old.labels != new.labels or old.aliases != new.aliases:
+        reasons.append("labels or aliases changed")
+    if old.generic_proxy != new.generic_proxy:
+        reasons.append(f"generic_proxy {old.generic_proxy} -> {new.generic_proxy}")
+    return tuple(reasons)
+
+
+def _placement(d: PlanDeployment) -> str:
+    p = d.placement
+    text: str = p.mode
+    if p.gpu_layers is not None and p.layers_total:
+        text += f" {p.gpu_layers}/{p.layers_total}"
+    return text
+
+
+def _performance(old: PlanDeployment | None, new: PlanDeployment) -> tuple[str, ...]:
+    lines = []
+    n = new.placement
+    o = old.placement if old else None
+    if n.layers_total:
+        now = f"{n.gpu_layers if n.gpu_layers is not None else n.layers_total}/{n.layers_total}"
+        if o is not None and o.layers_total:
+            was = f"{o.gpu_layers if o.gpu_layers is not None else o.layers_total}/{o.layers_total}"
+            if was != now:
+                lines.append(f"layers on GPU {was} -> {now}")
+        elif o is None:
+            lines.append(f"layers on GPU {now}")
+    speed_new = new.estimate.decode_tokens_per_s
+    speed_old = old.estimate.decode_tokens_per_s if old else None
+    if speed_new is not None and speed_old != speed_new:
+        lines.append(
+            f"predicted decode {speed_old:.0f} -> {speed_new:.0f} tok/s"
+            if speed_old is not None
+            else f"predicted decode {speed_new:.0f} tok/s"
+        )
+    vram_new, vram_old = sum(new.estimate.vram_bytes), sum(old.estimate.vram_bytes) if old else 0
+    if vram_new and vram_new != vram_old:
+        lines.append(
+            f"VRAM {vram_old / GIB:.1f} -> {vram_new / GIB:.1f} GiB"
+            if old
+            else f"VRAM {vram_new / GIB:.1f} GiB"
+        )
+    return tuple(lines)

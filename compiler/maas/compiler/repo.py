@@ -1,0 +1,165 @@
+"""Config repositories: `deployments/`, `nodes/` and an optional `maas.yaml` -> one Plan per node.
+
+A repository is given as text (`{relative path: content}`); reading it from a work tree or a git
+revision is the caller's I/O. Replicas are assigned to nodes by `fleet.assign`, then each node's
+Plan is compiled from the deployments assigned to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from maas.compiler.compile import compile_plan
+from maas.compiler.diagnostics import Diagnostic, MaasError, Position, raise_if_errors
+from maas.compiler.documents import Loaded, diagnostics_from_validation
+from maas.compiler.fleet import Assignment, Strategy, assign, replicas_per_node
+from maas.compiler.loader import load_text
+from maas.compiler.models import Deployment, Node, Strict
+from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler.render import CompileOptions
+from maas.compiler.sources import load_sources
+
+CONFIG_FILE = "maas.yaml"
+FOLDERS = ("deployments/", "nodes/")
+
+
+class RepoSettings(Strict):
+    strategy: Strategy = "spread"
+    port_range: Annotated[
+        list[Annotated[int, Field(ge=1, le=65535)]], Field(min_length=2, max_length=2)
+    ] = Field(default_factory=lambda: [40000, 40999])
+    gpu_margin_bytes: Annotated[int, Field(ge=0)] = 1 << 30
+    cache_dir: str = "/var/lib/maas/cache"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RepoSettings:
+        if self.port_range[0] > self.port_range[1]:
+            raise ValueError("port_range must be [low, high]")
+        return self
+
+
+class RepoConfig(Strict):
+    """The optional `maas.yaml` of a config repository."""
+
+    apiVersion: Literal["maas/v1"]
+    kind: Literal["Config"]
+    spec: RepoSettings = Field(default_factory=RepoSettings)
+
+
+@dataclass
+class FleetPlan:
+    """The compiled repository: one Plan per node and where every replica went."""
+
+    plans: dict[str, Plan] = field(default_factory=dict)
+    assignment: Assignment = field(default_factory=dict)
+
+    def located(self) -> dict[str, tuple[str, PlanDeployment]]:
+        """deployment name -> (node name, its PlanDeployment on the first node that runs it)."""
+        out: dict[str, tuple[str, PlanDeployment]] = {}
+        for node_name in sorted(self.plans):
+            for deployment in self.plans[node_name].deployments:
+                out.setdefault(deployment.name, (node_name, deployment))
+        return out
+
+
+def repo_files(paths: list[str]) -> list[str]:
+    """The files of a repository listing that belong to the convention."""
+    return sorted(
+        p
+        for p in paths
+        if p == CONFIG_FILE or (p.startswith(FOLDERS) and p.endswith((".yaml", ".yml")))
+    )
+
+
+def load_settings(sources: Mapping[str, str]) -> RepoSettings:
+    text = sources.get(CONFIG_FILE)
+    if text is None:
+        return RepoSettings()
+    docs = load_text(text, CONFIG_FILE)
+    if len(docs) != 1 or not isinstance(docs[0].data, dict):
+        raise MaasError.single(
+            "config",
+            "maas.yaml must hold one Config document",
+            position=Position(CONFIG_FILE, 1, 1),
+        )
+    try:
+        return RepoConfig.model_validate(docs[0].data).spec
+    except ValidationError as exc:
+        raise MaasError(diagnostics_from_validation(exc, docs[0], RepoConfig)) from None
+
+
+def compile_repo(
+    sources: Mapping[str, str], *, previous: FleetPlan | None = None, root: str = ""
+) -> FleetPlan:
+    """Validate, assign and compile a whole repository; raises MaasError with every problem.
+
+    `root` prefixes file names in diagnostics (e.g. "config-repo/") so they are clickable.
+    """
+    settings = load_settings(sources)
+    documents = load_sources({root + k: v for k, v in sources.items() if k != CONFIG_FILE})
+    raise_if_errors(documents.diagnostics)
+    misplaced = _misplaced(documents.deployments, documents.nodes, root)
+    raise_if_errors(misplaced)
+    options = CompileOptions(
+        cache_dir=settings.cache_dir,
+        port_range=(settings.port_range[0], settings.port_range[1]),
+        gpu_margin_bytes=settings.gpu_margin_bytes,
+    )
+    nodes = [n.model for n in documents.nodes]
+
+    def fit(loaded: Loaded[Deployment], node: Node) -> PlanDeployment:
+        return compile_plan([loaded], node, options=options).deployments[0]
+
+    result = assign(
+        documents.deployments,
+        nodes,
+        fit,
+        strategy=settings.strategy,
+        previous=previous.assignment if previous else None,
+    )
+    raise_if_errors(result.diagnostics)
+    counts = replicas_per_node(result.assignment)
+    fleet = FleetPlan(assignment=result.assignment)
+    by_name = {d.model.metadata.name: d for d in documents.deployments}
+    for node in nodes:
+        name = node.metadata.name
+        chosen = [_with_replicas(by_name[d], k) for d, k in sorted(counts.get(name, {}).items())]
+        fleet.plans[name] = compile_plan(
+            chosen,
+            node,
+            options=options,
+            previous=previous.plans.get(name) if previous else None,
+        )
+    return fleet
+
+
+def _with_replicas(loaded: Loaded[Deployment], replicas: int) -> Loaded[Deployment]:
+    spec = loaded.model.spec.model_copy(update={"replicas": replicas})
+    return Loaded(loaded.model.model_copy(update={"spec": spec}), loaded.doc)
+
+
+def _misplaced(
+    deployments: list[Loaded[Deployment]], nodes: list[Loaded[Node]], root: str
+) -> list[Diagnostic]:
+    found = []
+    for loaded in deployments:
+        if not loaded.doc.file.startswith(root + "deployments/"):
+            found.append(
+                Diagnostic(
+                    "layout",
+                    "Deployment documents belong under deployments/",
+                    loaded.doc.at(("kind",)),
+                )
+            )
+    for loaded_node in nodes:
+        if not loaded_node.doc.file.startswith(root + "nodes/"):
+            found.append(
+                Diagnostic(
+                    "layout", "Node documents belong under nodes/", loaded_node.doc.at(("kind",))
+                )
+            )
+    return found
