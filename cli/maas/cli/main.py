@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from maas.cli import exitcodes
 
-COMMANDS = ("validate", "plan", "probe", "schema", "apply", "status", "delete", "logs")
+COMMANDS = ("validate", "plan", "probe", "schema", "init", "apply", "status", "delete", "logs")
 VERSION = "0.1.0"
 
 

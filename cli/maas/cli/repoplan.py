@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from maas.cli import exitcodes
-from maas.cli.output import use_color
 from maas.cli.commands.validate import repo_prefix
+from maas.cli.output import use_color
 from maas.cli.render_diff import diff_json, diff_markdown, diff_text
 from maas.compiler.plandiff import diff_fleets
 from maas.compiler.repo import FleetPlan, compile_repo

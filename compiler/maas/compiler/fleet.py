@@ -89,13 +89,15 @@ def assign(
                 result.assignment[name].append(home)
             else:
                 pending.append((loaded, replica))
+    failed: dict[str, tuple[Loaded[Deployment], list[int], list[str]]] = {}
     for loaded, replica in pending:
         node_name, reasons = _place_one(loaded, list(states.values()), fit, strategy)
         name = loaded.model.metadata.name
         if node_name is None:
-            result.diagnostics.append(_unschedulable(loaded, replica, reasons))
+            failed.setdefault(name, (loaded, [], reasons))[1].append(replica)
             continue
         result.assignment[name].append(node_name)
+    result.diagnostics = [_unschedulable(*failed[name]) for name in sorted(failed)]
     return result
 
 
@@ -142,11 +144,15 @@ def _one_replica(deployment: Deployment) -> Deployment:
     return deployment.model_copy(update={"spec": spec})
 
 
-def _unschedulable(loaded: Loaded[Deployment], replica: int, reasons: list[str]) -> Diagnostic:
+def _unschedulable(
+    loaded: Loaded[Deployment], replicas: list[int], reasons: list[str]
+) -> Diagnostic:
     name = loaded.model.metadata.name
+    total = loaded.model.spec.replicas
+    which = f"{len(replicas)} of {total} replicas" if total > 1 else "the replica"
     return Diagnostic(
         "unschedulable",
-        f"replica {replica} of '{name}' fits on no node",
+        f"{which} of '{name}' fit on no node",
         loaded.doc.at(("metadata", "name")),
         hints=tuple(reasons) or ("the repository has no Node profiles under nodes/",),
     )

@@ -34,14 +34,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from maas.agent.gitrepo import is_repository, read_worktree
     from maas.cli.inputs import read_sources
     from maas.cli.output import print_diagnostics
     from maas.compiler import MaasError, check_deployments, compile_plan, load_sources
     from maas.compiler.diagnostics import errors_only
-
-    from pathlib import Path
-
-    from maas.agent.gitrepo import is_repository, read_worktree
     from maas.compiler.repo import compile_repo
 
     try:
