@@ -10,16 +10,14 @@ import subprocess
 from pathlib import Path
 
 from maas.compiler.diagnostics import MaasError, Position
-from maas.compiler.repo import CONFIG_FILE, FOLDERS, repo_files
+from maas.compiler.repo import CONFIG_FILE, repo_files
 
 GIT_TIMEOUT_S = 120
 
 
 def is_repository(path: Path) -> bool:
-    """A folder that follows the convention (has deployments/, nodes/ or maas.yaml)."""
-    return path.is_dir() and (
-        (path / CONFIG_FILE).is_file() or any((path / f.rstrip("/")).is_dir() for f in FOLDERS)
-    )
+    """A folder that follows the convention (has deployments/ or maas.yaml)."""
+    return path.is_dir() and ((path / CONFIG_FILE).is_file() or (path / "deployments").is_dir())
 
 
 def read_worktree(root: Path) -> dict[str, str]:

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from maas.agent.gitrepo import is_repository
 
-    if len(args.paths) == 1 and is_repository(Path(args.paths[0])):
+    if len(args.paths) == 1 and not args.node and is_repository(Path(args.paths[0])):
         from maas.cli.repoplan import run_repo_plan
 
         return run_repo_plan(args, Path(args.paths[0]))
