@@ -8,6 +8,7 @@ expansion bounded so that recursive anchors or "billion laughs" documents cannot
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +20,42 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position
 
 PathKey = tuple[str | int, ...]
+Table = dict[PathKey, tuple[int, int]]
+Record = tuple[Table, Table] | None  # (values, keys) position tables being filled
 MAX_NODES = 200_000
 MAX_DEPTH = 64
 MAX_BYTES = 8 * 1024 * 1024
+
+
+class _Positions:
+    """Line/column tables of one file, parsed lazily with ruamel's round-trip loader.
+
+    The fast path loads data with the C-based safe loader, which keeps no positions; only a file
+    that needs a position (it has a problem to report) pays for the slower round-trip parse.
+    """
+
+    def __init__(self, text: str, file: str) -> None:
+        self.text = text
+        self.file = file
+        self._tables: dict[int, tuple[Table, Table]] | None = None
+
+    def tables(self, index: int) -> tuple[Table, Table]:
+        if self._tables is None:
+            self._tables = {}
+            try:
+                raw_docs = list(YAML(typ="rt", pure=True).load_all(self.text))
+            except (YAMLError, ValueError, TypeError, RecursionError):
+                raw_docs = []
+            for i, raw in enumerate(raw_docs):
+                values: Table = {}
+                keys: Table = {}
+                if isinstance(raw, CommentedMap | CommentedSeq):
+                    values[()] = (raw.lc.line + 1, raw.lc.col + 1)
+                # Positions up to a problem are recorded; the fast path reports the problem.
+                with contextlib.suppress(MaasError):
+                    _plain(raw, (), _Budget(None), frozenset(), (values, keys))
+                self._tables[i] = (values, keys)
+        return self._tables.get(index, ({}, {}))
 
 
 @dataclass
@@ -31,15 +65,15 @@ class SourceDoc:
     file: str
     index: int
     data: Any
-    values: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list, repr=False)
+    positions: _Positions | None = field(default=None, repr=False)
 
     def at(self, path: PathKey, *, key: bool = False) -> Position:
         """Position of `path`, or of its nearest ancestor that has one."""
+        values, keys = self.positions.tables(self.index) if self.positions else ({}, {})
         probe = tuple(path)
         while True:
-            table = self.keys if key and probe in self.keys else self.values
+            table = keys if key and probe in keys else values
             if probe in table:
                 line, col = table[probe]
                 return Position(self.file, line, col)
@@ -50,7 +84,9 @@ class SourceDoc:
     def get(self, path: PathKey) -> Any:
         node = self.data
         for part in path:
-            if isinstance(node, Mapping) and part in node:
+            if isinstance(node, Mapping):
+                if part not in node:
+                    return None
                 node = node[part]
             elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
                 node = node[part]
@@ -67,9 +103,35 @@ def load_text(text: str, file: str) -> list[SourceDoc]:
             f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB",
             position=Position(file),
         )
-    yaml = YAML(typ="rt", pure=True)
     try:
-        raw_docs = list(yaml.load_all(text))
+        raw_docs = list(_fast_yaml().load_all(text))
+    except (YAMLError, ValueError, TypeError, RecursionError):
+        raw_docs = _round_trip(text, file)  # the precise, positioned error, or agreement
+    positions = _Positions(text, file)
+    lines = text.splitlines()
+    docs: list[SourceDoc] = []
+    for index, raw in enumerate(raw_docs):
+        if raw is None:
+            continue
+        doc = SourceDoc(file=file, index=index, data=None, lines=lines, positions=positions)
+        doc.data = _plain(raw, (), _Budget(doc), frozenset(), None)
+        docs.append(doc)
+    return docs
+
+
+def _fast_yaml() -> YAML:
+    global _FAST  # noqa: PLW0603 - one loader per process; constructing it is costly
+    if _FAST is None:
+        _FAST = YAML(typ="safe", pure=False)
+    return _FAST
+
+
+_FAST: YAML | None = None
+
+
+def _round_trip(text: str, file: str) -> list[Any]:
+    try:
+        return list(YAML(typ="rt", pure=True).load_all(text))
     except MarkedYAMLError as exc:
         raise MaasError([_syntax_diagnostic(exc, file)]) from None
     except (YAMLError, ValueError, TypeError, RecursionError) as exc:
@@ -77,18 +139,6 @@ def load_text(text: str, file: str) -> list[SourceDoc]:
         raise MaasError.single(
             "yaml", f"invalid YAML: {message}", position=Position(file)
         ) from None
-    docs: list[SourceDoc] = []
-    lines = text.splitlines()
-    for index, raw in enumerate(raw_docs):
-        if raw is None:
-            continue
-        doc = SourceDoc(file=file, index=index, data=None, lines=lines)
-        counter = _Budget(file)
-        doc.data = _plain(raw, (), doc, counter, frozenset())
-        if isinstance(raw, CommentedMap | CommentedSeq):
-            doc.values.setdefault((), (raw.lc.line + 1, raw.lc.col + 1))
-        docs.append(doc)
-    return docs
 
 
 def _syntax_diagnostic(exc: MarkedYAMLError, file: str) -> Diagnostic:
@@ -110,63 +160,66 @@ def _syntax_diagnostic(exc: MarkedYAMLError, file: str) -> Diagnostic:
 
 
 class _Budget:
-    def __init__(self, file: str) -> None:
-        self.file = file
+    """Bounds on what one document may expand to; `doc` is None while recording positions."""
+
+    def __init__(self, doc: SourceDoc | None) -> None:
+        self.doc = doc
         self.nodes = 0
 
-    def spend(self, path: PathKey, doc: SourceDoc) -> None:
+    def spend(self, path: PathKey) -> None:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise MaasError.single(
+            self.fail(
                 "yaml-too-large",
                 f"document expands to more than {MAX_NODES} values (alias expansion?)",
-                position=doc.at(path),
+                path,
             )
         if len(path) > MAX_DEPTH:
-            raise MaasError.single(
-                "yaml-too-deep", f"nesting deeper than {MAX_DEPTH} levels", position=doc.at(path)
-            )
+            self.fail("yaml-too-deep", f"nesting deeper than {MAX_DEPTH} levels", path)
+
+    def fail(self, code: str, message: str, path: PathKey) -> None:
+        position = self.doc.at(path) if self.doc else None
+        raise MaasError.single(code, message, position=position)
 
 
 def _plain(
-    node: Any, path: PathKey, doc: SourceDoc, budget: _Budget, active: frozenset[int]
+    node: Any, path: PathKey, budget: _Budget, active: frozenset[int], record: Record
 ) -> Any:
-    budget.spend(path, doc)
-    if isinstance(node, CommentedMap | CommentedSeq):
-        if id(node) in active:
-            raise MaasError.single(
-                "yaml-recursive", "recursive alias: a node contains itself", position=doc.at(path)
-            )
-        inner = active | {id(node)}
-        if isinstance(node, CommentedMap):
-            return _plain_map(node, path, doc, budget, inner)
-        out_list = []
-        for i, item in enumerate(node):
-            pos = node.lc.item(i) if i in node.lc.data else None
-            if pos is not None:
-                doc.values.setdefault((*path, i), (pos[0] + 1, pos[1] + 1))
-            out_list.append(_plain(item, (*path, i), doc, budget, inner))
-        return out_list
-    return _scalar(node)
+    """Plain Python data; with `record`, also the positions of round-trip nodes."""
+    budget.spend(path)
+    if not isinstance(node, dict | list):
+        return _scalar(node)
+    if id(node) in active:
+        budget.fail("yaml-recursive", "recursive alias: a node contains itself", path)
+    inner = active | {id(node)}
+    if isinstance(node, dict):
+        return _plain_map(node, path, budget, inner, record)
+    out_list = []
+    for i, item in enumerate(node):
+        if record is not None and i in node.lc.data:  # type: ignore[attr-defined]
+            line, col = node.lc.item(i)  # type: ignore[attr-defined]
+            record[0].setdefault((*path, i), (line + 1, col + 1))
+        out_list.append(_plain(item, (*path, i), budget, inner, record))
+    return out_list
 
 
 def _plain_map(
-    node: CommentedMap, path: PathKey, doc: SourceDoc, budget: _Budget, active: frozenset[int]
+    node: dict[Any, Any], path: PathKey, budget: _Budget, active: frozenset[int], record: Record
 ) -> dict[Any, Any]:
     out: dict[Any, Any] = {}
     for key, value in node.items():
-        scalar_key = _scalar(key) if not isinstance(key, CommentedMap | CommentedSeq) else None
+        scalar_key = _scalar(key) if not isinstance(key, dict | list | tuple) else None
         plain_key: str | int = (
             scalar_key
             if isinstance(scalar_key, str | int) and not isinstance(scalar_key, bool)
             else str(key)
         )
         child: PathKey = (*path, plain_key)
-        if key in node.lc.data:
-            kl, kc, vl, vc = node.lc.data[key]
-            doc.keys.setdefault(child, (kl + 1, kc + 1))
-            doc.values.setdefault(child, (vl + 1, vc + 1))
-        out[plain_key] = _plain(value, child, doc, budget, active)
+        if record is not None and key in node.lc.data:  # type: ignore[attr-defined]
+            kl, kc, vl, vc = node.lc.data[key]  # type: ignore[attr-defined]
+            record[1].setdefault(child, (kl + 1, kc + 1))
+            record[0].setdefault(child, (vl + 1, vc + 1))
+        out[plain_key] = _plain(value, child, budget, active, record)
     return out
 
 
