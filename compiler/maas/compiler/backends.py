@@ -12,7 +12,6 @@ from typing import Literal
 
 from maas.compiler.models import DeploymentBody
 
-
 BackendRule = Literal["explicit", "gguf", "speech", "default"]
 
 
