@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from golden_support import check_golden
-from maas.compiler import MaasError, check_deployments, compile_plan, load_sources
+from maas.compiler import CompileOptions, MaasError, check_deployments, compile_plan, load_sources
+from maas.compiler.policy import Policy
 from maas.compiler.diagnostics import Diagnostic, errors_only
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ def diagnose(case: Path) -> list[Diagnostic]:
         return documents.diagnostics
     node = load_sources({"node.yaml": node_file.read_text()}).nodes[0].model
     try:
-        compile_plan(documents.deployments, node)
+        compile_plan(documents.deployments, node, options=CompileOptions(policy=Policy()))
     except MaasError as exc:
         return list(exc.diagnostics)
     return []

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from golden_support import check_golden
-from maas.compiler import MaasError, compile_plan, load_sources, plan_to_json
+from maas.compiler import CompileOptions, MaasError, compile_plan, load_sources, plan_to_json
+from maas.compiler.policy import Policy
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -32,7 +33,9 @@ def test_example_plan(spec_file: Path, node_file: Path, update_goldens: bool) ->
     assert len(documents.nodes) == 1
     stem = f"{spec_file.stem}__{node_file.stem}"
     try:
-        plan = compile_plan(documents.deployments, documents.nodes[0].model)
+        plan = compile_plan(
+            documents.deployments, documents.nodes[0].model, options=CompileOptions(policy=Policy())
+        )
     except MaasError as exc:
         check_golden(GOLDEN / f"{stem}.txt", str(exc) + "\n", update_goldens)
         return

@@ -14,6 +14,7 @@ from maas.compiler.documents import Loaded
 from maas.compiler.models import Deployment, Node
 from maas.compiler.placement import PlacementResult, place
 from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler.policy import check_policy
 from maas.compiler.ports import allocate_ports
 from maas.compiler.render import CompileOptions, render_deployment
 
@@ -38,6 +39,11 @@ def compile_plan(
         backend, _ = resolve_backend(loaded.model.spec)
         result = place(loaded, backend, node)
         diagnostics.extend(result.diagnostics)
+        if options.policy is not None and result.placement is not None:
+            image = loaded.model.spec.image or backend.image_for(gpu=result.placement.mode != "cpu")
+            diagnostics.extend(
+                check_policy(loaded, options.policy, cache_dir=options.cache_dir, image=image or "")
+            )
         placed.append((loaded, result))
     raise_if_errors(diagnostics)
     previous_ports = {d.name: d.ports for d in previous.deployments} if previous else None

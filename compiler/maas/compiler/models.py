@@ -77,6 +77,19 @@ class Resources(Strict):
     cpus: Annotated[float, Field(gt=0)] | None = None
 
 
+class Volume(Strict):
+    host_path: str = Field(description="Absolute path on the host; must be under an allowed root.")
+    container_path: str
+    read_only: bool = True
+
+    @field_validator("host_path", "container_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
+
+
 class DeploymentBody(Strict):
     source: Source
     repo_id: str | None = Field(default=None, description="ORG/NAME on the hub.")
@@ -98,6 +111,13 @@ class DeploymentBody(Strict):
     aliases: list[str] = Field(
         default_factory=list, description="Extra model names the gateway routes here."
     )
+    privileged: bool = Field(default=False, description="Denied unless the node policy allows.")
+    host_network: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
+    volumes: list[Volume] = Field(default_factory=list, description="Extra bind mounts.")
+    devices: list[str] = Field(default_factory=list, description="Host device paths to pass in.")
+    cap_add: list[str] = Field(default_factory=list, description="Linux capabilities to add.")
     generic_proxy: bool = Field(
         default=False, description="Expose /proxy/<name>/<path> on the gateway."
     )

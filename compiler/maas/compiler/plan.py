@@ -69,6 +69,17 @@ class Limits(PlanModel):
     nano_cpus: int | None = None
 
 
+class Security(PlanModel):
+    """What the container may do beyond the default; admitted by the node policy."""
+
+    privileged: bool = False
+    host_network: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
+    devices: list[str] = Field(default_factory=list)
+    cap_add: list[str] = Field(default_factory=list)
+
+
 class PlanDeployment(PlanModel):
     name: str
     action: Literal["create", "recreate", "remove", "noop"] = "create"
@@ -90,6 +101,7 @@ class PlanDeployment(PlanModel):
     labels: dict[str, str] = Field(default_factory=dict)
     aliases: list[str] = Field(default_factory=list)
     generic_proxy: bool = False
+    security: Security = Field(default_factory=Security)
     placement: Placement
     estimate: Estimate = Field(default_factory=Estimate)
     spec_hash: str = ""
@@ -108,7 +120,17 @@ class Plan(PlanModel):
         return next((d for d in self.deployments if d.name == name), None)
 
 
-HASHED_FIELDS = ("image", "entrypoint", "command", "env", "port", "mounts", "limits", "model")
+HASHED_FIELDS = (
+    "image",
+    "entrypoint",
+    "command",
+    "env",
+    "port",
+    "mounts",
+    "limits",
+    "model",
+    "security",
+)
 
 
 def spec_hash(deployment: PlanDeployment) -> str:

@@ -20,8 +20,10 @@ from maas.compiler.plan import (
     Mount,
     Placement,
     PlanDeployment,
+    Security,
     spec_hash,
 )
+from maas.compiler.policy import Policy
 from maas.compiler.template import render, split_command
 
 GLOB_CHARS = frozenset("*?[")
@@ -34,6 +36,7 @@ class CompileOptions:
     cache_dir: str = "/var/lib/maas/cache"
     port_range: tuple[int, int] = (40000, 40999)
     gpu_margin_bytes: int = 1 << 30
+    policy: Policy | None = None  # None: no admission check (the CLI and agent pass one)
 
     @property
     def hf_cache(self) -> str:
@@ -93,6 +96,10 @@ def render_deployment(
     mounts = [Mount(source=options.cache_dir, target=options.cache_dir)]
     if spec.source == "local_path":
         mounts.append(Mount(source=model.path, target=model.path, read_only=True))
+    mounts += [
+        Mount(source=v.host_path, target=v.container_path, read_only=v.read_only)
+        for v in spec.volumes
+    ]
     health_paths = [spec.health.path] if spec.health.path else list(backend.health_paths)
     rendered = PlanDeployment(
         name=deployment.metadata.name,
@@ -119,6 +126,14 @@ def render_deployment(
         labels=dict(sorted(deployment.metadata.labels.items())),
         aliases=list(spec.aliases),
         generic_proxy=spec.generic_proxy,
+        security=Security(
+            privileged=spec.privileged,
+            host_network=spec.host_network,
+            host_pid=spec.host_pid,
+            host_ipc=spec.host_ipc,
+            devices=list(spec.devices),
+            cap_add=list(spec.cap_add),
+        ),
         placement=placement,
         estimate=estimate,
         diagnostics=[d.as_dict() for d in warnings or []],

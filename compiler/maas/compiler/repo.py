@@ -20,6 +20,7 @@ from maas.compiler.fleet import Assignment, Strategy, assign, replicas_per_node
 from maas.compiler.loader import load_text
 from maas.compiler.models import Deployment, Node, Strict
 from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler.policy import Policy
 from maas.compiler.render import CompileOptions
 from maas.compiler.sources import load_sources
 
@@ -34,6 +35,7 @@ class RepoSettings(Strict):
     ] = Field(default_factory=lambda: [40000, 40999])
     gpu_margin_bytes: Annotated[int, Field(ge=0)] = 1 << 30
     cache_dir: str = "/var/lib/maas/cache"
+    policy: Policy = Field(default_factory=Policy)
 
     @model_validator(mode="after")
     def _ordered(self) -> RepoSettings:
@@ -108,6 +110,7 @@ def compile_repo(
         cache_dir=settings.cache_dir,
         port_range=(settings.port_range[0], settings.port_range[1]),
         gpu_margin_bytes=settings.gpu_margin_bytes,
+        policy=settings.policy,
     )
     nodes = [n.model for n in documents.nodes]
 

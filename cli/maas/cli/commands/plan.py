@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from maas.cli.nodes import load_node, probe_node, single_node
     from maas.cli.output import print_diagnostics
     from maas.cli.render_plan import plan_markdown, plan_text
-    from maas.compiler import Diagnostic, compile_plan, load_sources, plan_to_json
+    from maas.compiler import CompileOptions, Diagnostic, compile_plan, load_sources, plan_to_json
+    from maas.compiler.policy import Policy
     from maas.compiler.diagnostics import raise_if_errors
 
     documents = load_sources(read_sources(args.paths))
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         node = single_node(documents.nodes)
     else:
         node = probe_node()
-    plan = compile_plan(documents.deployments, node)
+    plan = compile_plan(documents.deployments, node, options=CompileOptions(policy=Policy()))
     warnings = [
         Diagnostic(code=str(w["code"]), message=str(w["message"]), severity="warning")
         for d in plan.deployments

@@ -39,7 +39,14 @@ def run(args: argparse.Namespace) -> int:
     from maas.agent.gitrepo import is_repository, read_worktree
     from maas.cli.inputs import read_sources
     from maas.cli.output import print_diagnostics
-    from maas.compiler import MaasError, check_deployments, compile_plan, load_sources
+    from maas.compiler import (
+        CompileOptions,
+        MaasError,
+        check_deployments,
+        compile_plan,
+        load_sources,
+    )
+    from maas.compiler.policy import Policy
     from maas.compiler.diagnostics import errors_only
     from maas.compiler.repo import compile_repo
 
@@ -55,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
             node = load_node(args.node)
             try:
-                compile_plan(documents.deployments, node)
+                compile_plan(documents.deployments, node, options=CompileOptions(policy=Policy()))
             except MaasError as exc:
                 diagnostics = list(exc.diagnostics)
     except MaasError as exc:
