@@ -24,25 +24,34 @@ GOAL_S = 2.0
 def node(i: int) -> str:
     gpus = "".join(
         f"    - {{index: {g}, uuid: GPU-{i:03d}-{g}, name: NVIDIA L40S, "
-        f"memory_total_bytes: 48305799168}}\n" for g in range(i % 4 + 1))
-    return (f"apiVersion: maas/v1\nkind: Node\nmetadata:\n  name: node-{i:03d}\n"
-            f"  labels: {{arch: amd64, zone: z{i % 3}}}\nspec:\n  cpu: {{cores: 32, threads: 64}}\n"
-            f"  memory: {{total_bytes: 274877906944}}\n  gpus:\n{gpus}")
+        f"memory_total_bytes: 48305799168}}\n"
+        for g in range(i % 4 + 1)
+    )
+    return (
+        f"apiVersion: maas/v1\nkind: Node\nmetadata:\n  name: node-{i:03d}\n"
+        f"  labels: {{arch: amd64, zone: z{i % 3}}}\nspec:\n  cpu: {{cores: 32, threads: 64}}\n"
+        f"  memory: {{total_bytes: 274877906944}}\n  gpus:\n{gpus}"
+    )
 
 
 def deployment(i: int, image_tag: int = 1) -> str:
-    return (f"apiVersion: maas/v1\nkind: Deployment\nmetadata:\n  name: model-{i:04d}\n"
-            f"  labels: {{team: t{i % 7}}}\nspec:\n  source: huggingface\n"
-            f"  repo_id: org/model-{i:04d}\n  backend: custom\n"
-            f"  image: example/server:{image_tag}\n"
-            f"  command: \"--model-id org/model-{i:04d} --port {{{{port}}}}\"\n"
-            f"  replicas: {1 + i % 2}\n  worker_selector: {{zone: z{i % 3}}}\n")
+    return (
+        f"apiVersion: maas/v1\nkind: Deployment\nmetadata:\n  name: model-{i:04d}\n"
+        f"  labels: {{team: t{i % 7}}}\nspec:\n  source: huggingface\n"
+        f"  repo_id: org/model-{i:04d}\n  backend: custom\n"
+        f"  image: example/server:{image_tag}\n"
+        f'  command: "--model-id org/model-{i:04d} --port {{{{port}}}}"\n'
+        f"  replicas: {1 + i % 2}\n  worker_selector: {{zone: z{i % 3}}}\n"
+    )
 
 
 def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), "-c", "user.email=b@example.com",
-                           "-c", "user.name=bench", *args], check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["git", "-C", str(root), "-c", "user.email=b@example.com", "-c", "user.name=bench", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def build(root: Path) -> None:
@@ -81,8 +90,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "repo"
         build(root)
-        ours_cmd = [sys.executable, "-m", "maas.cli.main", "plan", ".", "--base", "HEAD~1",
-                    "--head", "HEAD"]
+        ours_cmd = [
+            sys.executable,
+            "-m",
+            "maas.cli.main",
+            "plan",
+            ".",
+            "--base",
+            "HEAD~1",
+            "--head",
+            "HEAD",
+        ]
         peer_cmd = ["git", "diff", "--stat", "HEAD~1", "HEAD"]
         ours, peer = [], []
         summary = ""

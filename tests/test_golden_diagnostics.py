@@ -11,8 +11,8 @@ import pytest
 
 from golden_support import check_golden
 from maas.compiler import CompileOptions, MaasError, check_deployments, compile_plan, load_sources
-from maas.compiler.policy import Policy
 from maas.compiler.diagnostics import Diagnostic, errors_only
+from maas.compiler.policy import Policy
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = Path(__file__).resolve().parent / "golden" / "diagnostics" / "cases"

@@ -21,19 +21,25 @@ ROOT = Path(__file__).resolve().parent.parent
 def node(name: str, *, gpus: int = 1, arch: str = "amd64") -> str:
     gpu_lines = "".join(
         f"    - {{index: {i}, uuid: GPU-{name}-{i}, name: NVIDIA L40S, "
-        f"memory_total_bytes: 48305799168}}\n" for i in range(gpus))
-    return (f"apiVersion: maas/v1\nkind: Node\nmetadata:\n  name: {name}\n"
-            f"  labels: {{arch: {arch}}}\nspec:\n  cpu: {{cores: 32, threads: 64}}\n"
-            f"  memory: {{total_bytes: 274877906944}}\n"
-            + (f"  gpus:\n{gpu_lines}" if gpus else ""))
+        f"memory_total_bytes: 48305799168}}\n"
+        for i in range(gpus)
+    )
+    return (
+        f"apiVersion: maas/v1\nkind: Node\nmetadata:\n  name: {name}\n"
+        f"  labels: {{arch: {arch}}}\nspec:\n  cpu: {{cores: 32, threads: 64}}\n"
+        f"  memory: {{total_bytes: 274877906944}}\n" + (f"  gpus:\n{gpu_lines}" if gpus else "")
+    )
 
 
-def deployment(name: str, *, image: str = "example/server:1", replicas: int = 1,
-               extra: str = "") -> str:
-    return (f"apiVersion: maas/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n"
-            f"  source: huggingface\n  repo_id: org/{name}\n  backend: custom\n"
-            f"  image: {image}\n  command: [--port, '{{{{port}}}}']\n  replicas: {replicas}\n"
-            f"{extra}")
+def deployment(
+    name: str, *, image: str = "example/server:1", replicas: int = 1, extra: str = ""
+) -> str:
+    return (
+        f"apiVersion: maas/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n"
+        f"  source: huggingface\n  repo_id: org/{name}\n  backend: custom\n"
+        f"  image: {image}\n  command: [--port, '{{{{port}}}}']\n  replicas: {replicas}\n"
+        f"{extra}"
+    )
 
 
 class Repo:
@@ -44,9 +50,20 @@ class Repo:
 
     def git(self, *args: str) -> str:
         return subprocess.run(
-            ["git", "-C", str(self.root), "-c", "user.email=ci@example.com",
-             "-c", "user.name=CI", *args],
-            check=True, capture_output=True, text=True).stdout.strip()
+            [
+                "git",
+                "-C",
+                str(self.root),
+                "-c",
+                "user.email=ci@example.com",
+                "-c",
+                "user.name=CI",
+                *args,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
 
     def write(self, rel: str, text: str) -> None:
         path = self.root / rel
@@ -63,8 +80,14 @@ class Repo:
 
 
 def maasctl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "maas.cli.main", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "maas.cli.main", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -84,8 +107,10 @@ def repo(tmp_path: Path) -> Repo:
 def _change_everything(repo: Repo) -> None:
     repo.write("deployments/chat.yaml", deployment("chat", image="example/server:2", replicas=2))
     repo.write("deployments/embed.yaml", deployment("embed", extra="  health: {path: /ready}\n"))
-    repo.write("deployments/tts.yaml", deployment(
-        "tts", extra="  worker_selector: {arch: arm64}\n  allow_cpu_offload: true\n"))
+    repo.write(
+        "deployments/tts.yaml",
+        deployment("tts", extra="  worker_selector: {arch: arm64}\n  allow_cpu_offload: true\n"),
+    )
     repo.remove("deployments/old.yaml")
     repo.commit("head")
 
@@ -93,8 +118,7 @@ def _change_everything(repo: Repo) -> None:
 @pytest.mark.parametrize("output", ["text", "markdown", "json"])
 def test_plan_between_revisions_golden(repo: Repo, output: str, update_goldens: bool) -> None:
     _change_everything(repo)
-    result = maasctl("plan", ".", "--base", "HEAD~1", "--head", "HEAD", "-o", output,
-                     cwd=repo.root)
+    result = maasctl("plan", ".", "--base", "HEAD~1", "--head", "HEAD", "-o", output, cwd=repo.root)
     assert result.returncode == 0, result.stderr
     text = result.stdout
     for rev in (repo.git("rev-parse", "HEAD~1"), repo.git("rev-parse", "HEAD")):
@@ -110,7 +134,8 @@ def test_summary_and_detailed_exitcode(repo: Repo) -> None:
     changed = maasctl("plan", ".", "--base", "HEAD~1", "--detailed-exitcode", cwd=repo.root)
     assert changed.returncode == 2
     assert changed.stdout.rstrip().endswith(
-        "Plan: 1 to create, 2 to recreate, 1 to change in place, 1 to remove.")
+        "Plan: 1 to create, 2 to recreate, 1 to change in place, 1 to remove."
+    )
 
 
 def test_assignment_spreads_and_respects_selectors(repo: Repo) -> None:
@@ -134,8 +159,9 @@ def test_unrelated_changes_move_nothing(repo: Repo) -> None:
 
 
 def test_unschedulable_names_each_node(repo: Repo) -> None:
-    repo.write("deployments/ppc.yaml", deployment(
-        "ppc", extra="  worker_selector: {arch: ppc64le}\n"))
+    repo.write(
+        "deployments/ppc.yaml", deployment("ppc", extra="  worker_selector: {arch: ppc64le}\n")
+    )
     with pytest.raises(MaasError) as caught:
         compile_repo(read_worktree(repo.root))
     (diagnostic,) = caught.value.diagnostics
@@ -160,7 +186,8 @@ def test_init_scaffolds_a_valid_repository(tmp_path: Path) -> None:
     target = tmp_path / "new"
     assert maasctl("init", str(target), cwd=tmp_path).returncode == 0
     (target / "nodes" / "gpu-01.yaml").write_text(
-        (ROOT / "examples" / "nodes" / "gpu-01.yaml").read_text())
+        (ROOT / "examples" / "nodes" / "gpu-01.yaml").read_text()
+    )
     result = maasctl("validate", str(target), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     again = maasctl("init", str(target), cwd=tmp_path)

@@ -1,4 +1,4 @@
-"""Placement: where a deployment runs on a node (gpu, hybrid or cpu) and what it is estimated to use.
+"""Placement: where a deployment runs on a node (gpu, hybrid or cpu), and its estimates.
 
 This is the foundation rule set: a node with GPUs gets `gpu` mode on its first GPU; a node without
 GPUs needs `allow_cpu_offload: true` and then runs in `cpu` mode. The hardware-aware estimator
@@ -38,8 +38,11 @@ def place(deployment: Loaded[Deployment], backend: Backend, node: Node) -> Place
             "no-gpu",
             f"node '{node.metadata.name}' has no GPU and '{deployment.model.metadata.name}' does "
             "not allow running on the CPU",
-            doc.at(("spec", "allow_cpu_offload") if "allow_cpu_offload" in (doc.get(("spec",)) or {})
-                   else ("metadata", "name")),
+            doc.at(
+                ("spec", "allow_cpu_offload")
+                if "allow_cpu_offload" in (doc.get(("spec",)) or {})
+                else ("metadata", "name")
+            ),
             hints=("set 'allow_cpu_offload: true' to run it on the CPU",),
         )])
     return PlacementResult(

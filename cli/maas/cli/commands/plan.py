@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from maas.cli.output import print_diagnostics
     from maas.cli.render_plan import plan_markdown, plan_text
     from maas.compiler import CompileOptions, Diagnostic, compile_plan, load_sources, plan_to_json
-    from maas.compiler.policy import Policy
     from maas.compiler.diagnostics import raise_if_errors
+    from maas.compiler.policy import Policy
 
     documents = load_sources(read_sources(args.paths))
     raise_if_errors(documents.diagnostics)

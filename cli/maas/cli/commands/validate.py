@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
         compile_plan,
         load_sources,
     )
-    from maas.compiler.policy import Policy
     from maas.compiler.diagnostics import errors_only
+    from maas.compiler.policy import Policy
     from maas.compiler.repo import compile_repo
 
     try:
