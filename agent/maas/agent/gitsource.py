@@ -1,0 +1,77 @@
+"""Pull mode: desired state from a git repository instead of `maasctl apply`.
+
+`GitSource.poll()` fetches the branch with the git CLI into the agent's state directory, and when
+the branch moved, verifies the commit's signature (optional), compiles the whole repository
+(`compile_repo`) and returns this node's Plan. A revision that fails validation or verification
+is refused: the last good Plan stays in force and the error is kept for `maasctl status`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maas.agent.gitrepo import git, read_revision
+from maas.compiler.diagnostics import Diagnostic, MaasError
+from maas.compiler.plan import Plan
+from maas.compiler.repo import FleetPlan, compile_repo
+
+
+@dataclass
+class SourceState:
+    """What pull mode reports: the applied commit, and the last refused one with its reason."""
+
+    applied_commit: str | None = None
+    refused_commit: str | None = None
+    error: list[Diagnostic] = field(default_factory=list)
+
+
+@dataclass
+class GitSource:
+    url: str
+    node: str
+    workdir: Path
+    branch: str = "main"
+    verify_signatures: bool = False
+    state: SourceState = field(default_factory=SourceState)
+    _fleet: FleetPlan | None = None
+
+    def poll(self) -> Plan | None:
+        """This node's new Plan when the branch moved to a good commit; None when nothing to do.
+
+        Raises MaasError (retryable) only when the repository cannot be fetched at all.
+        """
+        commit = self._fetch()
+        if commit in (self.state.applied_commit, self.state.refused_commit):
+            return None
+        try:
+            if self.verify_signatures:
+                git(self.workdir, "verify-commit", commit)
+            fleet = compile_repo(
+                read_revision(self.workdir, commit), previous=self._fleet, root=f"{commit[:12]}:"
+            )
+        except MaasError as exc:
+            self.state.refused_commit = commit
+            self.state.error = list(exc.diagnostics)
+            return None
+        self._fleet = fleet
+        self.state = SourceState(applied_commit=commit)
+        return fleet.plans.get(self.node, Plan(node=self.node))
+
+    def _fetch(self) -> str:
+        if not (self.workdir / "HEAD").exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            git(self.workdir, "init", "--bare", "--quiet")
+        try:
+            git(
+                self.workdir,
+                "fetch",
+                "--quiet",
+                "--force",
+                "--no-tags",
+                self.url,
+                f"+refs/heads/{self.branch}:refs/heads/{self.branch}",
+            )
+        except MaasError as exc:
+            raise MaasError(exc.diagnostics, retryable=True) from exc
+        return git(self.workdir, "rev-parse", f"refs/heads/{self.branch}").decode().strip()
