@@ -1,0 +1,197 @@
+"""The hardware probe: this host's Node profile (the only psutil and pynvml import site).
+
+Reading is split from converting: `read_host()` gathers raw readings (psutil, /sys NUMA topology,
+NVML) into a plain JSON-able dict, and `to_node()` turns readings into a `Node` purely, so the
+conversion is tested in CI with readings recorded on a real GPU machine. No GPU, no driver or no
+NVML library gives a CPU-only profile plus a warning, never a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+from maas.compiler.diagnostics import Diagnostic
+from maas.compiler.models import Node
+
+SYS_NODES = Path("/sys/devices/system/node")
+ARCH_NAMES = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64", "ppc64le": "ppc64le",
+              "s390x": "s390x"}
+# Peak DRAM bandwidth is rarely reached; decode reads at about this share of it (GPU-BENCH.md).
+Readings = dict[str, Any]
+
+
+def probe_with_warnings() -> tuple[Node, list[Diagnostic]]:
+    return to_node(read_host())
+
+
+def probe() -> Node:
+    return probe_with_warnings()[0]
+
+
+def read_host() -> Readings:
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return {
+        "hostname": socket.gethostname(),
+        "machine": platform.machine(),
+        "system": platform.system().lower(),
+        "cpu_cores": psutil.cpu_count(logical=False) or os.cpu_count() or 1,
+        "cpu_threads": psutil.cpu_count(logical=True) or os.cpu_count() or 1,
+        "cpu_model": _cpu_model(),
+        "memory_total": memory.total,
+        "memory_available": memory.available,
+        "numa": _read_numa(),
+        "nvml": read_nvml(),
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _read_numa() -> list[dict[str, Any]]:
+    nodes = []
+    for path in sorted(SYS_NODES.glob("node[0-9]*"), key=lambda p: int(p.name[4:])):
+        try:
+            cpus = (path / "cpulist").read_text().strip()
+            meminfo = (path / "meminfo").read_text()
+        except OSError:
+            continue
+        match = re.search(r"MemTotal:\s+(\d+) kB", meminfo)
+        nodes.append({"id": int(path.name[4:]), "cpus": cpus,
+                      "memory_bytes": int(match.group(1)) * 1024 if match else None})
+    return nodes
+
+
+def read_nvml() -> dict[str, Any]:
+    """NVML readings, or {"error": why} when there is no usable NVIDIA driver."""
+    try:
+        import pynvml
+    except ImportError:
+        return {"error": "the NVML bindings (nvidia-ml-py) are not installed"}
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return {"error": f"NVML is not available ({exc}); no NVIDIA driver on this host?"}
+    try:
+        return {
+            "driver_version": _text(pynvml.nvmlSystemGetDriverVersion()),
+            "cuda_version": _cuda_version(pynvml.nvmlSystemGetCudaDriverVersion_v2()),
+            "gpus": [_read_gpu(pynvml, i) for i in range(pynvml.nvmlDeviceGetCount())],
+        }
+    except pynvml.NVMLError as exc:
+        return {"error": f"NVML query failed: {exc}"}
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _read_gpu(pynvml: Any, index: int) -> dict[str, Any]:
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+    return {
+        "index": index,
+        "uuid": _text(pynvml.nvmlDeviceGetUUID(handle)),
+        "name": _text(pynvml.nvmlDeviceGetName(handle)),
+        "memory_total": int(memory.total),
+        "memory_free": int(memory.free),
+        "compute_capability": f"{major}.{minor}",
+        "bus_width_bits": _optional(pynvml, pynvml.nvmlDeviceGetMemoryBusWidth, handle),
+        "memory_clock_max_mhz": _optional(
+            pynvml, pynvml.nvmlDeviceGetMaxClockInfo, handle, pynvml.NVML_CLOCK_MEM),
+    }
+
+
+def _optional(pynvml: Any, call: Any, *args: Any) -> int | None:
+    try:
+        return int(call(*args))
+    except pynvml.NVMLError:
+        return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _cuda_version(value: int) -> str:
+    return f"{value // 1000}.{value % 1000 // 10}"
+
+
+def to_node(readings: Readings) -> tuple[Node, list[Diagnostic]]:
+    """Readings -> the Node document of the host (pure)."""
+    warnings: list[Diagnostic] = []
+    nvml = readings.get("nvml") or {}
+    if "error" in nvml:
+        warnings.append(Diagnostic("probe-gpu", f"no GPUs detected: {nvml['error']}",
+                                   severity="warning", hints=("the profile is CPU-only",)))
+    hostname = str(readings["hostname"])
+    arch = ARCH_NAMES.get(str(readings["machine"]), str(readings["machine"]).lower())
+    spec: dict[str, Any] = {
+        "cpu": {"cores": readings["cpu_cores"], "threads": readings["cpu_threads"],
+                "numa_nodes": [{k: v for k, v in n.items() if v is not None}
+                               for n in readings.get("numa", [])]},
+        "memory": {"total_bytes": readings["memory_total"],
+                   "available_bytes": readings["memory_available"]},
+        "gpus": [_gpu(g) for g in nvml.get("gpus", [])],
+    }
+    if readings.get("cpu_model"):
+        spec["cpu"]["model"] = readings["cpu_model"]
+    if readings.get("cpu_bandwidth"):
+        spec["cpu"]["memory_bandwidth_bytes_per_s"] = readings["cpu_bandwidth"]
+    for key in ("driver_version", "cuda_version"):
+        if nvml.get(key):
+            spec[key] = nvml[key]
+    node = Node.model_validate({
+        "apiVersion": "maas/v1", "kind": "Node",
+        "metadata": {"name": dns_label(hostname),
+                     "labels": {"os": str(readings.get("system", "linux")), "arch": arch,
+                                "hostname": dns_label(hostname)}},
+        "spec": spec,
+    })
+    return node, warnings
+
+
+def _gpu(g: dict[str, Any]) -> dict[str, Any]:
+    out = {"index": g["index"], "uuid": g["uuid"], "name": g["name"], "vendor": "nvidia",
+           "memory_total_bytes": g["memory_total"], "memory_free_bytes": g["memory_free"],
+           "compute_capability": g["compute_capability"]}
+    width, clock = g.get("bus_width_bits"), g.get("memory_clock_max_mhz")
+    if width and clock:
+        out["memory_bus_width_bits"] = width
+        out["memory_clock_max_mhz"] = clock
+        # DDR: two transfers per clock; bytes per transfer = bus width / 8.
+        out["memory_bandwidth_bytes_per_s"] = width // 8 * clock * 1_000_000 * 2
+    return out
+
+
+def dns_label(name: str) -> str:
+    label = re.sub(r"[^a-z0-9-]+", "-", name.lower().split(".")[0]).strip("-")[:63].strip("-")
+    return label or "node"
+
+
+def measure_memory_bandwidth(size_bytes: int = 256 << 20, repeats: int = 5) -> int:
+    """CPU memory bandwidth in bytes/s from the best of a few large array copies (read + write)."""
+    import time
+
+    import numpy as np
+
+    source = np.ones(size_bytes // 8, dtype=np.float64)
+    target = np.empty_like(source)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - start)
+    return int(2 * source.nbytes / best)
