@@ -19,8 +19,13 @@ from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.models import Node
 
 SYS_NODES = Path("/sys/devices/system/node")
-ARCH_NAMES = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64", "ppc64le": "ppc64le",
-              "s390x": "s390x"}
+ARCH_NAMES = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+}
 # Peak DRAM bandwidth is rarely reached; decode reads at about this share of it (GPU-BENCH.md).
 Readings = dict[str, Any]
 
@@ -70,8 +75,13 @@ def _read_numa() -> list[dict[str, Any]]:
         except OSError:
             continue
         match = re.search(r"MemTotal:\s+(\d+) kB", meminfo)
-        nodes.append({"id": int(path.name[4:]), "cpus": cpus,
-                      "memory_bytes": int(match.group(1)) * 1024 if match else None})
+        nodes.append(
+            {
+                "id": int(path.name[4:]),
+                "cpus": cpus,
+                "memory_bytes": int(match.group(1)) * 1024 if match else None,
+            }
+        )
     return nodes
 
 
@@ -110,7 +120,8 @@ def _read_gpu(pynvml: Any, index: int) -> dict[str, Any]:
         "compute_capability": f"{major}.{minor}",
         "bus_width_bits": _optional(pynvml, pynvml.nvmlDeviceGetMemoryBusWidth, handle),
         "memory_clock_max_mhz": _optional(
-            pynvml, pynvml.nvmlDeviceGetMaxClockInfo, handle, pynvml.NVML_CLOCK_MEM),
+            pynvml, pynvml.nvmlDeviceGetMaxClockInfo, handle, pynvml.NVML_CLOCK_MEM
+        ),
     }
 
 
@@ -134,16 +145,28 @@ def to_node(readings: Readings) -> tuple[Node, list[Diagnostic]]:
     warnings: list[Diagnostic] = []
     nvml = readings.get("nvml") or {}
     if "error" in nvml:
-        warnings.append(Diagnostic("probe-gpu", f"no GPUs detected: {nvml['error']}",
-                                   severity="warning", hints=("the profile is CPU-only",)))
+        warnings.append(
+            Diagnostic(
+                "probe-gpu",
+                f"no GPUs detected: {nvml['error']}",
+                severity="warning",
+                hints=("the profile is CPU-only",),
+            )
+        )
     hostname = str(readings["hostname"])
     arch = ARCH_NAMES.get(str(readings["machine"]), str(readings["machine"]).lower())
     spec: dict[str, Any] = {
-        "cpu": {"cores": readings["cpu_cores"], "threads": readings["cpu_threads"],
-                "numa_nodes": [{k: v for k, v in n.items() if v is not None}
-                               for n in readings.get("numa", [])]},
-        "memory": {"total_bytes": readings["memory_total"],
-                   "available_bytes": readings["memory_available"]},
+        "cpu": {
+            "cores": readings["cpu_cores"],
+            "threads": readings["cpu_threads"],
+            "numa_nodes": [
+                {k: v for k, v in n.items() if v is not None} for n in readings.get("numa", [])
+            ],
+        },
+        "memory": {
+            "total_bytes": readings["memory_total"],
+            "available_bytes": readings["memory_available"],
+        },
         "gpus": [_gpu(g) for g in nvml.get("gpus", [])],
     }
     if readings.get("cpu_model"):
@@ -153,20 +176,34 @@ def to_node(readings: Readings) -> tuple[Node, list[Diagnostic]]:
     for key in ("driver_version", "cuda_version"):
         if nvml.get(key):
             spec[key] = nvml[key]
-    node = Node.model_validate({
-        "apiVersion": "maas/v1", "kind": "Node",
-        "metadata": {"name": dns_label(hostname),
-                     "labels": {"os": str(readings.get("system", "linux")), "arch": arch,
-                                "hostname": dns_label(hostname)}},
-        "spec": spec,
-    })
+    node = Node.model_validate(
+        {
+            "apiVersion": "maas/v1",
+            "kind": "Node",
+            "metadata": {
+                "name": dns_label(hostname),
+                "labels": {
+                    "os": str(readings.get("system", "linux")),
+                    "arch": arch,
+                    "hostname": dns_label(hostname),
+                },
+            },
+            "spec": spec,
+        }
+    )
     return node, warnings
 
 
 def _gpu(g: dict[str, Any]) -> dict[str, Any]:
-    out = {"index": g["index"], "uuid": g["uuid"], "name": g["name"], "vendor": "nvidia",
-           "memory_total_bytes": g["memory_total"], "memory_free_bytes": g["memory_free"],
-           "compute_capability": g["compute_capability"]}
+    out = {
+        "index": g["index"],
+        "uuid": g["uuid"],
+        "name": g["name"],
+        "vendor": "nvidia",
+        "memory_total_bytes": g["memory_total"],
+        "memory_free_bytes": g["memory_free"],
+        "compute_capability": g["compute_capability"],
+    }
     width, clock = g.get("bus_width_bits"), g.get("memory_clock_max_mhz")
     if width and clock:
         out["memory_bus_width_bits"] = width

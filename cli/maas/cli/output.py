@@ -37,7 +37,9 @@ def report_error(exc: BaseException) -> int:
 
     if isinstance(exc, MaasError):
         print_diagnostics(exc.diagnostics)
-        return exitcodes.FAILED
+        from maas.cli.client import NoAgent
+
+        return exitcodes.UNAVAILABLE if isinstance(exc, NoAgent) else exitcodes.FAILED
     print(
         f"maasctl: internal error: {type(exc).__name__}: {exc}\n"
         "This is a bug in MaaS-Base. Please report it with the command you ran "

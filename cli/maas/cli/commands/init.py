@@ -75,7 +75,8 @@ FILES = {
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "init", help="scaffold a config repository",
+        "init",
+        help="scaffold a config repository",
         description="Create a config repository: README, maas.yaml, an example deployment, "
         "nodes/, a pre-commit hook running 'maasctl validate' and a GitHub Actions workflow that "
         "validates and posts the plan on pull requests. Existing files are never overwritten.",
@@ -90,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.directory)
     existing = [name for name in FILES if (root / name).exists()]
     if existing:
-        raise MaasError.single("init", f"refusing to overwrite {', '.join(existing)}",
-                               position=Position(str(root)))
+        raise MaasError.single(
+            "init", f"refusing to overwrite {', '.join(existing)}", position=Position(str(root))
+        )
     for name, content in FILES.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)

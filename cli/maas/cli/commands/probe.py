@@ -12,16 +12,23 @@ MODELINE = "# yaml-language-server: $schema=../schemas/node.schema.json\n"
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "probe", help="print this host's Node profile",
+        "probe",
+        help="print this host's Node profile",
         description="Probe this host (CPU cores and threads, NUMA nodes, RAM, NVIDIA GPUs through "
         "NVML) and print its Node document, ready to commit under a config repository's nodes/. "
         "Without a GPU, driver or NVML library the profile is CPU-only and a warning is printed.",
     )
     parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
-    parser.add_argument("--measure-bandwidth", action="store_true",
-                        help="also measure CPU memory bandwidth (a second of array copies)")
-    parser.add_argument("--readings", action="store_true",
-                        help="print the raw readings instead (for bug reports and test fixtures)")
+    parser.add_argument(
+        "--measure-bandwidth",
+        action="store_true",
+        help="also measure CPU memory bandwidth (a second of array copies)",
+    )
+    parser.add_argument(
+        "--readings",
+        action="store_true",
+        help="print the raw readings instead (for bug reports and test fixtures)",
+    )
     parser.set_defaults(run=run)
 
 

@@ -1,0 +1,148 @@
+"""The agent's JSON HTTP API on its unix socket (aiohttp): status, plan, apply, delete, logs.
+
+Every failure is a JSON error with a 4xx/5xx status; a request can never crash the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from maas.agent.diff import diff
+from maas.agent.sources_edit import merge, remove_deployment
+from maas.agent.store import Desired
+from maas.compiler.diagnostics import MaasError
+
+MAX_BODY = 8 * 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(
+    status: int, message: str, diagnostics: list[dict[str, Any]] | None = None
+) -> web.Response:
+    return web.json_response({"error": message, "diagnostics": diagnostics or []}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason)
+    except MaasError as exc:
+        status = 503 if exc.retryable else 422
+        return error(status, exc.diagnostics[0].message, [d.as_dict() for d in exc.diagnostics])
+
+
+class Api:
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent  # maas.agent.daemon.Agent (not imported: it imports us)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
+        app.add_routes(
+            [
+                web.get("/v1/status", self.status),
+                web.get("/v1/plan", self.plan),
+                web.post("/v1/apply", self.apply),
+                web.delete("/v1/deployments/{name}", self.delete),
+                web.get("/v1/logs/{name}", self.logs),
+            ]
+        )
+        return app
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.agent.status())
+
+    async def plan(self, request: web.Request) -> web.Response:
+        plan = self.agent.reconciler.plan
+        return web.json_response(plan.model_dump(mode="json") if plan else None)
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise web.HTTPBadRequest(reason="the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(reason="the body must be a JSON object")
+        return body
+
+    async def apply(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        sources = body.get("sources")
+        if not isinstance(sources, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in sources.items()
+        ):
+            raise web.HTTPBadRequest(reason="'sources' must map file names to YAML text")
+        dry_run = bool(body.get("dry_run"))
+        result = await asyncio.to_thread(self._apply, sources, dry_run)
+        if not dry_run:
+            self.agent.wake()
+        return web.json_response(result)
+
+    def _apply(self, sources: dict[str, str], dry_run: bool) -> dict[str, Any]:
+        reconciler = self.agent.reconciler
+        with reconciler.lock:
+            stored = reconciler.store.load()
+            desired = Desired(sources=merge(stored.sources, sources))
+            plan = reconciler.compile(desired) if dry_run else reconciler.submit(desired)
+            actions = diff(plan, reconciler.observed)
+        return {"plan": plan.model_dump(mode="json"), "actions": [a.__dict__ for a in actions]}
+
+    async def delete(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        found = await asyncio.to_thread(self._delete, name)
+        if not found:
+            return error(404, f"no deployment named '{name}'")
+        self.agent.wake()
+        return web.json_response({"deleted": name})
+
+    def _delete(self, name: str) -> bool:
+        reconciler = self.agent.reconciler
+        with reconciler.lock:
+            stored = reconciler.store.load()
+            sources, found = remove_deployment(stored.sources, name)
+            if found:
+                reconciler.submit(Desired(sources=sources))
+            return found
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        try:
+            replica = int(request.query.get("replica", "0"))
+            tail = int(request.query["tail"]) if "tail" in request.query else None
+        except ValueError:
+            raise web.HTTPBadRequest(reason="replica and tail must be integers") from None
+        follow = request.query.get("follow") in ("1", "true")
+        container = next(
+            (
+                c
+                for c in self.agent.reconciler.observed
+                if c.deployment == name and c.replica == replica
+            ),
+            None,
+        )
+        if container is None:
+            return error(404, f"no container for deployment '{name}' replica {replica}")
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await response.prepare(request)
+        stream = await asyncio.to_thread(
+            self.agent.engine.logs, container.id, tail=tail, follow=follow
+        )
+        sentinel = object()
+        while True:
+            chunk = await asyncio.to_thread(next, stream, sentinel)
+            if chunk is sentinel:
+                break
+            assert isinstance(chunk, bytes)
+            try:
+                await response.write(chunk)
+            except (ConnectionResetError, asyncio.CancelledError):
+                break
+        return response

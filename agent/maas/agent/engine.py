@@ -1,0 +1,140 @@
+"""The Docker engine adapter: the only module that imports docker.
+
+Every docker-py or connection error is wrapped in MaasError with the original chained, marked
+retryable when trying again may help (engine down, timeouts) and permanent when it will not
+(bad image reference, invalid parameters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests
+
+from maas.agent.observe import LABEL_MANAGED, LABEL_NODE
+from maas.compiler.diagnostics import MaasError
+
+T = TypeVar("T")
+
+
+def _wrap(what: str, call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except docker.errors.ImageNotFound as exc:
+        raise MaasError.single(
+            "image", f"{what}: image not found: {exc.explanation}", retryable=True
+        ) from exc
+    except docker.errors.NotFound as exc:
+        raise MaasError.single("engine", f"{what}: not found: {exc.explanation}") from exc
+    except docker.errors.APIError as exc:
+        retryable = exc.status_code is None or exc.status_code >= 500 or exc.status_code == 409
+        raise MaasError.single(
+            "engine", f"{what}: {exc.explanation or exc}", retryable=retryable
+        ) from exc
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        raise MaasError.single(
+            "engine",
+            f"{what}: the Docker engine does not answer ({exc})",
+            retryable=True,
+            hints=("is dockerd running? check 'docker info'",),
+        ) from exc
+
+
+class Engine:
+    def __init__(self, base_url: str | None = None, timeout: int = 60) -> None:
+        self._client = _wrap(
+            "connect",
+            lambda: docker.DockerClient(
+                base_url=base_url or "unix:///var/run/docker.sock", timeout=timeout
+            ),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def ping(self) -> None:
+        _wrap("ping", self._client.ping)
+
+    def list_ours(self, node: str) -> list[dict[str, Any]]:
+        """Inspect data of every container (running or not) labelled as this node's."""
+        filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node}"]}
+        summaries = _wrap(
+            "list containers", lambda: self._client.api.containers(all=True, filters=filters)
+        )
+        found = []
+        for summary in summaries:
+            with contextlib.suppress(MaasError):  # removed between list and inspect
+                found.append(self.inspect(summary["Id"]))
+        return found
+
+    def inspect(self, container_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = _wrap(
+            "inspect", lambda: self._client.api.inspect_container(container_id)
+        )
+        return result
+
+    def has_image(self, image: str) -> bool:
+        try:
+            _wrap("inspect image", lambda: self._client.api.inspect_image(image))
+        except MaasError:
+            return False
+        return True
+
+    def pull(self, image: str, progress: Callable[[str], None]) -> None:
+        def run() -> None:
+            for event in self._client.api.pull(image, stream=True, decode=True):
+                if "error" in event:
+                    raise docker.errors.APIError(event["error"])
+                status = event.get("status", "")
+                if event.get("progress"):
+                    status += " " + event["progress"]
+                progress(status)
+
+        _wrap(f"pull {image}", run)
+
+    def create_and_start(self, spec: dict[str, Any]) -> str:
+        def run() -> str:
+            container = self._client.containers.create(**spec)
+            try:
+                container.start()
+            except docker.errors.APIError:
+                container.remove(force=True)
+                raise
+            return str(container.id)
+
+        return _wrap(f"create {spec.get('name')}", run)
+
+    def start(self, container_id: str) -> None:
+        _wrap("start", lambda: self._client.api.start(container_id))
+
+    def stop(self, container_id: str, *, timeout: int = 30) -> None:
+        _wrap("stop", lambda: self._client.api.stop(container_id, timeout=timeout))
+
+    def remove(self, container_id: str, *, stop_timeout: int = 30) -> None:
+        def run() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self._client.api.stop(container_id, timeout=stop_timeout)
+                self._client.api.remove_container(container_id, force=True)
+
+        _wrap("remove", run)
+
+    def logs(self, container_id: str, *, tail: int | None, follow: bool) -> Iterator[bytes]:
+        stream: Iterator[bytes] = _wrap(
+            "logs",
+            lambda: self._client.api.logs(
+                container_id, stream=True, follow=follow, tail="all" if tail is None else tail
+            ),
+        )
+        return stream
+
+    def events(self, node: str) -> Iterator[dict[str, Any]]:
+        """Container events of this node's containers (blocks; for a watcher thread)."""
+        filters = {"type": "container", "label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node}"]}
+        stream: Iterator[dict[str, Any]] = _wrap(
+            "events", lambda: self._client.events(decode=True, filters=filters)
+        )
+        return stream

@@ -1,0 +1,97 @@
+"""Getting a deployment ready to start: its image present and, for built-in backends, its model
+in the cache. Runs in background threads so that a long pull or download never blocks the
+reconcile loop; the loop asks `ready()` and shows `progress` in status.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maas.agent.engine import Engine
+from maas.compiler.diagnostics import MaasError
+from maas.compiler.plan import PlanDeployment
+
+
+@dataclass
+class Job:
+    phase: str = "pulling"  # pulling, downloading, done, failed
+    progress: str = ""
+    error: str | None = None
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+
+def download_model(planned: PlanDeployment, progress: Callable[[str], None]) -> None:
+    """Fetch a hub model into the cache path the plan mounts (huggingface_hub)."""
+    model = planned.model
+    if not model.download or planned.backend == "custom" or Path(model.path).exists():
+        return
+    if model.source != "huggingface" or model.repo_id is None:
+        raise MaasError.single(
+            "download",
+            f"downloading from {model.source} is not supported; "
+            "put the model in the cache or use local_path",
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    target = Path(model.path)
+    local_dir = target if not target.suffix else target.parent
+    progress(f"downloading {model.repo_id}")
+    try:
+        snapshot_download(
+            repo_id=model.repo_id,
+            revision=model.revision,
+            local_dir=local_dir,
+            allow_patterns=[model.file] if model.file else None,
+        )
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise MaasError.single(
+            "download", f"cannot download {model.repo_id}: {exc}", retryable=True
+        ) from exc
+
+
+class Preparer:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.jobs: dict[tuple[str, str], Job] = {}
+        self.lock = threading.Lock()
+
+    def ready(self, planned: PlanDeployment) -> Job:
+        """The job for this deployment version; started on first ask, 'done' when ready."""
+        key = (planned.name, planned.spec_hash)
+        with self.lock:
+            job = self.jobs.get(key)
+            if job is None or job.phase == "failed":
+                job = Job()
+                job.thread = threading.Thread(
+                    target=self._run,
+                    args=(planned, job),
+                    daemon=True,
+                    name=f"prepare-{planned.name}",
+                )
+                self.jobs[key] = job
+                job.thread.start()
+            return job
+
+    def forget(self, name: str) -> None:
+        with self.lock:
+            for key in [k for k in self.jobs if k[0] == name]:
+                del self.jobs[key]
+
+    def _run(self, planned: PlanDeployment, job: Job) -> None:
+        def progress(text: str) -> None:
+            job.progress = text[:200]
+
+        try:
+            if not self.engine.has_image(planned.image):
+                job.phase = "pulling"
+                self.engine.pull(planned.image, progress)
+            job.phase = "downloading"
+            download_model(planned, progress)
+            job.phase = "done"
+        except MaasError as exc:
+            job.error = exc.diagnostics[0].message
+            job.phase = "failed"

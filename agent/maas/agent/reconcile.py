@@ -1,0 +1,230 @@
+"""One reconcile pass: desired state -> live compile -> observe -> diff -> execute -> status facts.
+
+Level-triggered: every pass compares the whole Plan with everything Docker reports for this node.
+Failures of single actions are recorded on the replica (with back-off) and never stop the pass;
+a corrupt store or an engine that does not answer stops the pass before anything is touched.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from maas.agent.config import AgentConfig
+from maas.agent.containers import container_spec
+from maas.agent.diff import Action, Replica, diff
+from maas.agent.engine import Engine
+from maas.agent.health import ReplicaHealth
+from maas.agent.observe import ObservedContainer, observe
+from maas.agent.prepare import Preparer
+from maas.agent.secrets import read_secret
+from maas.agent.store import Desired, Store
+from maas.compiler.compile import compile_plan
+from maas.compiler.diagnostics import Diagnostic, MaasError
+from maas.compiler.models import Node
+from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler.sources import load_sources
+
+log = structlog.get_logger("maas.agent")
+
+
+@dataclass
+class PassResult:
+    started: float = 0.0
+    duration_s: float = 0.0
+    actions: list[Action] = field(default_factory=list)
+    ok: bool = True
+
+
+def compile_sources(
+    sources: dict[str, str], node: Node, config: AgentConfig, previous: Plan | None
+) -> Plan:
+    """The one place the agent compiles (desired sources x live node x its own policy)."""
+    documents = load_sources(sources, kinds=("Deployment",))
+    if [d for d in documents.diagnostics if d.severity == "error"]:
+        raise MaasError(documents.diagnostics)
+    return compile_plan(
+        documents.deployments, node, options=config.compile_options(), previous=previous
+    )
+
+
+class Reconciler:
+    def __init__(self, config: AgentConfig, engine: Engine, node: Callable[[], Node]) -> None:
+        self.config = config
+        self.engine = engine
+        self.node_source = node
+        self.node_name = config.node_name or node().metadata.name
+        self.store = Store(config.state_dir)
+        self.preparer = Preparer(engine)
+        self.health: dict[Replica, ReplicaHealth] = {}
+        self.observed: list[ObservedContainer] = []
+        self.plan: Plan | None = None
+        self.errors: list[Diagnostic] = []
+        self.last: PassResult = PassResult()
+        self.passes = 0
+        self.lock = threading.RLock()
+
+    # desired state -------------------------------------------------------------------------
+    def desired_plan(self) -> Plan:
+        desired = self.store.load()
+        if not desired.sources:
+            return desired.plan or Plan(node=self.node_name)
+        try:
+            plan = compile_sources(desired.sources, self.node_source(), self.config, desired.plan)
+        except MaasError as exc:
+            if desired.plan is None:
+                raise
+            self.errors = list(exc.diagnostics)  # keep running the last good plan
+            return desired.plan
+        return plan.model_copy(update={"node": self.node_name})
+
+    def compile(self, desired: Desired) -> Plan:
+        plan = compile_sources(
+            desired.sources, self.node_source(), self.config, self._stored_plan()
+        )
+        return plan.model_copy(update={"node": self.node_name})
+
+    def submit(self, desired: Desired) -> Plan:
+        """Validate and store new desired state; raises MaasError and stores nothing if bad."""
+        with self.lock:
+            plan = self.compile(desired)
+            self.store.save(desired.model_copy(update={"plan": plan, "applied_at": time.time()}))
+            return plan
+
+    def _stored_plan(self) -> Plan | None:
+        try:
+            return self.store.load().plan
+        except MaasError:
+            return None
+
+    # the pass ---------------------------------------------------------------------------------
+    def reconcile(self) -> PassResult:
+        with self.lock:
+            result = PassResult(started=time.time())
+            self.errors = []
+            try:
+                plan = self.desired_plan()
+                self.observed = observe(self.engine.list_ours(self.node_name))
+            except MaasError as exc:
+                self.errors = list(exc.diagnostics)
+                result.ok = False
+                log.error("reconcile refused", error=exc.diagnostics[0].render())
+                return self._finish(result)
+            self.plan = plan
+            self._notice_crashes(time.time())
+            held = {k for k, h in self.health.items() if h.held(time.time())}
+            result.actions = diff(plan, self.observed, held)
+            planned = {d.name: d for d in plan.deployments}
+            for action in result.actions:
+                if action.kind != "noop":
+                    self._execute(action, planned.get(action.deployment))
+            self._forget_removed(plan)
+            return self._finish(result)
+
+    def _finish(self, result: PassResult) -> PassResult:
+        result.duration_s = time.time() - result.started
+        self.last = result
+        self.passes += 1
+        return result
+
+    def _notice_crashes(self, now: float) -> None:
+        for container in self.observed:
+            key = (container.deployment, container.replica)
+            health = self.health.setdefault(key, ReplicaHealth())
+            if health.container_id is None:
+                # Adopted after an agent restart: trust Docker's view of it.
+                health.container_id = container.id
+                health.started_at = now
+                health.phase = "starting" if container.running else "failed"
+            elif (
+                container.id == health.container_id
+                and not container.running
+                and health.phase in ("starting", "running")
+            ):
+                health.fail(
+                    f"container {container.state} with exit code {container.exit_code}"
+                    + (f": {container.error}" if container.error else ""),
+                    now,
+                )
+                log.warning(
+                    "replica crashed",
+                    deployment=key[0],
+                    replica=key[1],
+                    exit_code=container.exit_code,
+                    backoff_s=health.backoff_s,
+                )
+
+    def _execute(self, action: Action, planned: PlanDeployment | None) -> None:
+        key = (action.deployment, action.replica)
+        health = self.health.setdefault(key, ReplicaHealth())
+        now = time.time()
+        log.info(
+            "action",
+            kind=action.kind,
+            deployment=action.deployment,
+            replica=action.replica,
+            reason=action.reason,
+        )
+        try:
+            if action.kind in ("remove", "recreate") and action.container_id:
+                self.engine.remove(action.container_id)
+            if action.kind == "remove":
+                return
+            assert planned is not None
+            if action.kind == "start" and action.container_id:
+                self.engine.start(action.container_id)
+                health.restarts += 1
+                health.started(action.container_id, now)
+                return
+            self._create(planned, action.replica, health)
+        except MaasError as exc:
+            health.fail(exc.diagnostics[0].message, now)
+            log.error(
+                "action failed",
+                deployment=action.deployment,
+                replica=action.replica,
+                error=exc.diagnostics[0].message,
+                backoff_s=health.backoff_s,
+            )
+
+    def _create(self, planned: PlanDeployment, replica: int, health: ReplicaHealth) -> None:
+        job = self.preparer.ready(planned)
+        if job.phase == "failed":
+            raise MaasError.single("prepare", job.error or "preparation failed", retryable=True)
+        if job.phase != "done":
+            health.phase, health.progress = job.phase, job.progress
+            return
+        spec = container_spec(
+            planned,
+            replica,
+            node=self.node_name,
+            bind_address=self.config.bind_address,
+            secret=lambda name: read_secret(self.config.secrets_dir, name),
+        )
+        container_id = self.engine.create_and_start(spec)
+        if health.container_id is not None:
+            health.restarts += 1
+        health.started(container_id, time.time())
+
+    def _forget_removed(self, plan: Plan) -> None:
+        wanted = {(d.name, r) for d in plan.deployments for r in range(d.replicas)}
+        for key in [k for k in self.health if k not in wanted]:
+            del self.health[key]
+
+    def restart_unhealthy(self, key: Replica, reason: str) -> None:
+        """A failed liveness or startup probe: stop the container; back-off decides the start."""
+        with self.lock:
+            health = self.health.get(key)
+            if health is None or health.container_id is None:
+                return
+            log.warning(
+                "restarting unhealthy replica", deployment=key[0], replica=key[1], reason=reason
+            )
+            try:
+                self.engine.stop(health.container_id)
+            except MaasError as exc:
+                log.error("stop failed", error=exc.diagnostics[0].message)

@@ -1,0 +1,62 @@
+"""Editing the stored spec sources: merging an apply, removing one deployment's document."""
+
+from __future__ import annotations
+
+import io
+
+from ruamel.yaml import YAML
+
+from maas.compiler.diagnostics import MaasError
+from maas.compiler.loader import load_text
+
+
+def merge(stored: dict[str, str], submitted: dict[str, str]) -> dict[str, str]:
+    """Submitted files replace stored files of the same name; deployments they define are taken
+    out of other stored files, so moving a deployment between files is not a duplicate."""
+    names = set()
+    for file, text in submitted.items():
+        for doc in load_text(text, file):
+            if isinstance(doc.data, dict) and doc.data.get("kind") == "Deployment":
+                names.add(str((doc.data.get("metadata") or {}).get("name")))
+    merged = {f: t for f, t in stored.items() if f not in submitted}
+    for name in names:
+        merged = remove_deployment(merged, name)[0]
+    merged.update(submitted)
+    return merged
+
+
+def remove_deployment(sources: dict[str, str], name: str) -> tuple[dict[str, str], bool]:
+    """Sources without the document of deployment `name`, and whether it was found."""
+    out: dict[str, str] = {}
+    found = False
+    for file, text in sources.items():
+        try:
+            docs = load_text(text, file)
+        except MaasError:
+            out[file] = text
+            continue
+        keep = [d.index for d in docs if not _is(d.data, name)]
+        if len(keep) == len(docs):
+            out[file] = text
+            continue
+        found = True
+        if keep:
+            out[file] = _only(text, keep)
+    return out, found
+
+
+def _is(data: object, name: str) -> bool:
+    return (
+        isinstance(data, dict)
+        and data.get("kind") == "Deployment"
+        and isinstance(data.get("metadata"), dict)
+        and data["metadata"].get("name") == name
+    )
+
+
+def _only(text: str, indices: list[int]) -> str:
+    yaml = YAML(typ="rt")
+    docs = list(yaml.load_all(text))
+    stream = io.StringIO()
+    yaml.dump_all([docs[i] for i in indices], stream)
+    return stream.getvalue()

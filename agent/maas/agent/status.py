@@ -1,0 +1,78 @@
+"""The status report `maasctl status` and the gateway read: Plan + Observed + replica health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from maas.agent.health import ReplicaHealth
+from maas.agent.observe import ObservedContainer
+from maas.compiler.plan import Plan, PlanDeployment
+
+PHASE_ORDER = ("failed", "pulling", "downloading", "pending", "starting", "running")
+
+
+def _container(c: ObservedContainer, health: ReplicaHealth | None) -> dict[str, Any]:
+    return {
+        "id": c.id[:12],
+        "replica": c.replica,
+        "state": c.state,
+        "port": c.port,
+        "restarts": health.restarts if health else 0,
+        "ready": bool(health and health.ready and c.running and health.container_id == c.id),
+        "spec_hash": c.spec_hash,
+    }
+
+
+def deployment_status(
+    planned: PlanDeployment,
+    observed: list[ObservedContainer],
+    health: dict[tuple[str, int], ReplicaHealth],
+) -> dict[str, Any]:
+    mine = [c for c in observed if c.deployment == planned.name and c.replica < planned.replicas]
+    containers = [_container(c, health.get((c.deployment, c.replica))) for c in mine]
+    ready = sum(1 for c in containers if c["ready"])
+    replica_health = [health.get((planned.name, r)) for r in range(planned.replicas)]
+    phases = [h.phase if h else "pending" for h in replica_health]
+    errors = [h.last_error for h in replica_health if h and h.last_error]
+    if (planned.replicas and ready == planned.replicas) or planned.replicas == 0:
+        state = "running"
+    else:
+        state = min(
+            (p for p in phases if p != "running"), key=PHASE_ORDER.index, default="starting"
+        )
+    progress = next(
+        (
+            h.progress
+            for h in replica_health
+            if h and h.progress and h.phase in ("pulling", "downloading")
+        ),
+        None,
+    )
+    return {
+        "name": planned.name,
+        "state": state,
+        "replicas": planned.replicas,
+        "ready_replicas": ready,
+        "last_error": errors[0] if errors else None,
+        "progress": progress,
+        "backend": planned.backend,
+        "image": planned.image,
+        "aliases": list(planned.aliases),
+        "generic_proxy": planned.generic_proxy,
+        "spec_hash": planned.spec_hash,
+        "gpus": list(planned.placement.gpus),
+        "containers": containers,
+    }
+
+
+def status_report(
+    node: str,
+    plan: Plan | None,
+    observed: list[ObservedContainer],
+    health: dict[tuple[str, int], ReplicaHealth],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    deployments = [
+        deployment_status(d, observed, health) for d in (plan.deployments if plan else [])
+    ]
+    return {"node": node, **extra, "deployments": deployments}

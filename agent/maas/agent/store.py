@@ -1,0 +1,91 @@
+"""The state directory: desired state written atomically, read back strictly.
+
+`desired.json` holds the submitted spec sources and the last compiled Plan. Writes go to a temp
+file in the same folder, are fsynced, then renamed over the old file (and the folder fsynced), so a
+crash or a full disk leaves the old file whole. A file that cannot be parsed makes the agent
+refuse to act (never "empty desired state", which would delete every container).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from maas.compiler.diagnostics import MaasError, Position
+from maas.compiler.plan import Plan
+
+STORE_VERSION = 1
+
+
+class Desired(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = STORE_VERSION
+    sources: dict[str, str] = Field(default_factory=dict)
+    plan: Plan | None = None
+    applied_at: float | None = None
+    source_commit: str | None = None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class Store:
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "desired.json"
+
+    def load(self) -> Desired:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return Desired()
+        except OSError as exc:
+            raise self._corrupt(f"cannot read: {exc.strerror}") from exc
+        try:
+            data: Any = json.loads(raw)
+            desired = Desired.model_validate(data)
+        except (ValueError, ValidationError) as exc:
+            raise self._corrupt(f"not a valid state file ({str(exc).splitlines()[0]})") from None
+        if desired.version != STORE_VERSION:
+            raise self._corrupt(f"state format {desired.version} is not {STORE_VERSION}")
+        return desired
+
+    def save(self, desired: Desired) -> None:
+        try:
+            write_atomic(self.path, desired.model_dump_json(indent=1).encode())
+        except OSError as exc:
+            raise MaasError.single(
+                "store",
+                f"cannot write the desired state: {exc.strerror}",
+                position=Position(str(self.path)),
+                retryable=True,
+                hints=("the previous state file is unchanged",),
+            ) from exc
+
+    def _corrupt(self, why: str) -> MaasError:
+        return MaasError.single(
+            "store-corrupt",
+            f"{why}; refusing to act so that no container is touched",
+            position=Position(str(self.path)),
+            hints=("inspect the file; re-submit with 'maasctl apply' after moving it away",),
+        )

@@ -1,0 +1,102 @@
+"""A small client for the agent's JSON API over its unix socket (stdlib http.client)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+from maas.compiler.diagnostics import Diagnostic, MaasError, Position
+
+DEFAULT_SOCKET = "/run/maas/agent.sock"
+
+
+class NoAgent(MaasError):
+    """No agent answers on the socket."""
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.path)
+        self.sock = sock
+
+
+def socket_path(flag: str | None) -> str:
+    return flag or os.environ.get("MAAS_AGENT_SOCKET") or DEFAULT_SOCKET
+
+
+class AgentClient:
+    def __init__(self, path: str, timeout: float = 600) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def _open(self, method: str, route: str, body: Any = None) -> http.client.HTTPResponse:
+        connection = _UnixConnection(self.path, self.timeout)
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        try:
+            connection.request(method, route, body=payload, headers=headers)
+            return connection.getresponse()
+        except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
+            raise NoAgent(
+                [
+                    Diagnostic(
+                        "no-agent",
+                        f"no agent answers on {self.path} ({exc.strerror})",
+                        Position(self.path),
+                        hints=(
+                            "start it: systemctl start maas-agent (or run maas-agent yourself)",
+                            "point elsewhere with --socket or MAAS_AGENT_SOCKET",
+                        ),
+                    )
+                ],
+                retryable=True,
+            ) from exc
+
+    def call(self, method: str, route: str, body: Any = None) -> Any:
+        response = self._open(method, route, body)
+        data = response.read()
+        try:
+            value = json.loads(data) if data else None
+        except json.JSONDecodeError:
+            value = {"error": data.decode(errors="replace")}
+        if response.status >= 400:
+            raise _error(response.status, value)
+        return value
+
+    def stream(self, route: str) -> Iterator[bytes]:
+        response = self._open("GET", route)
+        if response.status >= 400:
+            raise _error(response.status, json.loads(response.read() or b"{}"))
+        while chunk := response.read1(65536):
+            yield chunk
+
+
+def _error(status: int, value: Any) -> MaasError:
+    diagnostics = []
+    for d in (value or {}).get("diagnostics", []):
+        position = (
+            Position(d["file"], d.get("line") or 0, d.get("col") or 0) if d.get("file") else None
+        )
+        diagnostics.append(
+            Diagnostic(
+                d["code"],
+                d["message"],
+                position,
+                d.get("severity", "error"),
+                tuple(d.get("hints", [])),
+            )
+        )
+    if not diagnostics:
+        message = (value or {}).get("error") or f"HTTP {status}"
+        diagnostics.append(Diagnostic("agent", f"the agent refused: {message}"))
+    return MaasError(diagnostics, retryable=status >= 500)

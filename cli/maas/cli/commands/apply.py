@@ -1,0 +1,106 @@
+"""`maasctl apply PATH... [--wait] [--timeout S] [-y]`: compile, show the plan, submit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from maas.cli import exitcodes
+from maas.cli.client import AgentClient
+
+
+def add_socket(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the agent's socket (default: $MAAS_AGENT_SOCKET or /run/maas/agent.sock)",
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "apply",
+        help="submit deployment specs to this node's agent",
+        description="Send Deployment specs to the node agent. The agent compiles them against "
+        "its live hardware probe and its policy, shows what will change, and reconciles. Files "
+        "replace earlier files of the same name; other deployments stay. Exit 0 when applied "
+        "(with --wait: every replica ready), 1 on error or timeout.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH")
+    parser.add_argument("--wait", action="store_true", help="wait until every replica is ready")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1800,
+        metavar="SECONDS",
+        help="how long --wait waits (default 1800)",
+    )
+    parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    add_socket(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from maas.cli.client import socket_path
+    from maas.cli.inputs import read_sources
+    from maas.cli.output import table
+
+    sources = {
+        str(Path(k).resolve()) if k != "<stdin>" else k: v
+        for k, v in read_sources(args.paths).items()
+    }
+    client = AgentClient(socket_path(args.socket))
+    preview = client.call("POST", "/v1/apply", {"sources": sources, "dry_run": True})
+    rows = [
+        [a["kind"], a["deployment"], str(a["replica"]), a["reason"]]
+        for a in preview["actions"]
+        if a["kind"] != "noop"
+    ]
+    if rows:
+        print(table(["action", "deployment", "replica", "reason"], rows))
+    else:
+        print("No changes.")
+    if rows and not args.yes and sys.stdin.isatty():
+        answer = input("Apply these changes? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("Cancelled.")
+            return exitcodes.FAILED
+    result = client.call("POST", "/v1/apply", {"sources": sources})
+    print(f"applied to node {result['plan']['node']}")
+    if args.wait:
+        from maas.compiler import load_sources
+
+        names = {d.model.metadata.name for d in load_sources(sources).deployments}
+        return wait_ready(client, names, args.timeout)
+    return exitcodes.OK
+
+
+def wait_ready(client: AgentClient, names: set[str], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        status = client.call("GET", "/v1/status")
+        mine = [d for d in status["deployments"] if d["name"] in names]
+        pending = [d for d in mine if d["ready_replicas"] < d["replicas"]]
+        line = ", ".join(
+            f"{d['name']} {d['state']} {d['ready_replicas']}/{d['replicas']}" for d in pending
+        )
+        if line != last and line:
+            print(f"waiting: {line}", file=sys.stderr)
+            last = line
+        if not pending and len(mine) == len(names):
+            print("all replicas ready")
+            return exitcodes.OK
+        failed = [d for d in pending if d["state"] == "failed" and d["last_error"]]
+        if time.monotonic() > deadline:
+            for d in failed or pending:
+                print(
+                    f"error: {d['name']}: {d['state']}: {d['last_error'] or 'not ready'}",
+                    file=sys.stderr,
+                )
+            print(f"error: timed out after {timeout:.0f} s", file=sys.stderr)
+            return exitcodes.FAILED
+        time.sleep(1)

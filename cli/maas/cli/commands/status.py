@@ -1,0 +1,66 @@
+"""`maasctl status [NAME] [-o text|json]`: deployments, replicas, readiness, restarts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from maas.cli import exitcodes
+from maas.cli.commands.apply import add_socket
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "status",
+        help="show what runs on this node",
+        description="Show deployments on this node: state (pending, pulling, "
+        "downloading, starting, running, failed), ready replicas, ports, "
+        "restarts and the last error.",
+    )
+    parser.add_argument("name", nargs="?", help="one deployment")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    add_socket(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from maas.cli.client import AgentClient, socket_path
+    from maas.cli.output import table
+    from maas.compiler import MaasError
+
+    status = AgentClient(socket_path(args.socket), timeout=30).call("GET", "/v1/status")
+    if args.name:
+        status["deployments"] = [d for d in status["deployments"] if d["name"] == args.name]
+        if not status["deployments"]:
+            raise MaasError.single("not-found", f"no deployment named '{args.name}'")
+    if args.output == "json":
+        print(json.dumps(status, indent=2))
+        return exitcodes.OK
+    rows = [
+        [
+            d["name"],
+            d["state"],
+            f"{d['ready_replicas']}/{d['replicas']}",
+            ",".join(str(c["port"]) for c in d["containers"]),
+            str(sum(c["restarts"] for c in d["containers"])),
+            d["last_error"] or d.get("progress") or "",
+        ]
+        for d in status["deployments"]
+    ]
+    print(f"node {status['node']}")
+    if "source" in status:
+        source = status["source"]
+        print(
+            f"source {source['url']} ({source['branch']}) at "
+            f"{(source['applied_commit'] or 'nothing yet')[:12]}"
+        )
+        for line in source["error"]:
+            print(f"refused {source['refused_commit'][:12]}: {line}")
+    for error in status.get("errors", []):
+        print(f"error: {error['message']} [{error['code']}]")
+    print(
+        table(["deployment", "state", "ready", "ports", "restarts", "last error"], rows)
+        if rows
+        else "no deployments"
+    )
+    return exitcodes.OK
