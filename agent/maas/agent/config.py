@@ -37,6 +37,7 @@ class AgentConfig(BaseModel):
     gpu_margin_bytes: Annotated[int, Field(ge=0)] = 1 << 30
     bind_address: str = "127.0.0.1"
     resync_s: Annotated[float, Field(gt=0)] = 30.0
+    stop_timeout_s: Annotated[int, Field(ge=0, le=3600)] = 30
     metrics_address: str = "127.0.0.1"
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
     node_file: Path | None = Field(default=None, description="A Node profile instead of probing.")

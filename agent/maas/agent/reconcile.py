@@ -171,7 +171,7 @@ class Reconciler:
         )
         try:
             if action.kind in ("remove", "recreate") and action.container_id:
-                self.engine.remove(action.container_id)
+                self.engine.remove(action.container_id, stop_timeout=self.config.stop_timeout_s)
             if action.kind == "remove":
                 return
             assert planned is not None

@@ -30,7 +30,8 @@ def deployment_status(
 ) -> dict[str, Any]:
     mine = [c for c in observed if c.deployment == planned.name and c.replica < planned.replicas]
     containers = [_container(c, health.get((c.deployment, c.replica))) for c in mine]
-    ready = sum(1 for c in containers if c["ready"])
+    # A container of an older spec hash is about to be recreated: it does not count as ready.
+    ready = sum(1 for c in containers if c["ready"] and c["spec_hash"] == planned.spec_hash)
     replica_health = [health.get((planned.name, r)) for r in range(planned.replicas)]
     phases = [h.phase if h else "pending" for h in replica_health]
     errors = [h.last_error for h in replica_health if h and h.last_error]
@@ -75,4 +76,6 @@ def status_report(
     deployments = [
         deployment_status(d, observed, health) for d in (plan.deployments if plan else [])
     ]
-    return {"node": node, **extra, "deployments": deployments}
+    planned = {d.name for d in plan.deployments} if plan else set()
+    removing = sorted({c.deployment for c in observed if c.deployment not in planned})
+    return {"node": node, **extra, "deployments": deployments, "removing": removing}

@@ -74,24 +74,32 @@ def run(args: argparse.Namespace) -> int:
         from maas.compiler import load_sources
 
         names = {d.model.metadata.name for d in load_sources(sources).deployments}
-        return wait_ready(client, names, args.timeout)
+        hashes = {
+            d["name"]: d["spec_hash"] for d in result["plan"]["deployments"] if d["name"] in names
+        }
+        return wait_ready(client, hashes, args.timeout)
     return exitcodes.OK
 
 
-def wait_ready(client: AgentClient, names: set[str], timeout: float) -> int:
+def wait_ready(client: AgentClient, hashes: dict[str, str], timeout: float) -> int:
+    """Wait until every named deployment runs the applied spec hash on all its replicas."""
     deadline = time.monotonic() + timeout
     last = ""
     while True:
         status = client.call("GET", "/v1/status")
-        mine = [d for d in status["deployments"] if d["name"] in names]
-        pending = [d for d in mine if d["ready_replicas"] < d["replicas"]]
+        mine = [d for d in status["deployments"] if d["name"] in hashes]
+        pending = [
+            d
+            for d in mine
+            if d["ready_replicas"] < d["replicas"] or d["spec_hash"] != hashes[d["name"]]
+        ]
         line = ", ".join(
             f"{d['name']} {d['state']} {d['ready_replicas']}/{d['replicas']}" for d in pending
         )
         if line != last and line:
             print(f"waiting: {line}", file=sys.stderr)
             last = line
-        if not pending and len(mine) == len(names):
+        if not pending and len(mine) == len(hashes):
             print("all replicas ready")
             return exitcodes.OK
         failed = [d for d in pending if d["state"] == "failed" and d["last_error"]]

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         status = client.call("GET", "/v1/status")
         gone = all(d["name"] != args.name for d in status["deployments"])
-        if gone and not any(a["deployment"] == args.name for a in status["last_pass"]["actions"]):
+        if gone and args.name not in status.get("removing", []):
             return exitcodes.OK
         time.sleep(0.5)
     print(
