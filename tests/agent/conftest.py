@@ -6,12 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests_agent_support import AgentProcess, docker_available
 
-from tests_agent_support import (
-    AgentProcess,
-    busybox_image,
-    docker_available,
-)
+from support.images import busybox_image
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,8 +16,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from support.images import busybox_image
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
