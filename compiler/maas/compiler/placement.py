@@ -31,20 +31,33 @@ def place(deployment: Loaded[Deployment], backend: Backend, node: Node) -> Place
         first = min(gpus, key=lambda g: g.index)
         return PlacementResult(
             Placement(mode="gpu", gpus=[first.uuid], reason=f"first GPU of {node.metadata.name}"),
-            Estimate(), [],
+            Estimate(),
+            [],
         )
     if not spec.allow_cpu_offload:
-        return PlacementResult(None, Estimate(), [Diagnostic(
-            "no-gpu",
-            f"node '{node.metadata.name}' has no GPU and '{deployment.model.metadata.name}' does "
-            "not allow running on the CPU",
-            doc.at(
-                ("spec", "allow_cpu_offload")
-                if "allow_cpu_offload" in (doc.get(("spec",)) or {})
-                else ("metadata", "name")
-            ),
-            hints=("set 'allow_cpu_offload: true' to run it on the CPU",),
-        )])
+        return PlacementResult(
+            None,
+            Estimate(),
+            [
+                Diagnostic(
+                    "no-gpu",
+                    f"node '{node.metadata.name}' has no GPU and '{deployment.model.metadata.name}' does "
+                    "not allow running on the CPU",
+                    doc.at(
+                        ("spec", "allow_cpu_offload")
+                        if "allow_cpu_offload" in (doc.get(("spec",)) or {})
+                        else ("metadata", "name")
+                    ),
+                    hints=("set 'allow_cpu_offload: true' to run it on the CPU",),
+                )
+            ],
+        )
     return PlacementResult(
-        Placement(mode="cpu", reason=f"node '{node.metadata.name}' has no GPU"), Estimate(), [],
+        Placement(
+            mode="cpu",
+            threads=node.spec.cpu.cores,
+            reason=f"node '{node.metadata.name}' has no GPU",
+        ),
+        Estimate(),
+        [],
     )
