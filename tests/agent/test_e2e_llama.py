@@ -8,10 +8,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tests_agent_support import AgentProcess
 
 from support.images import llama_server_image
 from support.tiny_gguf import write_tiny_llama
-from tests_agent_support import AgentProcess
 
 pytestmark = pytest.mark.slow
 

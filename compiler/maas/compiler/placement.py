@@ -41,8 +41,8 @@ def place(deployment: Loaded[Deployment], backend: Backend, node: Node) -> Place
             [
                 Diagnostic(
                     "no-gpu",
-                    f"node '{node.metadata.name}' has no GPU and '{deployment.model.metadata.name}' does "
-                    "not allow running on the CPU",
+                    f"node '{node.metadata.name}' has no GPU and "
+                    f"'{deployment.model.metadata.name}' does not allow running on the CPU",
                     doc.at(
                         ("spec", "allow_cpu_offload")
                         if "allow_cpu_offload" in (doc.get(("spec",)) or {})
