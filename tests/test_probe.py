@@ -1,4 +1,9 @@
-"""The probe's pure converter, fed readings recorded on the H100 machine and on a CPU-only VM."""
+"""The probe's pure converter, fed readings recorded on the H100 machine and on a CPU-only VM.
+
+tests/fixtures/probe/ holds, from one session on the H100 device machine: `maasctl probe --readings
+--measure-bandwidth` (h100-readings.json), `maasctl probe -o json` run just after it
+(h100-node.json) and nvidia-smi's view of the same GPU (nvidia-smi.csv).
+"""
 
 from __future__ import annotations
 
@@ -17,13 +22,36 @@ def test_h100_readings_convert_to_a_gpu_node() -> None:
     node, warnings = to_node(readings)
     assert warnings == []
     (gpu,) = node.spec.gpus
-    assert gpu.uuid == "GPU-14e72959-3d7b-267b-cdc5-86dbda8eec2d"
+    assert gpu.uuid == "GPU-a54f288a-b8da-10b4-ff15-3264624765d5"
     assert gpu.name == "NVIDIA H100 80GB HBM3" and gpu.compute_capability == "9.0"
     assert gpu.memory_total_bytes == 81559 * 1024 * 1024  # nvidia-smi.csv, same machine
     assert gpu.memory_bandwidth_bytes_per_s == 5120 // 8 * 2619 * 10**6 * 2  # 3.35 TB/s
     assert node.spec.cpu.cores == 16 and node.spec.cpu.memory_bandwidth_bytes_per_s
     assert node.spec.driver_version == "580.159.04" and node.spec.cuda_version == "13.0"
     assert node.metadata.labels == {"os": "linux", "arch": "amd64", "hostname": "vm"}
+
+
+def test_h100_readings_give_what_maasctl_probe_printed_there() -> None:
+    readings = json.loads((FIXTURES / "h100-readings.json").read_text())
+    printed = json.loads((FIXTURES / "h100-node.json").read_text())
+    converted = to_node(readings)[0].model_dump(mode="json", exclude_none=True)
+    # Free memory moves between two runs, and the CPU bandwidth is measured only on request.
+    for document in (printed, converted):
+        document["spec"]["memory"].pop("available_bytes")
+        document["spec"]["cpu"].pop("memory_bandwidth_bytes_per_s", None)
+        for numa in document["spec"]["cpu"]["numa_nodes"]:
+            numa.pop("memory_bytes")
+    assert converted == printed
+
+
+def test_nvidia_smi_agrees_with_recorded_readings() -> None:
+    readings = json.loads((FIXTURES / "h100-readings.json").read_text())
+    header, row = (FIXTURES / "nvidia-smi.csv").read_text().strip().splitlines()
+    smi = dict(zip(header.split(", "), row.split(", "), strict=True))
+    (gpu,) = to_node(readings)[0].spec.gpus
+    assert gpu.uuid == smi["uuid"] and gpu.name == smi["name"]
+    assert gpu.memory_total_bytes == int(smi["memory.total [MiB]"].split()[0]) * 1024 * 1024
+    assert gpu.memory_clock_max_mhz == int(smi["clocks.max.memory [MHz]"].split()[0])
 
 
 def test_no_nvml_gives_cpu_only_profile_and_warning() -> None:

@@ -17,10 +17,16 @@ pytestmark = [
 
 def smi() -> list[dict[str, str]]:
     fields = "index,uuid,name,memory.total,compute_cap"
-    out = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True, check=True).stdout
-    return [dict(zip(fields.split(","), (c.strip() for c in line.split(",")), strict=True))
-            for line in out.strip().splitlines()]
+    out = subprocess.run(
+        ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [
+        dict(zip(fields.split(","), (c.strip() for c in line.split(",")), strict=True))
+        for line in out.strip().splitlines()
+    ]
 
 
 def test_probe_matches_nvidia_smi() -> None:

@@ -26,7 +26,7 @@ ARCH_NAMES = {
     "ppc64le": "ppc64le",
     "s390x": "s390x",
 }
-# Peak DRAM bandwidth is rarely reached; decode reads at about this share of it (GPU-BENCH.md).
+# Raw readings: plain JSON-able values, so a real host's readings can be recorded as a fixture.
 Readings = dict[str, Any]
 
 
@@ -141,9 +141,9 @@ def _cuda_version(value: int) -> str:
 
 
 def to_node(readings: Readings) -> tuple[Node, list[Diagnostic]]:
-    """Readings -> the Node document of the host (pure)."""
-    warnings: list[Diagnostic] = []
+    """Readings -> the Node document of the host, plus warnings (pure)."""
     nvml = readings.get("nvml") or {}
+    warnings: list[Diagnostic] = []
     if "error" in nvml:
         warnings.append(
             Diagnostic(
@@ -153,45 +153,46 @@ def to_node(readings: Readings) -> tuple[Node, list[Diagnostic]]:
                 hints=("the profile is CPU-only",),
             )
         )
-    hostname = str(readings["hostname"])
-    arch = ARCH_NAMES.get(str(readings["machine"]), str(readings["machine"]).lower())
+    name = dns_label(str(readings["hostname"]))
+    machine = str(readings["machine"])
+    labels = {
+        "os": str(readings.get("system", "linux")),
+        "arch": ARCH_NAMES.get(machine, machine.lower()),
+        "hostname": name,
+    }
+    document = {
+        "apiVersion": "maas/v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "spec": _spec(readings, nvml),
+    }
+    return Node.model_validate(document), warnings
+
+
+def _spec(readings: Readings, nvml: dict[str, Any]) -> dict[str, Any]:
+    cpu: dict[str, Any] = {
+        "cores": readings["cpu_cores"],
+        "threads": readings["cpu_threads"],
+        "numa_nodes": [
+            {k: v for k, v in n.items() if v is not None} for n in readings.get("numa", [])
+        ],
+    }
+    if readings.get("cpu_model"):
+        cpu["model"] = readings["cpu_model"]
+    if readings.get("cpu_bandwidth"):
+        cpu["memory_bandwidth_bytes_per_s"] = readings["cpu_bandwidth"]
     spec: dict[str, Any] = {
-        "cpu": {
-            "cores": readings["cpu_cores"],
-            "threads": readings["cpu_threads"],
-            "numa_nodes": [
-                {k: v for k, v in n.items() if v is not None} for n in readings.get("numa", [])
-            ],
-        },
+        "cpu": cpu,
         "memory": {
             "total_bytes": readings["memory_total"],
             "available_bytes": readings["memory_available"],
         },
         "gpus": [_gpu(g) for g in nvml.get("gpus", [])],
     }
-    if readings.get("cpu_model"):
-        spec["cpu"]["model"] = readings["cpu_model"]
-    if readings.get("cpu_bandwidth"):
-        spec["cpu"]["memory_bandwidth_bytes_per_s"] = readings["cpu_bandwidth"]
     for key in ("driver_version", "cuda_version"):
         if nvml.get(key):
             spec[key] = nvml[key]
-    node = Node.model_validate(
-        {
-            "apiVersion": "maas/v1",
-            "kind": "Node",
-            "metadata": {
-                "name": dns_label(hostname),
-                "labels": {
-                    "os": str(readings.get("system", "linux")),
-                    "arch": arch,
-                    "hostname": dns_label(hostname),
-                },
-            },
-            "spec": spec,
-        }
-    )
-    return node, warnings
+    return spec
 
 
 def _gpu(g: dict[str, Any]) -> dict[str, Any]:
