@@ -4,8 +4,8 @@ Two kinds:
 - `write_tiny_llama`: a tiny but real llama-architecture model (random weights) that llama.cpp loads
   and generates with; the text is junk, the loading, memory and API are real.
 - `write_header_only`: a model at a real model's shapes (`LLAMA3_8B`, `LLAMA3_70B`, `MIXTRAL_8X7B`)
-  with only the header and tensor table written, extended to its full size as a sparse file. Metadata
-  readers and llama.cpp's `llama-fit-params` see the real model; it costs no disk.
+  with only the header and tensor table written, extended to its full size as a sparse file.
+  Metadata readers and llama.cpp's `llama-fit-params` see the real model; it costs no disk.
 
 The keys and tensors are the ones llama.cpp requires (shared/docs/TEST-IMAGES.md). Shapes here are
 numpy order, the reverse of ggml's `ne`.
