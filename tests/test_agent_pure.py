@@ -95,6 +95,8 @@ def test_diff_duplicates_start_and_backoff() -> None:
     assert kinds == [("remove", "old"), ("start", "new")]
     held = [(x.kind, x.reason) for x in diff(plan, found[1:], held={("a", 0)})]
     assert held == [("noop", "exited; backing off")]
+    failed_create = [(x.kind, x.reason) for x in diff(plan, [], held={("a", 0)})]
+    assert failed_create == [("noop", "no container; backing off")]
 
 
 def test_crash_loop_backoff_kubelet_rule() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -73,6 +74,8 @@ class AgentProcess:
             "resync_s": 2,
             "stop_timeout_s": 1,
             "socket_group": None,
+            # Agents of concurrent test runs share the host: each gets its own ports.
+            "port_range": [base := 41000 + random.randrange(180) * 100, base + 99],
         }
         settings.update(config or {})
         self.config = tmp / "agent.yaml"

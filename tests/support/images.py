@@ -17,8 +17,12 @@ APPLETS = ("sh", "httpd", "sleep", "cat", "echo", "ls", "true", "false", "nc", "
 
 
 def _has(tag: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True,
-                          check=False).returncode == 0
+    return (
+        subprocess.run(
+            ["docker", "image", "inspect", tag], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
 
 
 def busybox_image() -> str:
@@ -40,8 +44,11 @@ def busybox_image() -> str:
         archive = Path(tmp) / "rootfs.tar"
         with tarfile.open(archive, "w") as tar:
             tar.add(root, arcname=".")
-        subprocess.run(["docker", "import", "--change", 'CMD ["/bin/sh"]', str(archive), tag],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["docker", "import", "--change", 'CMD ["/bin/sh"]', str(archive), tag],
+            check=True,
+            capture_output=True,
+        )
     return tag
 
 
@@ -53,12 +60,24 @@ def llama_server_image() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
         subprocess.run(
-            ["mmdebstrap", "--variant=minbase", "--include=llama.cpp-tools,ca-certificates",
-             "--aptopt=Acquire::Check-Valid-Until \"false\"", "sid", str(root)],
-            check=True, capture_output=True, timeout=900,
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--include=llama.cpp-tools,ca-certificates",
+                '--aptopt=Acquire::Check-Valid-Until "false"',
+                "sid",
+                str(root),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=900,
         )
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "--change", 'ENTRYPOINT ["llama-server"]', "-", tag],
-                       stdin=tar.stdout, check=True, capture_output=True)
+        subprocess.run(
+            ["docker", "import", "--change", 'ENTRYPOINT ["llama-server"]', "-", tag],
+            stdin=tar.stdout,
+            check=True,
+            capture_output=True,
+        )
         tar.wait()
     return tag

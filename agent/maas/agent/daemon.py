@@ -58,7 +58,7 @@ class Agent:
         self.config = config
         self.config_path = config_path
         self.engine = Engine()
-        self.reconciler = Reconciler(config, self.engine, node_provider(config))
+        self.reconciler = Reconciler(config, self.engine, node_provider(config), wake=self.wake)
         self.notifier = Notifier()
         self.metrics = Metrics(self.reconciler)
         self.source = self._git_source(config)
@@ -194,10 +194,10 @@ class Agent:
         return True
 
     def watch_events(self) -> None:
-        """Docker events wake the loop early (a thread: docker-py's event stream blocks)."""
+        """Docker events wake the loop early (a thread with its own client: the stream blocks)."""
         while not self.stopping.is_set():
             try:
-                for _event in self.engine.events(self.reconciler.node_name):
+                for _event in Engine().events(self.reconciler.node_name):
                     self.wake()
                     if self.stopping.is_set():
                         return

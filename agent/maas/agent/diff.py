@@ -56,6 +56,9 @@ def _replica(
     key: Replica, planned: PlanDeployment, found: list[ObservedContainer], held: bool
 ) -> list[Action]:
     if not found:
+        # A create that failed (port taken, start error) backs off like a crash does.
+        if held:
+            return [Action("noop", *key, "no container; backing off")]
         return [Action("create", *key, "no container")]
     # Prefer a container with the planned hash, then a running one: duplicates are removed.
     found = sorted(found, key=lambda c: (c.spec_hash != planned.spec_hash, not c.running, c.id))

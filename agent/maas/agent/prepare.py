@@ -23,10 +23,15 @@ class Job:
     thread: threading.Thread | None = field(default=None, repr=False)
 
 
+def needs_download(planned: PlanDeployment) -> bool:
+    model = planned.model
+    return model.download and planned.backend != "custom" and not Path(model.path).exists()
+
+
 def download_model(planned: PlanDeployment, progress: Callable[[str], None]) -> None:
     """Fetch a hub model into the cache path the plan mounts (huggingface_hub)."""
     model = planned.model
-    if not model.download or planned.backend == "custom" or Path(model.path).exists():
+    if not needs_download(planned):
         return
     if model.source != "huggingface" or model.repo_id is None:
         raise MaasError.single(
@@ -54,8 +59,9 @@ def download_model(planned: PlanDeployment, progress: Callable[[str], None]) -> 
 
 
 class Preparer:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, done: Callable[[], None]) -> None:
         self.engine = engine
+        self.done = done  # wakes the reconcile loop when a job ends
         self.jobs: dict[tuple[str, str], Job] = {}
         self.lock = threading.Lock()
 
@@ -64,6 +70,8 @@ class Preparer:
         key = (planned.name, planned.spec_hash)
         with self.lock:
             job = self.jobs.get(key)
+            if job is None and not needs_download(planned) and self.engine.has_image(planned.image):
+                job = self.jobs[key] = Job(phase="done")  # nothing to wait for
             if job is None or job.phase == "failed":
                 job = Job()
                 job.thread = threading.Thread(
@@ -95,3 +103,4 @@ class Preparer:
         except MaasError as exc:
             job.error = exc.diagnostics[0].message
             job.phase = "failed"
+        self.done()

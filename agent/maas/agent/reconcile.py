@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
@@ -30,6 +31,7 @@ from maas.compiler.plan import Plan, PlanDeployment
 from maas.compiler.sources import load_sources
 
 log = structlog.get_logger("maas.agent")
+PARALLEL_ACTIONS = 4
 
 
 @dataclass
@@ -53,13 +55,19 @@ def compile_sources(
 
 
 class Reconciler:
-    def __init__(self, config: AgentConfig, engine: Engine, node: Callable[[], Node]) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        engine: Engine,
+        node: Callable[[], Node],
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
         self.config = config
         self.engine = engine
         self.node_source = node
         self.node_name = config.node_name or node().metadata.name
         self.store = Store(config.state_dir)
-        self.preparer = Preparer(engine)
+        self.preparer = Preparer(engine, done=wake)
         self.health: dict[Replica, ReplicaHealth] = {}
         self.observed: list[ObservedContainer] = []
         self.plan: Plan | None = None
@@ -67,6 +75,7 @@ class Reconciler:
         self.last: PassResult = PassResult()
         self.passes = 0
         self.lock = threading.RLock()
+        self.pool = ThreadPoolExecutor(max_workers=PARALLEL_ACTIONS, thread_name_prefix="action")
 
     # desired state -------------------------------------------------------------------------
     def desired_plan(self) -> Plan:
@@ -119,9 +128,15 @@ class Reconciler:
             held = {k for k, h in self.health.items() if h.held(time.time())}
             result.actions = diff(plan, self.observed, held)
             planned = {d.name: d for d in plan.deployments}
-            for action in result.actions:
-                if action.kind != "noop":
-                    self._execute(action, planned.get(action.deployment))
+            # Stops one at a time, first (they free GPUs and ports): dockerd 20.10's libnetwork
+            # can deadlock on many simultaneous container exits. Creations and starts then run
+            # a few at a time, as the engine creates containers concurrently.
+            stopped = [
+                self._stop_for(a) for a in result.actions if a.kind in ("remove", "recreate")
+            ]
+            todo = [a for a in result.actions if a.kind in ("start", "create")]
+            todo[:0] = [a for a in stopped if a is not None and a.kind == "recreate"]
+            list(self.pool.map(lambda a: self._execute(a, planned.get(a.deployment)), todo))
             self._forget_removed(plan)
             return self._finish(result)
 
@@ -170,10 +185,6 @@ class Reconciler:
             reason=action.reason,
         )
         try:
-            if action.kind in ("remove", "recreate") and action.container_id:
-                self.engine.remove(action.container_id, stop_timeout=self.config.stop_timeout_s)
-            if action.kind == "remove":
-                return
             assert planned is not None
             if action.kind == "start" and action.container_id:
                 self.engine.start(action.container_id)
@@ -190,6 +201,32 @@ class Reconciler:
                 error=exc.diagnostics[0].message,
                 backoff_s=health.backoff_s,
             )
+
+    def _stop_for(self, action: Action) -> Action | None:
+        """Remove the container a remove or recreate replaces; the action when that worked.
+
+        A failure is recorded on the replica (back-off), and its recreate waits for a later pass:
+        the old container still holds its name and GPUs.
+        """
+        if not action.container_id:
+            return action
+        log.info(
+            "action",
+            kind=action.kind,
+            deployment=action.deployment,
+            replica=action.replica,
+            reason=action.reason,
+        )
+        try:
+            self.engine.remove(action.container_id, stop_timeout=self.config.stop_timeout_s)
+        except MaasError as exc:
+            health = self.health.setdefault((action.deployment, action.replica), ReplicaHealth())
+            health.fail(exc.diagnostics[0].message, time.time())
+            log.error(
+                "remove failed", deployment=action.deployment, error=exc.diagnostics[0].message
+            )
+            return None
+        return action
 
     def _create(self, planned: PlanDeployment, replica: int, health: ReplicaHealth) -> None:
         job = self.preparer.ready(planned)

@@ -46,29 +46,21 @@ def run(args: argparse.Namespace) -> int:
 
     from maas.cli.client import socket_path
     from maas.cli.inputs import read_sources
-    from maas.cli.output import table
 
     sources = {
         str(Path(k).resolve()) if k != "<stdin>" else k: v
         for k, v in read_sources(args.paths).items()
     }
     client = AgentClient(socket_path(args.socket))
-    preview = client.call("POST", "/v1/apply", {"sources": sources, "dry_run": True})
-    rows = [
-        [a["kind"], a["deployment"], str(a["replica"]), a["reason"]]
-        for a in preview["actions"]
-        if a["kind"] != "noop"
-    ]
-    if rows:
-        print(table(["action", "deployment", "replica", "reason"], rows))
-    else:
-        print("No changes.")
-    if rows and not args.yes and sys.stdin.isatty():
-        answer = input("Apply these changes? [y/N] ").strip().lower()
-        if answer not in ("y", "yes"):
+    confirm = not args.yes and sys.stdin.isatty()
+    if confirm:
+        preview = client.call("POST", "/v1/apply", {"sources": sources, "dry_run": True})
+        if print_actions(preview["actions"]) and not _confirmed():
             print("Cancelled.")
             return exitcodes.FAILED
     result = client.call("POST", "/v1/apply", {"sources": sources})
+    if not confirm:
+        print_actions(result["actions"])
     print(f"applied to node {result['plan']['node']}")
     if args.wait:
         from maas.compiler import load_sources
@@ -79,6 +71,22 @@ def run(args: argparse.Namespace) -> int:
         }
         return wait_ready(client, hashes, args.timeout)
     return exitcodes.OK
+
+
+def print_actions(actions: list[dict[str, object]]) -> bool:
+    from maas.cli.output import table
+
+    rows = [
+        [str(a["kind"]), str(a["deployment"]), str(a["replica"]), str(a["reason"])]
+        for a in actions
+        if a["kind"] != "noop"
+    ]
+    print(table(["action", "deployment", "replica", "reason"], rows) if rows else "No changes.")
+    return bool(rows)
+
+
+def _confirmed() -> bool:
+    return input("Apply these changes? [y/N] ").strip().lower() in ("y", "yes")
 
 
 def wait_ready(client: AgentClient, hashes: dict[str, str], timeout: float) -> int:
