@@ -1,0 +1,23 @@
+"""maas-gateway: one OpenAI-compatible endpoint per node, routing by model name to ready replicas.
+
+A sibling process of the agent: it reads routes from the agent's status API (unix socket) and never
+talks to Docker. Pure routing in `routing`, request inspection in `requests`, relaying in
+`forward`, the HTTP application in `app`, the process in `main`.
+"""
+
+from maas.agent.gateway.app import Gateway
+from maas.agent.gateway.config import GatewayConfig
+from maas.agent.gateway.keys import KeyRing
+from maas.agent.gateway.routing import Balancer, RouteTable, route_table_from_status
+from maas.agent.gateway.source import AgentRouteSource, StaticRouteSource
+
+__all__ = [
+    "AgentRouteSource",
+    "Balancer",
+    "Gateway",
+    "GatewayConfig",
+    "KeyRing",
+    "RouteTable",
+    "StaticRouteSource",
+    "route_table_from_status",
+]

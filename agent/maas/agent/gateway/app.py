@@ -1,0 +1,339 @@
+"""The gateway's HTTP application: one OpenAI-compatible endpoint for every model of the node.
+
+Request flow: authenticate (middleware) -> find the `model` (requests.py) -> choose a replica
+(routing.py, pure) -> relay (forward.py) -> record metrics. Routes are read from a RouteSource;
+nothing here talks to Docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import hdrs, web
+
+from maas.agent.gateway import errors
+from maas.agent.gateway.config import GatewayConfig
+from maas.agent.gateway.forward import (
+    Body,
+    BodyTooLarge,
+    Outcome,
+    StreamedBody,
+    UpstreamFailed,
+    UpstreamUnreachable,
+    relay,
+)
+from maas.agent.gateway.keys import KeyRing
+from maas.agent.gateway.metrics import UNKNOWN, GatewayMetrics
+from maas.agent.gateway.requests import (
+    BadRequest,
+    FormModelScanner,
+    model_of_json,
+    multipart_boundary,
+)
+from maas.agent.gateway.routing import Balancer, NoReadyReplica, Pick, Route, UnknownModel
+from maas.agent.gateway.source import RouteSource
+from maas.compiler.diagnostics import MaasError
+
+log = structlog.get_logger("maas.gateway")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+JSON_ROUTES = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/rerank",
+    "/v1/audio/speech",
+)
+FORM_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations")
+OPEN_PATHS = frozenset({"/health"})
+HOUSEKEEPING_S = 2.0
+# The gateway forwards the client's headers as they are; aiohttp must not add its own (an
+# Accept-Encoding the client never sent would bring back compressed bodies it cannot read).
+SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        source: RouteSource,
+        keys: KeyRing,
+        *,
+        metrics: GatewayMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.keys = keys
+        self.metrics = metrics or GatewayMetrics()
+        self.clock = clock
+        self.balancer = Balancer(eject_s=config.eject_s, retry_after_s=config.retry_after_s)
+        self._session: aiohttp.ClientSession | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._guard])
+        routes = [web.post(path, self._json_route) for path in JSON_ROUTES]
+        routes += [web.post(path, self._form_route) for path in FORM_ROUTES]
+        routes += [
+            web.get("/v1/models", self._models),
+            web.get("/health", self._health),
+            web.get("/metrics", self._metrics),
+            web.route("*", "/proxy/{deployment}", self._generic_proxy),
+            web.route("*", "/proxy/{deployment}/{tail:.*}", self._generic_proxy),
+        ]
+        app.add_routes(routes)
+        app.on_startup.append(self._start)
+        app.on_cleanup.append(self._stop)
+        return app
+
+    async def _start(self, app: web.Application) -> None:
+        timeout = aiohttp.ClientTimeout(
+            total=self.config.total_timeout_s,
+            connect=self.config.connect_timeout_s,
+            sock_read=self.config.read_timeout_s,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            timeout=timeout,
+            auto_decompress=False,
+            skip_auto_headers=SKIP_AUTO_HEADERS,
+        )
+        await self.source.start()
+        self._housekeeping = asyncio.create_task(self._housekeep(), name="gateway-housekeeping")
+
+    async def _stop(self, app: web.Application) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        await self.source.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _housekeep(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            self.reload_keys()
+            self.balancer.forget_except(self.source.table)
+
+    def reload_keys(self) -> None:
+        try:
+            if self.keys.reload():
+                log.info("keys_reloaded", keys=len(self.keys.digests))
+        except MaasError as exc:
+            # A broken edit keeps the keys in force; say why in the journal.
+            log.error("keys_invalid", problems=[d.render() for d in exc.diagnostics])
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS and not self.keys.allows(
+            request.headers.get(hdrs.AUTHORIZATION)
+        ):
+            self.metrics.error(UNKNOWN, "", "bad_key")
+            return errors.bad_key()
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return errors.openai_error(400, exc.message, param=exc.param)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            if exc.status == 413:
+                return errors.too_large(self.config.max_body_bytes)
+            return errors.openai_error(exc.status, exc.reason)
+
+    # --- routes -------------------------------------------------------------------------
+
+    async def _json_route(self, request: web.Request) -> web.StreamResponse:
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return errors.too_large(limit)
+        body = await request.read()
+        model = model_of_json(body)
+        return await self._dispatch(request, request.path[4:], model, body, request.raw_path)
+
+    async def _form_route(self, request: web.Request) -> web.StreamResponse:
+        limit = self.config.max_upload_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return errors.too_large(limit)
+        scanner = FormModelScanner(multipart_boundary(request.headers.get(hdrs.CONTENT_TYPE, "")))
+        body = StreamedBody(prefix=[], rest=request.content, limit=limit)
+        model = None
+        while model is None:
+            chunk = await request.content.readany()
+            if not chunk:
+                raise BadRequest("You must provide a model parameter.", "model")
+            body.size += len(chunk)
+            if body.size > limit:
+                return errors.too_large(limit)
+            body.prefix.append(chunk)
+            model = scanner.feed(chunk)
+        return await self._dispatch(request, request.path[4:], model, body, request.raw_path)
+
+    async def _generic_proxy(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["deployment"]
+        route = self.source.table.routes.get(name)
+        if route is None or not route.generic_proxy:
+            self.metrics.answered(UNKNOWN, "proxy", 404, 0.0)
+            return errors.openai_error(
+                404, f"No deployment `{name}` with generic_proxy enabled.", code="not_found"
+            )
+        limit = self.config.max_upload_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return errors.too_large(limit)
+        body: Body = (
+            StreamedBody(prefix=[], rest=request.content, limit=limit)
+            if request.body_exists
+            else None
+        )
+        path = request.raw_path[len(f"/proxy/{name}") :] or "/"
+        call = Call(request, "proxy", body, path, self.clock())
+        return await self._serve(call, self.balancer.choose_in(route, call.started))
+
+    async def _models(self, request: web.Request) -> web.Response:
+        data: list[dict[str, Any]] = []
+        for route in sorted(self.source.table.routes.values(), key=lambda r: r.name):
+            data.append(_model_entry(route.name, route))
+            data.extend(_model_entry(alias, route) for alias in route.aliases)
+        return web.json_response({"object": "list", "data": data})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "models": len(self.source.table.routes)})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.metrics.render())
+        response.content_type = "text/plain"
+        response.charset = "utf-8"
+        return response
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    async def _dispatch(
+        self, request: web.Request, label: str, model: str, body: Body, path: str
+    ) -> web.StreamResponse:
+        call = Call(request, label, body, path, self.clock())
+        decision = self.balancer.choose(self.source.table, model, call.started)
+        if isinstance(decision, UnknownModel):
+            self.metrics.error(UNKNOWN, label, "unknown_model")
+            return self._answer(call, UNKNOWN, errors.unknown_model(model))
+        return await self._serve(call, decision)
+
+    async def _serve(self, call: Call, decision: Pick | NoReadyReplica) -> web.StreamResponse:
+        """Try replicas until one answers; a replica that cannot be reached is ejected and, while
+        the body can still be sent again, the next one is tried."""
+        tried: set[str] = set()
+        while isinstance(decision, Pick):
+            try:
+                return await self._attempt(call, decision)
+            except UpstreamUnreachable as exc:
+                now = self.clock()
+                self._failed(call, decision, "upstream_unreachable", str(exc), now)
+                tried.add(decision.replica.container_id)
+                if len(tried) >= self.config.max_attempts or _consumed(call.body):
+                    unreachable = errors.openai_error(
+                        502,
+                        "The model's replica could not be reached.",
+                        code="upstream_unreachable",
+                    )
+                    return self._answer(call, decision.route.name, unreachable)
+                decision = self.balancer.choose_in(decision.route, now, frozenset(tried))
+        name = decision.route.name
+        self.metrics.error(name, call.label, "no_ready_replica")
+        refusal = errors.no_ready_replica(name, decision.route.state, decision.retry_after_s)
+        return self._answer(call, name, refusal)
+
+    async def _attempt(self, call: Call, pick: Pick) -> web.StreamResponse:
+        name, replica = pick.route.name, pick.replica
+        self.balancer.started(replica)
+        outstanding = self.metrics.outstanding.labels(name)
+        outstanding.inc()
+        try:
+            response, outcome = await relay(
+                self._client(), call.request, replica.url, call.path, call.body
+            )
+        except UpstreamFailed as exc:
+            self._failed(call, pick, "upstream_failed", str(exc), self.clock())
+            failed = errors.openai_error(
+                502, "The model's replica failed to answer.", code="upstream_failed"
+            )
+            return self._answer(call, name, failed)
+        except BodyTooLarge:
+            return self._answer(call, name, errors.too_large(self.config.max_upload_bytes))
+        except asyncio.CancelledError:
+            self.metrics.error(name, call.label, "client_disconnected")
+            raise
+        finally:
+            self.balancer.finished(replica)
+            outstanding.dec()
+        self._record(call, pick, outcome)
+        return response
+
+    def _record(self, call: Call, pick: Pick, outcome: Outcome) -> None:
+        name = pick.route.name
+        self.metrics.first_byte.labels(name, call.label).observe(outcome.first_byte_s)
+        if outcome.usage is not None:
+            self.metrics.used(name, outcome.usage)
+        if outcome.broken is not None:
+            self._failed(call, pick, "upstream_failed_mid_flight", outcome.broken, self.clock())
+        elif outcome.client_gone:
+            self.metrics.error(name, call.label, "client_disconnected")
+        elif outcome.status >= 500:
+            self.metrics.error(name, call.label, "upstream_status")
+        self.metrics.answered(name, call.label, outcome.status, self.clock() - call.started)
+
+    def _failed(self, call: Call, pick: Pick, reason: str, detail: str, now: float) -> None:
+        self.balancer.failed(pick.replica, now)
+        self.metrics.error(pick.route.name, call.label, reason)
+        log.warning(
+            reason,
+            model=pick.route.name,
+            replica=pick.replica.index,
+            container=pick.replica.container_id,
+            error=detail,
+            ejected_s=self.config.eject_s,
+        )
+
+    def _answer(self, call: Call, name: str, response: web.Response) -> web.Response:
+        self.metrics.answered(name, call.label, response.status, self.clock() - call.started)
+        return response
+
+    def _client(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "the application has not started"
+        return self._session
+
+
+@dataclass(frozen=True)
+class Call:
+    """One client request on its way through the gateway."""
+
+    request: web.Request
+    label: str  # the route, e.g. chat/completions, for metrics
+    body: Body
+    path: str  # what the replica is asked for, query string included
+    started: float
+
+
+def _consumed(body: Body) -> bool:
+    return isinstance(body, StreamedBody) and body.consumed
+
+
+def _model_entry(model_id: str, route: Route) -> dict[str, Any]:
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "maas",
+        "root": route.name,
+        "state": route.state,
+        "replicas": route.replicas,
+        "ready_replicas": len(route.ready),
+        "backend": route.backend,
+    }

@@ -1,0 +1,62 @@
+"""Error responses in OpenAI's format, so OpenAI clients show the message instead of failing
+to parse: `{"error": {"message", "type", "param", "code"}}`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import web
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+}
+
+
+def openai_error(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def unknown_model(model: str) -> web.Response:
+    return openai_error(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        code="model_not_found",
+        param="model",
+    )
+
+
+def no_ready_replica(model: str, state: str, retry_after_s: int) -> web.Response:
+    return openai_error(
+        503,
+        f"The model `{model}` has no ready replica (state: {state}); retry later.",
+        code="model_not_ready",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+def too_large(limit: int) -> web.Response:
+    return openai_error(
+        413, f"The request body is larger than {limit} bytes.", code="request_too_large"
+    )
+
+
+def bad_key() -> web.Response:
+    return openai_error(
+        401,
+        "Incorrect or missing API key; send it as `Authorization: Bearer <key>`.",
+        code="invalid_api_key",
+        headers={"WWW-Authenticate": 'Bearer realm="maas"'},
+    )

@@ -1,0 +1,167 @@
+"""maas-gateway: the node's OpenAI-compatible endpoint, a sibling process of maas-agent.
+
+`maas-gateway [--config FILE] [--host H] [--port P] [--agent-socket PATH] ...` serves;
+`maas-gateway key new|hash` manages the hashed API keys file. SIGTERM drains and stops, SIGHUP
+re-reads the keys file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from maas.agent.gateway.app import Gateway
+from maas.agent.gateway.config import (
+    DEFAULT_KEYS_FILE,
+    GatewayConfig,
+    check_exposure,
+    load_config,
+)
+from maas.agent.gateway.keys import KeyRing, hash_key, new_key
+from maas.agent.gateway.source import AgentRouteSource
+from maas.agent.sdnotify import Notifier
+from maas.compiler.diagnostics import MaasError
+
+log = structlog.get_logger("maas.gateway")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="maas-gateway", description="One OpenAI-compatible endpoint for the node's models."
+    )
+    parser.add_argument("--config", type=Path, help="default /etc/maas/gateway.yaml if it exists")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    parser.add_argument("--agent-socket", type=Path, help="default /run/maas/agent.sock")
+    parser.add_argument("--keys-file", type=Path, help="default /etc/maas/gateway.keys")
+    parser.add_argument(
+        "--allow-unauthenticated-remote",
+        action="store_true",
+        default=None,
+        help="listen beyond localhost even without API keys",
+    )
+    sub = parser.add_subparsers(dest="command")
+    key = sub.add_parser("key", help="manage API keys").add_subparsers(dest="key_command")
+    create = key.add_parser("new", help="make a key, print it once, append its digest")
+    create.add_argument("--keys-file", dest="key_file", type=Path, default=None)
+    create.add_argument("--name", default="", help="a label written next to the digest")
+    key.add_parser("hash", help="print the digest line of a key read from standard input")
+    return parser.parse_args(argv)
+
+
+def key_command(args: argparse.Namespace) -> int:
+    if args.key_command == "hash":
+        key = sys.stdin.readline().strip()
+        if not key:
+            print("maas-gateway: no key on standard input", file=sys.stderr)
+            return 2
+        print(hash_key(key))
+        return 0
+    if args.key_command == "new":
+        path: Path = args.key_file or args.keys_file or DEFAULT_KEYS_FILE
+        key = new_key()
+        line = f"{hash_key(key)} {args.name}".rstrip() + "\n"
+        try:
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(line)
+        except OSError as exc:
+            print(f"maas-gateway: cannot write {path}: {exc.strerror}", file=sys.stderr)
+            return 1
+        print(key)
+        print(f"maas-gateway: digest appended to {path}; the key is not stored", file=sys.stderr)
+        return 0
+    print("maas-gateway: key new | key hash", file=sys.stderr)
+    return 2
+
+
+async def serve(config: GatewayConfig, keys: KeyRing) -> None:
+    source = AgentRouteSource(
+        config.agent_socket,
+        upstream_host=config.upstream_host,
+        interval_s=config.poll_interval_s,
+    )
+    gateway = Gateway(config, source, keys)
+    # Cancelling the handler when its client disconnects is what stops a replica's generation
+    # for a client that went away (the upstream connection is closed with it).
+    runner = web.AppRunner(
+        gateway.app(),
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=config.shutdown_timeout_s,
+    )
+    await runner.setup()
+    notifier = Notifier()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload_keys)
+    try:
+        site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+        await site.start()
+        log.info("listening", host=config.host, port=config.port, keys=keys.required)
+        notifier.ready(f"listening on {config.host}:{config.port}")
+        await stop.wait()
+        notifier.stopping()
+    finally:
+        await runner.cleanup()
+
+
+def _event_loop_runner() -> Any:
+    """uvloop when installed: it lowers the gateway's own latency (see bench/gateway)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = parse_args(argv)
+    if args.command == "key":
+        return key_command(args)
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "agent_socket": args.agent_socket,
+        "keys_file": args.keys_file,
+        "allow_unauthenticated_remote": args.allow_unauthenticated_remote,
+    }
+    try:
+        config = load_config(args.config, overrides)
+        keys = KeyRing(config.keys_file)
+        check_exposure(config, keys.required)
+        with contextlib.suppress(KeyboardInterrupt):
+            _event_loop_runner()(serve(config, keys))
+    except MaasError as exc:
+        for diagnostic in exc.diagnostics:
+            print(f"maas-gateway: {diagnostic.render()}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the port is taken
+        print(f"maas-gateway: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def configure_logging() -> None:
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

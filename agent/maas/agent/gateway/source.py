@@ -1,0 +1,97 @@
+"""Where the gateway's routes come from: the agent's status over its unix socket, polled.
+
+The last good table stays in force while the agent is unreachable (containers outlive the agent,
+and a replica that stops answering is ejected by the balancer anyway). A static source serves
+tests and set-ups without an agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import structlog
+
+from maas.agent.gateway.routing import RouteTable, route_table_from_status
+
+log = structlog.get_logger("maas.gateway")
+
+
+class RouteSource(Protocol):
+    table: RouteTable
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class StaticRouteSource:
+    """A fixed status document, e.g. from a test or a file."""
+
+    def __init__(self, status: dict[str, Any], upstream_host: str = "127.0.0.1") -> None:
+        self.table = route_table_from_status(status, upstream_host)
+
+    def update(self, status: dict[str, Any], upstream_host: str = "127.0.0.1") -> None:
+        self.table = route_table_from_status(status, upstream_host)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class AgentRouteSource:
+    """Polls `GET /v1/status` on the agent's unix socket every `interval_s`."""
+
+    def __init__(self, socket: Path, *, upstream_host: str, interval_s: float = 1.0) -> None:
+        self.socket = socket
+        self.upstream_host = upstream_host
+        self.interval_s = interval_s
+        self.table = RouteTable()
+        self.healthy: bool | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(self.socket)),
+            timeout=aiohttp.ClientTimeout(total=max(5.0, self.interval_s * 5)),
+        )
+        await self.refresh()
+        self._task = asyncio.create_task(self._poll(), name="gateway-route-source")
+
+    async def refresh(self) -> bool:
+        """One poll; True when the table was updated."""
+        assert self._session is not None, "start() first"
+        try:
+            async with self._session.get("http://agent/v1/status") as response:
+                response.raise_for_status()
+                status = await response.json()
+            table = route_table_from_status(status, self.upstream_host)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError) as exc:
+            if self.healthy is not False:
+                log.warning("agent_unreachable", socket=str(self.socket), error=str(exc))
+            self.healthy = False
+            return False
+        if self.healthy is not True:
+            log.info("agent_reachable", socket=str(self.socket), models=len(table.routes))
+        self.healthy = True
+        self.table = table
+        return True
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.refresh()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._session is not None:
+            await self._session.close()
