@@ -89,7 +89,7 @@ def main() -> None:
     ours, theirs = [], []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
-            theirs.append(compose_run(image, Path(tmp), 20, 41000))
+            theirs.append(compose_run(image, Path(tmp), 20, 40100))
         with tempfile.TemporaryDirectory() as tmp:
             elapsed, agent = ours_run(image, Path(tmp), 20)
             ours.append(elapsed)

@@ -54,9 +54,12 @@ def node_provider(config: AgentConfig) -> Any:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, config_path: Path | None) -> None:
+    def __init__(
+        self, config: AgentConfig, config_path: Path | None, overrides: dict[str, Any]
+    ) -> None:
         self.config = config
         self.config_path = config_path
+        self.overrides = overrides  # command-line flags win over the file, on reload too
         self.engine = Engine()
         self.reconciler = Reconciler(config, self.engine, node_provider(config), wake=self.wake)
         self.notifier = Notifier()
@@ -265,7 +268,7 @@ class Agent:
 
     def reload(self) -> None:
         try:
-            config = load_config(self.config_path, {})
+            config = load_config(self.config_path, self.overrides)
         except MaasError as exc:
             log.error(
                 "reload failed; keeping the old configuration", error=exc.diagnostics[0].render()
@@ -354,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     try:
         config = load_config(args.config, overrides)
-        agent = Agent(config, args.config)
+        agent = Agent(config, args.config, overrides)
         asyncio.run(agent.run())
     except MaasError as exc:
         for diagnostic in exc.diagnostics:

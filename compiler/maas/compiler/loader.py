@@ -9,7 +9,8 @@ expansion bounded so that recursive anchors or "billion laughs" documents cannot
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,8 @@ from maas.compiler.diagnostics import Diagnostic, MaasError, Position
 PathKey = tuple[str | int, ...]
 Table = dict[PathKey, tuple[int, int]]
 Record = tuple[Table, Table] | None  # (values, keys) position tables being filled
-MAX_NODES = 200_000
+MAX_NODES = 20_000  # a large real spec has a few hundred values
+MAX_DOCUMENTS = 1_000
 MAX_DEPTH = 64
 MAX_BYTES = 8 * 1024 * 1024
 
@@ -103,8 +105,17 @@ def load_text(text: str, file: str) -> list[SourceDoc]:
             f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB",
             position=Position(file),
         )
+    too_deep = _flow_nesting_beyond(text, MAX_DEPTH)
+    if too_deep is not None:
+        # Checked before parsing: the C parser recurses on flow collections and a deep enough
+        # one overflows its stack, which no exception handler can catch.
+        raise MaasError.single(
+            "yaml-too-deep",
+            f"nesting deeper than {MAX_DEPTH} levels",
+            position=Position(file, *too_deep),
+        )
     try:
-        raw_docs = list(_fast_yaml().load_all(text))
+        raw_docs = _bounded(_fast_yaml().load_all(text), file)
     except (YAMLError, ValueError, TypeError, RecursionError):
         raw_docs = _round_trip(text, file)  # the precise, positioned error, or agreement
     positions = _Positions(text, file)
@@ -119,6 +130,35 @@ def load_text(text: str, file: str) -> list[SourceDoc]:
     return docs
 
 
+_QUOTED_OR_COMMENT = re.compile(r"'[^']*'|\"(?:[^\"\\]|\\.)*\"|(?:^|(?<=\s))#[^\n]*", re.M)
+
+
+def _flow_nesting_beyond(text: str, limit: int) -> tuple[int, int] | None:
+    """Where `[`/`{` nesting (outside quotes and comments) first exceeds `limit`, if it does."""
+    if text.count("[") + text.count("{") <= limit:
+        return None
+    blank = _QUOTED_OR_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), text)
+    depth = 0
+    for match in re.finditer(r"[\[\]{}]", blank):
+        depth = depth + 1 if match.group() in "[{" else max(0, depth - 1)
+        if depth > limit:
+            start = match.start()
+            line = blank.count("\n", 0, start) + 1
+            return line, start - (blank.rfind("\n", 0, start) + 1) + 1
+    return None
+
+
+def _bounded(documents: Iterator[Any], file: str) -> list[Any]:
+    found = []
+    for document in documents:
+        found.append(document)
+        if len(found) > MAX_DOCUMENTS:
+            raise MaasError.single(
+                "yaml-too-large", f"more than {MAX_DOCUMENTS} documents", position=Position(file)
+            )
+    return found
+
+
 def _fast_yaml() -> YAML:
     global _FAST  # noqa: PLW0603 - one loader per process; constructing it is costly
     if _FAST is None:
@@ -131,7 +171,7 @@ _FAST: YAML | None = None
 
 def _round_trip(text: str, file: str) -> list[Any]:
     try:
-        return list(YAML(typ="rt", pure=True).load_all(text))
+        return _bounded(YAML(typ="rt", pure=True).load_all(text), file)
     except MarkedYAMLError as exc:
         raise MaasError([_syntax_diagnostic(exc, file)]) from None
     except (YAMLError, ValueError, TypeError, RecursionError) as exc:
