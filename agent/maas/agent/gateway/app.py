@@ -237,14 +237,16 @@ class Gateway:
                 now = self.clock()
                 self._failed(call, decision, "upstream_unreachable", str(exc), now)
                 tried.add(decision.replica.container_id)
-                if len(tried) >= self.config.max_attempts or _consumed(call.body):
+                decision = self.balancer.choose_in(decision.route, now, frozenset(tried))
+                if isinstance(decision, Pick) and (
+                    len(tried) >= self.config.max_attempts or _consumed(call.body)
+                ):
                     unreachable = errors.openai_error(
                         502,
                         "The model's replica could not be reached.",
                         code="upstream_unreachable",
                     )
                     return self._answer(call, decision.route.name, unreachable)
-                decision = self.balancer.choose_in(decision.route, now, frozenset(tried))
         name = decision.route.name
         self.metrics.error(name, call.label, "no_ready_replica")
         refusal = errors.no_ready_replica(name, decision.route.state, decision.retry_after_s)
