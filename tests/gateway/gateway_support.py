@@ -4,13 +4,16 @@ port), status documents in the agent's format, and servers started and stopped p
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from maas.agent.gateway import Gateway, GatewayConfig, KeyRing, StaticRouteSource
@@ -194,3 +197,42 @@ class Replica:
                 "sha256": hashlib.sha256(raw).hexdigest(),
             }
         )
+
+
+def asynctest(
+    timeout: float = 30,
+) -> Callable[[Callable[..., Coroutine[Any, Any, None]]], Callable[..., None]]:
+    """Run an async test function in its own event loop, bounded by `timeout` seconds."""
+
+    def decorate(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> None:
+            asyncio.run(asyncio.wait_for(fn(*args, **kwargs), timeout=timeout))
+
+        return run
+
+    return decorate
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of the Prometheus text format (labels compared exactly)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        raw = line[len(name) + 1 : line.index("}")]
+        found = dict(part.split("=", 1) for part in raw.split(",")) if raw else {}
+        if {k: v.strip('"') for k, v in found.items()} == labels:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def metrics_text(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(url + "/metrics") as response:
+        return await response.text()

@@ -3,55 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import io
-import socket
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from gateway_support import Replica, deployment, gateway, port_of, serving, status
+from gateway_support import (
+    Replica,
+    asynctest,
+    deployment,
+    free_port,
+    gateway,
+    metric,
+    metrics_text,
+    port_of,
+    serving,
+    status,
+)
 
 from maas.agent.gateway.keys import hash_key
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def asynctest(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(asyncio.wait_for(fn(*args, **kwargs), timeout=30))
-
-    return run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """One sample of the Prometheus text format (labels compared exactly)."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        raw = line[len(name) + 1 : line.index("}")]
-        found = dict(part.split("=", 1) for part in raw.split(",")) if raw else {}
-        if {k: v.strip('"') for k, v in found.items()} == labels:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-async def metrics_text(session: aiohttp.ClientSession, url: str) -> str:
-    async with session.get(url + "/metrics") as response:
-        return await response.text()
-
-
-@asynctest
+@asynctest()
 async def test_chat_routes_by_name_and_alias_without_forwarding_the_key(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text(hash_key("secret") + "\n")
@@ -85,7 +61,7 @@ async def test_chat_routes_by_name_and_alias_without_forwarding_the_key(tmp_path
             assert metric(text, "maas_gateway_tokens_total", model="m", kind="completion") == 6
 
 
-@asynctest
+@asynctest()
 async def test_keys_are_required_when_the_key_file_exists(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text(hash_key("secret") + "\n")
@@ -105,7 +81,7 @@ async def test_keys_are_required_when_the_key_file_exists(tmp_path: Path) -> Non
             assert replica.seen == []
 
 
-@asynctest
+@asynctest()
 async def test_streams_pass_through_chunk_by_chunk_with_usage() -> None:
     replica = Replica("r0")
     async with serving(replica.app()) as up:
@@ -125,7 +101,7 @@ async def test_streams_pass_through_chunk_by_chunk_with_usage() -> None:
             assert metric(text, "maas_gateway_tokens_total", model="m", kind="completion") == 4
 
 
-@asynctest
+@asynctest()
 async def test_client_disconnect_cancels_the_upstream_request() -> None:
     replica = Replica("r0")
     async with serving(replica.app()) as up:
@@ -153,7 +129,7 @@ async def test_client_disconnect_cancels_the_upstream_request() -> None:
             )
 
 
-@asynctest
+@asynctest()
 async def test_models_unknown_model_and_no_ready_replica() -> None:
     replica = Replica("r0")
     async with serving(replica.app()) as up:
@@ -183,7 +159,7 @@ async def test_models_unknown_model_and_no_ready_replica() -> None:
             assert replica.seen == []
 
 
-@asynctest
+@asynctest()
 async def test_bad_requests_and_body_limits() -> None:
     replica = Replica("r0")
     async with serving(replica.app()) as up:
@@ -225,7 +201,7 @@ def upload_form(model_first: bool, audio: bytes) -> aiohttp.FormData:
     return form
 
 
-@asynctest
+@asynctest()
 async def test_transcription_uploads_are_routed_by_their_model_field() -> None:
     replica = Replica("r0")
     audio = bytes(range(256)) * 4096  # 1 MiB
@@ -250,7 +226,7 @@ async def test_transcription_uploads_are_routed_by_their_model_field() -> None:
         assert len(replica.seen) == 2
 
 
-@asynctest
+@asynctest()
 async def test_least_outstanding_replica_takes_the_next_request() -> None:
     busy, idle = Replica("busy"), Replica("idle")
     async with serving(busy.app()) as up0, serving(idle.app()) as up1:
@@ -268,7 +244,7 @@ async def test_least_outstanding_replica_takes_the_next_request() -> None:
             assert len(busy.seen) == 1 and len(idle.seen) == 3
 
 
-@asynctest
+@asynctest()
 async def test_an_unreachable_replica_is_skipped_and_ejected() -> None:
     replica = Replica("alive")
     dead = free_port()
@@ -293,7 +269,7 @@ async def test_an_unreachable_replica_is_skipped_and_ejected() -> None:
     assert len(replica.seen) == 4
 
 
-@asynctest
+@asynctest()
 async def test_a_replica_failing_mid_stream_is_ejected() -> None:
     replica = Replica("r0")
     async with serving(replica.app()) as up:
@@ -312,7 +288,7 @@ async def test_a_replica_failing_mid_stream_is_ejected() -> None:
                 assert 50 <= int(r.headers["Retry-After"]) <= 60
 
 
-@asynctest
+@asynctest()
 async def test_no_replica_answering_at_all() -> None:
     doc = status(deployment("m", [free_port()]), deployment("two", [free_port(), free_port()]))
     async with gateway(doc, eject_s=30, max_attempts=1) as (url, _), aiohttp.ClientSession() as s:
@@ -329,7 +305,7 @@ async def test_no_replica_answering_at_all() -> None:
                     assert (await r.json())["error"]["code"] == "upstream_unreachable"
 
 
-@asynctest
+@asynctest()
 async def test_generic_proxy_for_any_method_path_and_query() -> None:
     replica = Replica("r0")
     async with serving(replica.app()) as up:
