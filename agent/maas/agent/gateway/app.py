@@ -30,7 +30,7 @@ from maas.agent.gateway.forward import (
     relay,
 )
 from maas.agent.gateway.keys import KeyRing
-from maas.agent.gateway.metrics import UNKNOWN, GatewayMetrics
+from maas.agent.gateway.metrics import UNKNOWN, GatewayMetrics, RouteMetrics
 from maas.agent.gateway.requests import (
     BadRequest,
     FormModelScanner,
@@ -255,8 +255,8 @@ class Gateway:
     async def _attempt(self, call: Call, pick: Pick) -> web.StreamResponse:
         name, replica = pick.route.name, pick.replica
         self.balancer.started(replica)
-        outstanding = self.metrics.outstanding.labels(name)
-        outstanding.inc()
+        metrics = self.metrics.route(name, call.label)
+        metrics.outstanding.inc()
         try:
             response, outcome = await relay(
                 self._client(), call.request, replica.url, call.path, call.body
@@ -270,26 +270,25 @@ class Gateway:
         except BodyTooLarge:
             return self._answer(call, name, errors.too_large(self.config.max_upload_bytes))
         except asyncio.CancelledError:
-            self.metrics.error(name, call.label, "client_disconnected")
+            metrics.error("client_disconnected")
             raise
         finally:
             self.balancer.finished(replica)
-            outstanding.dec()
-        self._record(call, pick, outcome)
+            metrics.outstanding.dec()
+        self._record(call, pick, outcome, metrics)
         return response
 
-    def _record(self, call: Call, pick: Pick, outcome: Outcome) -> None:
-        name = pick.route.name
-        self.metrics.first_byte.labels(name, call.label).observe(outcome.first_byte_s)
+    def _record(self, call: Call, pick: Pick, outcome: Outcome, metrics: RouteMetrics) -> None:
+        metrics.first_byte.observe(outcome.first_byte_s)
         if outcome.usage is not None:
-            self.metrics.used(name, outcome.usage)
+            metrics.used(outcome.usage)
         if outcome.broken is not None:
             self._failed(call, pick, "upstream_failed_mid_flight", outcome.broken, self.clock())
         elif outcome.client_gone:
-            self.metrics.error(name, call.label, "client_disconnected")
+            metrics.error("client_disconnected")
         elif outcome.status >= 500:
-            self.metrics.error(name, call.label, "upstream_status")
-        self.metrics.answered(name, call.label, outcome.status, self.clock() - call.started)
+            metrics.error("upstream_status")
+        metrics.answered(outcome.status, self.clock() - call.started)
 
     def _failed(self, call: Call, pick: Pick, reason: str, detail: str, now: float) -> None:
         self.balancer.failed(pick.replica, now)

@@ -137,33 +137,39 @@ async def relay(
             reason=upstream.reason,
             headers=response_headers(upstream.headers),
         )
-        await response.prepare(request)
-        tap = UsageTap()
-        while True:
-            try:
-                chunk = await upstream.content.readany()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                outcome.broken = str(exc) or type(exc).__name__
-                break
-            if not chunk:
-                complete = True
-                break
-            tap.feed(chunk)
-            try:
-                await response.write(chunk)
-            except ConnectionResetError:
-                outcome.client_gone = True
-                break
-        if outcome.broken:
+        await response.prepare(request)  # the headers leave with the first chunk
+        complete = await _pump(upstream.content, response, outcome)
+        if outcome.broken and request.transport is not None:
             # Cut the client's connection: a clean end would pass a truncated answer as whole.
-            if request.transport is not None:
-                request.transport.close()
-        elif not outcome.client_gone:
-            await response.write_eof()
-            outcome.usage = tap.usage()
+            request.transport.close()
         return response, outcome
     finally:
         if complete:
             upstream.release()
         else:
             upstream.close()  # stops the replica's work (e.g. generation) for a lost client
+
+
+async def _pump(
+    content: aiohttp.StreamReader, response: web.StreamResponse, outcome: Outcome
+) -> bool:
+    """Copy the body chunk by chunk as it arrives; True when it ended cleanly."""
+    tap = UsageTap()
+    while True:
+        try:
+            chunk = await content.readany()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            outcome.broken = str(exc) or type(exc).__name__
+            return False
+        if chunk:
+            tap.feed(chunk)
+        try:
+            if content.at_eof():
+                # The last chunk and the end of the response leave in one write.
+                await response.write_eof(chunk)
+                outcome.usage = tap.usage()
+                return True
+            await response.write(chunk)
+        except ConnectionResetError:
+            outcome.client_gone = True
+            return False

@@ -48,6 +48,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="listen beyond localhost even without API keys",
     )
+    parser.add_argument(
+        "--event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="auto: uvloop when installed (default)",
+    )
     sub = parser.add_subparsers(dest="command")
     key = sub.add_parser("key", help="manage API keys").add_subparsers(dest="key_command")
     create = key.add_parser("new", help="make a key, print it once, append its digest")
@@ -115,11 +121,15 @@ async def serve(config: GatewayConfig, keys: KeyRing) -> None:
         await runner.cleanup()
 
 
-def _event_loop_runner() -> Any:
-    """uvloop when installed: it lowers the gateway's own latency (see bench/gateway)."""
+def _event_loop_runner(choice: str) -> Any:
+    """uvloop when installed: it lowers the gateway's CPU cost per request (see bench/gateway)."""
+    if choice == "asyncio":
+        return asyncio.run
     try:
         import uvloop
     except ImportError:
+        if choice == "uvloop":
+            raise MaasError.single("gateway-loop", "uvloop is not installed") from None
         return asyncio.run
     return uvloop.run
 
@@ -141,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         keys = KeyRing(config.keys_file)
         check_exposure(config, keys.required)
         with contextlib.suppress(KeyboardInterrupt):
-            _event_loop_runner()(serve(config, keys))
+            _event_loop_runner(args.event_loop)(serve(config, keys))
     except MaasError as exc:
         for diagnostic in exc.diagnostics:
             print(f"maas-gateway: {diagnostic.render()}", file=sys.stderr)

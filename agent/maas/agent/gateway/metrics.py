@@ -3,6 +3,8 @@ so an unknown or alias name cannot grow the label set)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from maas.agent.gateway.usage import Usage
@@ -54,19 +56,55 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        # Looking children up by label values costs microseconds per call; a request touches
+        # six of them, so they are bound once per (model, route).
+        self._bound: dict[tuple[str, str], RouteMetrics] = {}
+
+    def route(self, model: str, route: str) -> RouteMetrics:
+        bound = self._bound.get((model, route))
+        if bound is None:
+            bound = self._bound[(model, route)] = RouteMetrics(self, model, route)
+        return bound
+
     def answered(self, model: str, route: str, code: int, seconds: float) -> None:
-        self.requests.labels(model, route, str(code)).inc()
-        if model != UNKNOWN:
-            self.latency.labels(model, route).observe(seconds)
+        self.route(model, route).answered(code, seconds)
 
     def error(self, model: str, route: str, reason: str) -> None:
-        self.errors.labels(model, route, reason).inc()
-
-    def used(self, model: str, usage: Usage) -> None:
-        if usage.prompt_tokens:
-            self.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
-        if usage.completion_tokens:
-            self.tokens.labels(model, "completion").inc(usage.completion_tokens)
+        self.route(model, route).error(reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RouteMetrics:
+    """The children of the gateway's metrics for one model and route."""
+
+    def __init__(self, metrics: GatewayMetrics, model: str, route: str) -> None:
+        self._metrics = metrics
+        self.model = model
+        self.route = route
+        self.latency = metrics.latency.labels(model, route)
+        self.first_byte = metrics.first_byte.labels(model, route)
+        self.outstanding = metrics.outstanding.labels(model)
+        self.prompt_tokens = metrics.tokens.labels(model, "prompt")
+        self.completion_tokens = metrics.tokens.labels(model, "completion")
+        self._codes: dict[int, Any] = {}
+
+    def answered(self, code: int, seconds: float) -> None:
+        counter = self._codes.get(code)
+        if counter is None:
+            counter = self._codes[code] = self._metrics.requests.labels(
+                self.model, self.route, str(code)
+            )
+        counter.inc()
+        if self.model != UNKNOWN:
+            self.latency.observe(seconds)
+
+    def error(self, reason: str) -> None:
+        self._metrics.errors.labels(self.model, self.route, reason).inc()
+
+    def used(self, usage: Usage) -> None:
+        if usage.prompt_tokens:
+            self.prompt_tokens.inc(usage.prompt_tokens)
+        if usage.completion_tokens:
+            self.completion_tokens.inc(usage.completion_tokens)
