@@ -105,6 +105,10 @@ class AgentProcess:
             self.process.send_signal(sig)
             self.process.wait(timeout=30)
 
+    def kill_signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
     def ctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "maas.cli.main", *args],

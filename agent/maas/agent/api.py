@@ -6,8 +6,10 @@ Every failure is a JSON error with a 4xx/5xx status; a request can never crash t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -43,6 +45,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 class Api:
     def __init__(self, agent: Any) -> None:
         self.agent = agent  # maas.agent.daemon.Agent (not imported: it imports us)
+        # Followed log streams block a thread each for as long as a client reads; they get their
+        # own pool so that they can never starve the reconcile loop's threads.
+        self.log_threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="logs")
+        self.streams: set[Iterator[bytes]] = set()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
@@ -130,19 +136,42 @@ class Api:
         )
         if container is None:
             return error(404, f"no container for deployment '{name}' replica {replica}")
-        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-        await response.prepare(request)
-        stream = await asyncio.to_thread(
-            self.agent.engine.logs, container.id, tail=tail, follow=follow
+        loop = asyncio.get_running_loop()
+        stream = await loop.run_in_executor(
+            self.log_threads, lambda: self.agent.engine.logs(container.id, tail=tail, follow=follow)
         )
-        sentinel = object()
-        while True:
-            chunk = await asyncio.to_thread(next, stream, sentinel)
-            if chunk is sentinel:
-                break
-            assert isinstance(chunk, bytes)
-            try:
+        self.streams.add(stream)
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        try:
+            await response.prepare(request)
+            while chunk := await loop.run_in_executor(self.log_threads, _next_chunk, stream):
                 await response.write(chunk)
-            except (ConnectionResetError, asyncio.CancelledError):
-                break
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            # A client that left (the handler is cancelled) or an agent that stops: closing the
+            # stream unblocks the thread that waits in it.
+            self.streams.discard(stream)
+            _close(stream)
         return response
+
+    def close_streams(self) -> None:
+        """Ends every log stream (the agent is stopping)."""
+        for stream in list(self.streams):
+            _close(stream)
+        self.log_threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _next_chunk(stream: Iterator[bytes]) -> bytes:
+    """The next chunk, or b"" when the stream ended or was closed under the waiting thread."""
+    try:
+        return next(stream, b"")
+    except (OSError, ValueError, AttributeError, MaasError):
+        return b""
+
+
+def _close(stream: Iterator[bytes]) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            close()

@@ -200,7 +200,13 @@ class Agent:
         """Docker events wake the loop early (a thread with its own client: the stream blocks)."""
         while not self.stopping.is_set():
             try:
-                for _event in Engine().events(self.reconciler.node_name):
+                engine = Engine()
+                for event in engine.events(self.reconciler.node_name):
+                    if event.get("status") == "die":
+                        # dockerd announces "die" before it records the exit; an inspect waits
+                        # for the container's lock, so the next pass lists it as exited.
+                        with contextlib.suppress(MaasError):
+                            engine.inspect(str(event.get("id", "")))
                     self.wake()
                     if self.stopping.is_set():
                         return
@@ -240,7 +246,9 @@ class Agent:
         self.loop.add_signal_handler(signal.SIGTERM, self.stop)
         self.loop.add_signal_handler(signal.SIGINT, self.stop)
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
-        runner = web.AppRunner(Api(self).app(), access_log=None)
+        api = Api(self)
+        # Cancelling the handler of a client that went away ends its followed log stream.
+        runner = web.AppRunner(api.app(), access_log=None, handler_cancellation=True)
         await runner.setup()
         sock = open_socket(self.config.socket, self.config.socket_group)
         await web.SockSite(runner, sock).start()
@@ -258,6 +266,7 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        api.close_streams()
         await runner.cleanup()
         with contextlib.suppress(OSError):
             self.config.socket.unlink()

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests
+from docker.models.containers import _create_container_args
 
 from maas.agent.observe import LABEL_MANAGED, LABEL_NODE
 from maas.compiler.diagnostics import MaasError
@@ -113,13 +114,16 @@ class Engine:
 
     def create_and_start(self, spec: dict[str, Any]) -> str:
         def run() -> str:
-            container = self._client.containers.create(**spec)
+            # docker-py's own translation of run()-style arguments, without the inspect that
+            # containers.create() adds: one create and one start call per container.
+            arguments = _create_container_args({**spec, "version": self._client.api._version})
+            container_id = str(self._client.api.create_container(**arguments)["Id"])
             try:
-                container.start()
+                self._client.api.start(container_id)
             except docker.errors.APIError:
-                container.remove(force=True)
+                self._client.api.remove_container(container_id, force=True)
                 raise
-            return str(container.id)
+            return container_id
 
         return _wrap(f"create {spec.get('name')}", run)
 

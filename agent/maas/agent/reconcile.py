@@ -31,7 +31,7 @@ from maas.compiler.plan import Plan, PlanDeployment
 from maas.compiler.sources import load_sources
 
 log = structlog.get_logger("maas.agent")
-PARALLEL_ACTIONS = 4
+PARALLEL_ACTIONS = 8
 
 
 @dataclass

@@ -1,0 +1,111 @@
+"""The agent's unix-socket API under bad requests, its logs stream, SIGHUP reload, and `maasctl`
+without an agent. A request may fail, but the agent must keep answering."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests_agent_support import AgentProcess, web_spec
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=30)
+        self.unix_path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.unix_path)
+
+
+def request(agent: AgentProcess, method: str, route: str, body: bytes | None = None) -> Any:
+    connection = UnixConnection(agent.socket)
+    try:
+        connection.request(method, route, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_bad_requests_get_json_errors_and_the_agent_survives(agent: AgentProcess) -> None:
+    cases = [
+        ("GET", "/v1/nothing-here", None, 404),
+        ("POST", "/v1/apply", b"{not json", 400),
+        ("POST", "/v1/apply", b"[1, 2]", 400),
+        ("POST", "/v1/apply", b'{"sources": {"a.yaml": 3}}', 400),
+        ("POST", "/v1/apply", b"x" * (9 * 1024 * 1024), 413),
+        ("DELETE", "/v1/deployments/ghost", None, 404),
+        ("GET", "/v1/logs/ghost?tail=oops", None, 400),
+        ("GET", "/v1/logs/ghost", None, 404),
+    ]
+    for method, route, body, expected in cases:
+        status, answer = request(agent, method, route, body)
+        assert status == expected, (method, route, answer)
+        assert answer["error"], answer
+    bad_spec = {"sources": {"bad.yaml": "apiVersion: maas/v1\nkind: Deployment\nmetadata: {}\n"}}
+    status, answer = request(agent, "POST", "/v1/apply", json.dumps(bad_spec).encode())
+    assert status == 422 and answer["diagnostics"][0]["file"] == "bad.yaml"
+    status, answer = request(agent, "GET", "/v1/status")
+    assert status == 200 and answer["node"] == agent.node and answer["deployments"] == []
+
+
+def test_invalid_spec_is_refused_by_maasctl_apply(agent: AgentProcess, busybox: str) -> None:
+    result = agent.apply("web", web_spec("web", busybox, replicas=-1))
+    assert result.returncode == 1
+    assert "web.yaml" in result.stderr and "Traceback" not in result.stderr
+    assert agent.containers() == []
+
+
+def test_logs_tail_and_follow(agent: AgentProcess, busybox: str) -> None:
+    command = (
+        '[/bin/busybox, sh, -c, "echo hello-logs; exec /bin/busybox httpd -f -p {{port}} -h /www"]'
+    )
+    assert agent.apply("web", web_spec("web", busybox, command=command)).returncode == 0
+    tail = agent.ctl("logs", "web", "--tail", "5")
+    assert tail.returncode == 0 and "hello-logs" in tail.stdout
+    with subprocess.Popen(
+        [sys.executable, "-m", "maas.cli.main", "logs", "web", "-f"],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "MAAS_AGENT_SOCKET": str(agent.socket)},
+    ) as follow:
+        try:
+            assert follow.stdout is not None
+            assert b"hello-logs" in follow.stdout.readline()
+            assert follow.poll() is None  # still following
+        finally:
+            follow.kill()
+    assert agent.status()["deployments"][0]["ready_replicas"] == 1
+
+
+def test_sighup_reloads_config(agent: AgentProcess, busybox: str) -> None:
+    settings = json.loads(agent.config.read_text())
+    agent.config.write_text("port_range: [oops]\n")
+    agent.kill_signal(signal.SIGHUP)
+    agent.wait_for(lambda: "reload failed" in agent.log.read_text(), what="refused reload")
+    settings["port_range"] = [59900, 59909]
+    agent.config.write_text(json.dumps(settings))
+    agent.kill_signal(signal.SIGHUP)
+    agent.wait_for(lambda: "configuration reloaded" in agent.log.read_text(), what="reload")
+    assert agent.apply("web", web_spec("web", busybox)).returncode == 0
+    (web,) = agent.status()["deployments"]
+    assert 59900 <= web["containers"][0]["port"] <= 59909
+
+
+def test_maasctl_without_an_agent_says_how_to_start_one(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "maas.cli.main", "status", "--socket", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 69
+    assert "no agent answers" in result.stderr and "maas-agent" in result.stderr
