@@ -11,7 +11,7 @@ import pytest
 from tests_agent_support import AgentProcess
 
 from support.images import llama_server_image
-from support.tiny_gguf import write_tiny_llama
+from support.gguf_factory import write_tiny_llama
 
 pytestmark = pytest.mark.slow
 
