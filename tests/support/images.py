@@ -52,29 +52,28 @@ def busybox_image() -> str:
     return tag
 
 
+LLAMA_ROOTFS = (
+    "mmdebstrap",
+    "--variant=minbase",
+    "--include=llama.cpp-tools,ca-certificates",
+    '--aptopt=Acquire::Check-Valid-Until "false"',
+    "sid",
+)
+LLAMA_CHANGE = 'ENTRYPOINT ["llama-server"]'
+
+
 def llama_server_image() -> str:
     """A real llama.cpp `llama-server` from Debian sid's llama.cpp-tools (mmdebstrap, ~30 s)."""
-    tag = "maas-test/llama-server:sid-1"
+    recipe = hashlib.sha256("\0".join((*LLAMA_ROOTFS, LLAMA_CHANGE)).encode()).hexdigest()[:12]
+    tag = f"maas-test/llama-server:{recipe}"
     if _has(tag):
         return tag
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
-        subprocess.run(
-            [
-                "mmdebstrap",
-                "--variant=minbase",
-                "--include=llama.cpp-tools,ca-certificates",
-                '--aptopt=Acquire::Check-Valid-Until "false"',
-                "sid",
-                str(root),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=900,
-        )
+        subprocess.run([*LLAMA_ROOTFS, str(root)], check=True, capture_output=True, timeout=900)
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
         subprocess.run(
-            ["docker", "import", "--change", 'ENTRYPOINT ["llama-server"]', "-", tag],
+            ["docker", "import", "--change", LLAMA_CHANGE, "-", tag],
             stdin=tar.stdout,
             check=True,
             capture_output=True,
