@@ -105,6 +105,9 @@ class Gateway:
             timeout=timeout,
             auto_decompress=False,
             skip_auto_headers=SKIP_AUTO_HEADERS,
+            # One session serves every client: a cookie one replica sets must never reach
+            # another client's request.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         await self.source.start()
         self._housekeeping = asyncio.create_task(self._housekeep(), name="gateway-housekeeping")

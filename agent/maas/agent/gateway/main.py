@@ -115,10 +115,22 @@ async def serve(config: GatewayConfig, keys: KeyRing) -> None:
         await site.start()
         log.info("listening", host=config.host, port=config.port, keys=keys.required)
         notifier.ready(f"listening on {config.host}:{config.port}")
+        watchdog = asyncio.create_task(_watchdog(notifier), name="gateway-watchdog")
         await stop.wait()
+        watchdog.cancel()
         notifier.stopping()
     finally:
         await runner.cleanup()
+
+
+async def _watchdog(notifier: Notifier) -> None:
+    """WATCHDOG=1 from the event loop itself: a stuck loop stops the pings and systemd restarts
+    the gateway."""
+    if not notifier.watchdog_s:
+        return
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(notifier.watchdog_s / 3)
 
 
 def _event_loop_runner(choice: str) -> Any:
