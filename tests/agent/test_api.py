@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,23 @@ def test_maasctl_without_an_agent_says_how_to_start_one(tmp_path: Path) -> None:
     )
     assert result.returncode == 69
     assert "no agent answers" in result.stderr and "maas-agent" in result.stderr
+
+
+def test_metrics_and_applied_at(tmp_path: Path, busybox: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    agent = AgentProcess(tmp_path, {"metrics_port": port})
+    agent.start()
+    try:
+        assert agent.apply("web", web_spec("web", busybox)).returncode == 0
+        status = agent.status()
+        assert status["applied_at"] > 0
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        metrics = text.decode()
+        assert 'maas_agent_deployments{state="running"} 1.0' in metrics
+        assert 'maas_agent_reconcile_passes_total{result="ok"}' in metrics
+        assert 'maas_agent_actions_total{kind="create"} 1.0' in metrics
+        assert "maas_agent_last_success_timestamp_seconds" in metrics
+    finally:
+        agent.cleanup()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from tests_agent_support import AgentProcess
 
-from support.images import llama_server_image
 from support.gguf_factory import write_tiny_llama
+from support.images import llama_server_image
 
 pytestmark = pytest.mark.slow
 

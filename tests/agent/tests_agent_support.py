@@ -103,7 +103,12 @@ class AgentProcess:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(sig)
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"the agent ignored signal {sig} for 30 s") from None
 
     def kill_signal(self, sig: int) -> None:
         assert self.process is not None
@@ -152,7 +157,12 @@ class AgentProcess:
         raise AssertionError(f"timed out waiting for {what}\n{self.log.read_text()[-3000:]}")
 
     def cleanup(self) -> None:
-        self.kill(signal.SIGTERM)
+        try:
+            self.kill(signal.SIGTERM)
+        finally:
+            self.remove_containers()
+
+    def remove_containers(self) -> None:
         ids = subprocess.run(
             ["docker", "ps", "-aq", "--filter", f"label=maas.node={self.node}"],
             capture_output=True,

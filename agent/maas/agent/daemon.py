@@ -88,6 +88,7 @@ class Agent:
     def status(self) -> dict[str, Any]:
         r = self.reconciler
         extra: dict[str, Any] = {
+            "applied_at": r.applied_at,
             "errors": [d.as_dict() for d in r.errors],
             "last_pass": {
                 "at": r.last.started,

@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from maas.agent.status import deployment_status
+
 
 class _StateCollector(Collector):
     """Gauges computed at scrape time from the reconciler's current view."""
@@ -28,23 +30,13 @@ class _StateCollector(Collector):
         )
         counts: dict[str, int] = {}
         plan = r.plan
+        health = dict(r.health)  # a copy: the reconcile thread may change it meanwhile
         for d in plan.deployments if plan else []:
-            phases = [
-                r.health[(d.name, i)].phase for i in range(d.replicas) if (d.name, i) in r.health
-            ]
-            state = (
-                "running"
-                if phases and all(p == "running" for p in phases)
-                else (phases[0] if phases else "pending")
-            )
+            # The same state as `maasctl status` shows.
+            state = deployment_status(d, list(r.observed), health)["state"]
             counts[state] = counts.get(state, 0) + 1
             restarts.add_metric(
-                [d.name],
-                sum(
-                    r.health[(d.name, i)].restarts
-                    for i in range(d.replicas)
-                    if (d.name, i) in r.health
-                ),
+                [d.name], sum(h.restarts for (name, _), h in health.items() if name == d.name)
             )
             for uuid in d.placement.gpus:
                 gpus.add_metric([d.name, uuid], {})

@@ -71,6 +71,7 @@ class Reconciler:
         self.health: dict[Replica, ReplicaHealth] = {}
         self.observed: list[ObservedContainer] = []
         self.plan: Plan | None = None
+        self.applied_at: float | None = None  # when the desired state was last submitted
         self.errors: list[Diagnostic] = []
         self.last: PassResult = PassResult()
         self.passes = 0
@@ -80,6 +81,7 @@ class Reconciler:
     # desired state -------------------------------------------------------------------------
     def desired_plan(self) -> Plan:
         desired = self.store.load()
+        self.applied_at = desired.applied_at
         if not desired.sources:
             return desired.plan or Plan(node=self.node_name)
         try:
