@@ -29,6 +29,8 @@ class Backend:
     threads_flag: str | None = None
     tensor_split_flag: str | None = None
     override_tensor_flag: str | None = None
+    gpu_memory_utilization_flag: str | None = None
+    cpu_offload_flag: str | None = None
     owned_flags: frozenset[str] = field(default_factory=frozenset)
     serves_openai: bool = True
 
@@ -98,6 +100,8 @@ VLLM = Backend(
     health_paths=("/health", "/v1/models"),
     context_flag="--max-model-len",
     tensor_parallel_flag="--tensor-parallel-size",
+    gpu_memory_utilization_flag="--gpu-memory-utilization",
+    cpu_offload_flag="--cpu-offload-gb",
     owned_flags=frozenset(
         {
             "--model",

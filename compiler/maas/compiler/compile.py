@@ -11,6 +11,7 @@ from maas.compiler.backends import resolve_backend
 from maas.compiler.checks import check_deployments
 from maas.compiler.diagnostics import Diagnostic, raise_if_errors
 from maas.compiler.documents import Loaded
+from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Node
 from maas.compiler.placement import PlacementResult, place
 from maas.compiler.plan import Plan, PlanDeployment
@@ -26,8 +27,13 @@ def compile_plan(
     options: CompileOptions | None = None,
     previous: Plan | None = None,
     resolved_files: Mapping[str, str] | None = None,
+    models: Mapping[str, ModelMetadata] | None = None,
 ) -> Plan:
-    """The Plan of `node` for `deployments`; raises `MaasError` with all problems found."""
+    """The Plan of `node` for `deployments`; raises `MaasError` with all problems found.
+
+    `models` holds the model metadata per deployment name (fetched at the edge); without it a
+    deployment is placed by the foundation rules and its estimate is unknown.
+    """
     options = options or CompileOptions()
     diagnostics = check_deployments(deployments)
     placed: list[tuple[Loaded[Deployment], PlacementResult]] = []
@@ -37,7 +43,13 @@ def compile_plan(
             diagnostics.append(selector_problem)
             continue
         backend, _ = resolve_backend(loaded.model.spec)
-        result = place(loaded, backend, node)
+        result = place(
+            loaded,
+            backend,
+            node,
+            metadata=(models or {}).get(loaded.model.metadata.name),
+            gpu_margin_bytes=options.gpu_margin_bytes,
+        )
         diagnostics.extend(result.diagnostics)
         if options.policy is not None and result.placement is not None:
             image = loaded.model.spec.image or backend.image_for(gpu=result.placement.mode != "cpu")

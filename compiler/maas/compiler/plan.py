@@ -33,6 +33,9 @@ class Placement(PlanModel):
     cpuset: str | None = None
     cpuset_mems: str | None = None
     threads: int | None = None
+    context_length: int | None = Field(default=None, description="Context the backend is given.")
+    gpu_memory_utilization: float | None = None
+    cpu_offload_gb: int | None = None
     reason: str = ""
 
 
@@ -133,10 +136,16 @@ HASHED_FIELDS = (
 )
 
 
+UNHASHED_WHEN_UNSET = ("context_length", "gpu_memory_utilization", "cpu_offload_gb")
+
+
 def spec_hash(deployment: PlanDeployment) -> str:
     """`v1:<hex>` over what defines a container; replicas, health and labels are left out."""
     data = deployment.model_dump(mode="json", include=set(HASHED_FIELDS))
     placement = deployment.placement.model_dump(mode="json", exclude={"reason"})
+    for key in UNHASHED_WHEN_UNSET:  # fields added later: unset, they keep earlier hashes
+        if placement.get(key) is None:
+            placement.pop(key, None)
     payload = canonical_json({"deployment": data, "placement": placement})
     return f"{SPEC_HASH_VERSION}:{hashlib.sha256(payload.encode()).hexdigest()[:24]}"
 

@@ -144,8 +144,9 @@ def render_deployment(
 def placement_flags(backend: Backend, spec: DeploymentBody, placement: Placement) -> list[str]:
     """Arguments through which the backend learns the placement, in catalogue order."""
     flags: list[str] = []
-    if backend.context_flag and spec.context_length:
-        flags += [backend.context_flag, str(spec.context_length)]
+    context = spec.context_length or placement.context_length
+    if backend.context_flag and context:
+        flags += [backend.context_flag, str(context)]
     if backend.gpu_layers_flag:
         layers = {"gpu": 999, "cpu": 0}.get(placement.mode, placement.gpu_layers or 0)
         if placement.mode == "gpu" and placement.layers_total is not None:
@@ -159,4 +160,8 @@ def placement_flags(backend: Backend, spec: DeploymentBody, placement: Placement
         flags += [backend.tensor_parallel_flag, str(placement.tensor_parallel_size)]
     if backend.threads_flag and placement.threads:
         flags += [backend.threads_flag, str(placement.threads)]
+    if backend.gpu_memory_utilization_flag and placement.gpu_memory_utilization:
+        flags += [backend.gpu_memory_utilization_flag, f"{placement.gpu_memory_utilization:g}"]
+    if backend.cpu_offload_flag and placement.cpu_offload_gb:
+        flags += [backend.cpu_offload_flag, str(placement.cpu_offload_gb)]
     return flags

@@ -1,0 +1,190 @@
+"""`ModelMetadata`: what placement knows about a model, as one serialisable value.
+
+Built from GGUF headers (`from_gguf`, split files as one model) or from a safetensors
+`config.json` plus weight bytes (maas.compiler.metadata.safetensors). Byte counts are exact for GGUF
+(per layer, from the tensor table); the agent caches the value as JSON per repo revision.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from maas.compiler.diagnostics import MaasError, Position
+
+if TYPE_CHECKING:  # the parser imports the gguf package (numpy); keep this module light
+    from maas.compiler.metadata.gguf import GgufHeader, TensorInfo
+
+BLOCK = re.compile(r"^blk\.(\d+)\.")
+EXPERTS = re.compile(r"\.ffn_(gate|up|down|gate_up)_(ch)?exps\b")
+
+
+class LayerBytes(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    total: int = Field(description="All weights of the repeating layer, experts included.")
+    experts: int = Field(default=0, description="Routed-expert tensors (ffn_*_exps).")
+    largest: int = Field(default=0, description="Largest single tensor.")
+    largest_expert: int = Field(default=0, description="Largest routed-expert tensor.")
+
+
+class ModelMetadata(BaseModel):
+    """Model facts read from headers only; sizes in bytes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    format: Literal["gguf", "safetensors"]
+    architecture: str
+    name: str | None = None
+    block_count: int
+    context_length: int | None = None
+    embedding_length: int
+    feed_forward_length: int | None = None
+    head_count: int
+    head_count_kv: int
+    key_length: int
+    value_length: int
+    expert_count: int = 0
+    expert_used_count: int = 0
+    expert_feed_forward_length: int | None = None
+    vocab_size: int | None = None
+    weight_bytes: int
+    layers: list[LayerBytes] = Field(default_factory=list, description="GGUF only.")
+    token_embd_bytes: int = 0
+    output_bytes: int = Field(default=0, description="Output head (+ norm) as loaded on a device.")
+    dtype_bytes: float | None = Field(default=None, description="Bytes per weight (safetensors).")
+    quantization: str | None = None
+    files: list[str] = Field(default_factory=list)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.expert_count > 1
+
+    @property
+    def kv_width(self) -> int:
+        """K plus V elements per token per layer (n_embd_k_gqa + n_embd_v_gqa)."""
+        return self.head_count_kv * (self.key_length + self.value_length)
+
+
+def _int(header: GgufHeader, key: str, default: int | None = None) -> int | None:
+    value = header.get(key, default)
+    if isinstance(value, list):  # per-layer arrays (e.g. head_count_kv): the largest counts
+        value = max(value) if value else default
+    if isinstance(value, bool) or not isinstance(value, int | None):
+        return default
+    return value
+
+
+def from_gguf(headers: Sequence[GgufHeader], *, names: Sequence[str]) -> ModelMetadata:
+    """One model from its GGUF files (a split model passes every shard, any order)."""
+    first = _first_shard(headers, names)
+    arch = first.get("general.architecture")
+    if not isinstance(arch, str):
+        raise _missing(names[0], "general.architecture")
+
+    def need(key: str) -> int:
+        value = _int(first, f"{arch}.{key}")
+        if value is None or value <= 0:
+            raise _missing(names[0], f"{arch}.{key}")
+        return value
+
+    n_layer, n_embd, n_head = (
+        need("block_count"),
+        need("embedding_length"),
+        need("attention.head_count"),
+    )
+    n_head_kv = _int(first, f"{arch}.attention.head_count_kv") or n_head
+    head_dim = n_embd // n_head
+    tensors = [t for h in headers for t in h.tensors]
+    layers, token_embd, output = _layer_bytes(tensors, n_layer)
+    return ModelMetadata(
+        format="gguf",
+        architecture=arch,
+        name=first.get("general.name") if isinstance(first.get("general.name"), str) else None,
+        block_count=n_layer,
+        context_length=_int(first, f"{arch}.context_length"),
+        embedding_length=n_embd,
+        feed_forward_length=_int(first, f"{arch}.feed_forward_length"),
+        head_count=n_head,
+        head_count_kv=n_head_kv,
+        key_length=_int(first, f"{arch}.attention.key_length") or head_dim,
+        value_length=_int(first, f"{arch}.attention.value_length") or head_dim,
+        expert_count=_int(first, f"{arch}.expert_count") or 0,
+        expert_used_count=_int(first, f"{arch}.expert_used_count") or 0,
+        expert_feed_forward_length=_int(first, f"{arch}.expert_feed_forward_length"),
+        vocab_size=first.array_lengths.get("tokenizer.ggml.tokens")
+        or _int(first, f"{arch}.vocab_size"),
+        weight_bytes=sum(t.nbytes for t in tensors),
+        layers=layers,
+        token_embd_bytes=token_embd,
+        output_bytes=output,
+        quantization=_quantization(tensors),
+        files=list(names),
+    )
+
+
+def _first_shard(headers: Sequence[GgufHeader], names: Sequence[str]) -> GgufHeader:
+    if not headers:
+        raise ValueError("from_gguf needs at least one header")
+    by_no = {int(h.get("split.no", 0)): h for h in headers}
+    count = int(headers[0].get("split.count", 1))
+    if len(by_no) != len(headers) or sorted(by_no) != list(range(count)):
+        have = sorted(by_no)
+        raise MaasError.single(
+            "model-metadata",
+            f"split GGUF needs all {count} files; got shard numbers {have}",
+            position=Position(names[0]),
+        )
+    return by_no[0]
+
+
+def _layer_bytes(tensors: list[TensorInfo], n_layer: int) -> tuple[list[LayerBytes], int, int]:
+    total = [0] * n_layer
+    experts = [0] * n_layer
+    largest = [0] * n_layer
+    largest_expert = [0] * n_layer
+    token_embd = output = 0
+    has_output = False
+    for tensor in tensors:
+        match = BLOCK.match(tensor.name)
+        if match and int(match.group(1)) < n_layer:
+            i = int(match.group(1))
+            total[i] += tensor.nbytes
+            largest[i] = max(largest[i], tensor.nbytes)
+            if EXPERTS.search(tensor.name):
+                experts[i] += tensor.nbytes
+                largest_expert[i] = max(largest_expert[i], tensor.nbytes)
+        elif tensor.name.startswith("token_embd."):
+            token_embd += tensor.nbytes
+        elif tensor.name.startswith("output"):
+            output += tensor.nbytes
+            has_output = has_output or tensor.name == "output.weight"
+    if not has_output:  # tied embeddings: llama.cpp loads a copy of token_embd as the output
+        output += token_embd
+    layers = [
+        LayerBytes(total=t, experts=e, largest=g, largest_expert=x)
+        for t, e, g, x in zip(total, experts, largest, largest_expert, strict=True)
+    ]
+    return layers, token_embd, output
+
+
+def _quantization(tensors: list[TensorInfo]) -> str | None:
+    from gguf.constants import GGMLQuantizationType
+
+    weights: dict[int, int] = {}
+    for tensor in tensors:
+        if len(tensor.shape) >= 2:
+            weights[tensor.ggml_type] = weights.get(tensor.ggml_type, 0) + tensor.nbytes
+    if not weights:
+        return None
+    return GGMLQuantizationType(max(weights, key=lambda k: weights[k])).name
+
+
+def _missing(name: str, key: str) -> MaasError:
+    return MaasError.single(
+        "model-metadata",
+        f"GGUF header lacks '{key}'",
+        position=Position(name),
+        hints=("placement needs the model's shape; is this a language model?",),
+    )
