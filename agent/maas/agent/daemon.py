@@ -126,8 +126,10 @@ class Agent:
             else:
                 self.notifier.status(self._summary())
             self.notifier.watchdog()
+            # Pings must come at least twice per watchdog period, whatever the resync period.
+            idle = min(self.config.resync_s, (self.notifier.watchdog_s or float("inf")) / 2)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken_or_stopping(), timeout=self.config.resync_s)
+                await asyncio.wait_for(self._woken_or_stopping(), timeout=idle)
 
     async def _woken_or_stopping(self) -> None:
         stop = asyncio.ensure_future(self.stopping.wait())
