@@ -215,3 +215,32 @@ def test_secrets_never_leak(tmp_path: Path, busybox: str) -> None:
         )
     finally:
         agent.cleanup()
+
+
+def test_model_download_failure_is_reported_and_starts_nothing(
+    tmp_path: Path, busybox: str
+) -> None:
+    """A built-in backend's model is fetched into the cache before its container starts; a hub
+    that does not answer leaves the deployment failed with the reason, and no container."""
+    agent = AgentProcess(tmp_path)
+    agent.start(env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2"})
+    try:
+        spec = (
+            "apiVersion: maas/v1\nkind: Deployment\nmetadata: {name: hub}\nspec:\n"
+            "  source: huggingface\n  repo_id: org/tiny-GGUF\n  file: tiny.Q8_0.gguf\n"
+            f"  image: {busybox}\n  allow_cpu_offload: true\n"
+        )
+        assert agent.apply("hub", spec, wait=False).returncode == 0
+
+        def failed() -> bool:
+            (d,) = agent.status()["deployments"]
+            return bool(d["state"] == "failed" and d["last_error"])
+
+        agent.wait_for(failed, timeout=60, what="download failure")
+        (hub,) = agent.status()["deployments"]
+        assert hub["backend"] == "llama-box"
+        assert "cannot download org/tiny-GGUF" in hub["last_error"]
+        assert agent.containers() == []
+        assert not list((tmp_path / "cache").rglob("*.gguf"))
+    finally:
+        agent.cleanup()
