@@ -90,10 +90,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url: str, script: Path, connections: int, seconds: int) -> tuple[float, float, float]:
+def pinned(args: argparse.Namespace, role: str) -> list[str]:
+    """With --pin: the load (wrk and the replica) on CPU 0, the gateway alone on CPU 1."""
+    if not args.pin:
+        return []
+    return ["taskset", "-c", "1" if role == "gateway" else "0"]
+
+
+def wrk(
+    url: str, script: Path, connections: int, seconds: int, prefix: list[str]
+) -> tuple[float, float, float]:
     """Requests per second, median and 99th percentile latency in ms."""
     out = subprocess.run(
         [
+            *prefix,
             "wrk",
             "-t",
             "1",
@@ -135,7 +145,7 @@ def measure(
 ) -> Run:
     before = {k: cpu_seconds(p) for k, p in pids.items()}
     wall = time.monotonic()
-    rps, p50, p99 = wrk(url, script, connections, args.seconds)
+    rps, p50, p99 = wrk(url, script, connections, args.seconds, pinned(args, "load"))
     requests = rps * (time.monotonic() - wall)
     used = {k: (cpu_seconds(p) - before[k]) * 1e6 / requests for k, p in pids.items()}
     return Run(rps, p50, p99, used["gateway"], used["replica"])
@@ -152,7 +162,9 @@ def start_peers(
     through = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
     replica_args = ["--tokens", str(args.tokens), "--interval-ms", str(interval_ms)]
     replica = stack.enter_context(
-        process([py, peers, "replica", str(replica_port), *replica_args], direct)
+        process(
+            [*pinned(args, "load"), py, peers, "replica", str(replica_port), *replica_args], direct
+        )
     )
     stack.enter_context(process([py, peers, "status", str(socket_path), str(replica_port)]))
     while not socket_path.exists():
@@ -161,7 +173,9 @@ def start_peers(
     gateway_args += ["--keys-file", str(tmp / "no-keys"), "--config", str(tmp / "gateway.yaml")]
     gateway_args += ["--event-loop", args.event_loop]
     gateway = stack.enter_context(
-        process([py, "-m", "maas.agent.gateway.main", *gateway_args], through)
+        process(
+            [*pinned(args, "gateway"), py, "-m", "maas.agent.gateway.main", *gateway_args], through
+        )
     )
     return direct, through, {"gateway": gateway.pid, "replica": replica.pid}
 
@@ -174,8 +188,8 @@ def scenario(
     results: dict[str, list[Run]] = {"direct": [], "gateway": []}
     with ExitStack() as stack:
         direct, through, pids = start_peers(stack, name, interval_ms, args, tmp)
-        wrk(direct, script, connections, 2)  # warm both paths up
-        wrk(through, script, connections, 2)
+        wrk(direct, script, connections, 2, pinned(args, "load"))  # warm both paths up
+        wrk(through, script, connections, 2, pinned(args, "load"))
         for round_ in range(args.rounds):
             for mode, url in (("direct", direct), ("gateway", through)):
                 run = measure(url, args, connections, script, pids)
@@ -209,8 +223,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--only", choices=["instant", "paced", "single"])
+    parser.add_argument(
+        "--pin", action="store_true", help="load on CPU 0, the gateway alone on CPU 1"
+    )
     parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     args = parser.parse_args()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
         f"{os.cpu_count()} CPUs, {args.connections} connections, {args.tokens} tokens per "
         f"stream, {args.rounds} rounds of {args.seconds} s, medians"
@@ -242,6 +260,7 @@ def main() -> None:
             f"replica {r['replica_cpu_us']:.0f} us (direct runs)"
         )
     print("goals: added p50 <= 1 ms, ratio >= 0.9x")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

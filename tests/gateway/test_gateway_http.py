@@ -329,3 +329,14 @@ async def test_generic_proxy_for_any_method_path_and_query() -> None:
                 assert r.status == 404
             async with s.get(url + "/proxy/missing/anything") as r:
                 assert r.status == 404
+
+
+@asynctest()
+async def test_expect_continue_is_answered_by_the_gateway() -> None:
+    replica = Replica("r0")
+    async with serving(replica.app()) as up:
+        doc = status(deployment("m", [port_of(up)]))
+        async with gateway(doc) as (url, _), aiohttp.ClientSession() as s:
+            async with s.post(url + "/v1/chat/completions", json=CHAT, expect100=True) as r:
+                assert r.status == 200
+    assert "Expect" not in replica.seen[0]["headers"]

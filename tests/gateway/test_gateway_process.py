@@ -4,6 +4,7 @@ notification, SIGTERM, and polling a status API on a real unix socket."""
 from __future__ import annotations
 
 import asyncio
+import configparser
 import json
 import os
 import signal
@@ -135,3 +136,18 @@ async def test_agent_route_source_polls_the_status_socket(tmp_path: Path) -> Non
     finally:
         await source.close()
         await runner.cleanup()
+
+
+UNIT = Path(__file__).resolve().parents[2] / "packaging" / "systemd" / "maas-gateway.service"
+
+
+def test_unit_file() -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read(UNIT)
+    service = parser["Service"]
+    assert service["Type"] == "notify" and service["Restart"] == "on-failure"
+    assert service["ExecStart"].split()[0].endswith("/maas-gateway")
+    assert service["SupplementaryGroups"] == "maas"  # the agent's socket, not Docker's
+    assert "docker" not in UNIT.read_text().split("[Service]")[1]
+    assert "maas-agent.service" in parser["Unit"]["After"]
+    assert float(service["TimeoutStopSec"].rstrip("s")) > 30  # streams drain for 30 s first

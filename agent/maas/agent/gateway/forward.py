@@ -35,7 +35,8 @@ _HOP_BY_HOP = frozenset(
         "Upgrade",
     )
 )
-_NOT_FORWARDED = _HOP_BY_HOP | {"host", "authorization"}
+# The gateway reads the body itself, so an `Expect: 100-continue` was its own to answer.
+_NOT_FORWARDED = _HOP_BY_HOP | {"host", "authorization", "expect"}
 
 
 class UpstreamUnreachable(Exception):
