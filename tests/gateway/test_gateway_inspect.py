@@ -202,3 +202,12 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
     with pytest.raises(MaasError) as bad:
         load_config(path, {})
     assert f"{path}:2:1" in bad.value.diagnostics[0].render()
+
+
+def test_facade_is_sorted_and_importable() -> None:
+    import maas.agent.gateway as gateway
+
+    names = gateway.__all__
+    assert names == sorted(names, key=lambda n: (not n.isupper(), not n[:1].isupper(), n))
+    for name in names:
+        assert hasattr(gateway, name), name
