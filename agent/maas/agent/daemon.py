@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import structlog
 from aiohttp import web
 
@@ -28,6 +27,7 @@ from maas.agent.config import AgentConfig, load_config
 from maas.agent.engine import Engine
 from maas.agent.gitsource import GitSource
 from maas.agent.metrics import Metrics
+from maas.agent.probing import Prober
 from maas.agent.reconcile import Reconciler
 from maas.agent.sdnotify import Notifier
 from maas.agent.status import status_report
@@ -35,7 +35,6 @@ from maas.agent.store import Desired
 from maas.compiler.diagnostics import MaasError
 
 log = structlog.get_logger("maas.agent")
-HEALTH_PERIOD_S = 2.0
 
 
 def node_provider(config: AgentConfig) -> Any:
@@ -148,57 +147,6 @@ class Agent:
         errors = f"; error: {r.errors[0].message}" if r.errors else ""
         return f"{ready}/{wanted} replicas ready{errors}"
 
-    async def health_loop(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=2)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while not self.stopping.is_set():
-                await self._probe_all(session)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), timeout=HEALTH_PERIOD_S)
-
-    async def _probe_all(self, session: aiohttp.ClientSession) -> None:
-        plan = self.reconciler.plan
-        if plan is None:
-            return
-        planned = {d.name: d for d in plan.deployments}
-        for container in list(self.reconciler.observed):
-            d = planned.get(container.deployment)
-            health = self.reconciler.health.get((container.deployment, container.replica))
-            if d is None or health is None or container.port is None:
-                continue
-            if health.container_id != container.id or health.phase not in ("starting", "running"):
-                continue
-            ok = await self._probe(session, container.port, d.health.paths)
-            restart = health.probe_result(
-                ok, time.time(), startup_timeout_s=d.health.startup_timeout_s
-            )
-            if restart:
-                key = (container.deployment, container.replica)
-                await asyncio.to_thread(
-                    self.reconciler.restart_unhealthy, key, health.last_error or "unhealthy"
-                )
-                self.wake()
-
-    async def _probe(self, session: aiohttp.ClientSession, port: int, paths: list[str]) -> bool:
-        host = (
-            "127.0.0.1" if self.config.bind_address in ("0.0.0.0", "") else self.config.bind_address
-        )
-        if not paths:
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
-            except (OSError, TimeoutError):
-                return False
-            writer.close()
-            return True
-        for path in paths:
-            try:
-                async with session.get(f"http://{host}:{port}{path}") as response:
-                    if response.status != 200:
-                        return False
-            except (aiohttp.ClientError, TimeoutError, OSError):
-                return False
-        return True
-
     def watch_events(self) -> None:
         """Docker events wake the loop early (a thread with its own client: the stream blocks)."""
         while not self.stopping.is_set():
@@ -259,7 +207,7 @@ class Agent:
         threading.Thread(target=self.watch_events, daemon=True, name="events").start()
         tasks = [
             asyncio.create_task(self.reconcile_loop()),
-            asyncio.create_task(self.health_loop()),
+            asyncio.create_task(Prober(self).run()),
         ]
         if self.source is not None:
             tasks.append(asyncio.create_task(self.pull_loop()))

@@ -70,8 +70,10 @@ class Preparer:
         key = (planned.name, planned.spec_hash)
         with self.lock:
             job = self.jobs.get(key)
-            if job is None and not needs_download(planned) and self.engine.has_image(planned.image):
-                job = self.jobs[key] = Job(phase="done")  # nothing to wait for
+        if job is None and not needs_download(planned) and self.engine.has_image(planned.image):
+            job = Job(phase="done")  # nothing to wait for (checked outside the lock: in parallel)
+        with self.lock:
+            job = self.jobs.setdefault(key, job) if job is not None else self.jobs.get(key)
             if job is None or job.phase == "failed":
                 job = Job()
                 job.thread = threading.Thread(

@@ -244,7 +244,12 @@ class Reconciler:
             bind_address=self.config.bind_address,
             secret=lambda name: read_secret(self.config.secrets_dir, name),
         )
-        container_id = self.engine.create_and_start(spec)
+        try:
+            container_id = self.engine.create_and_start(spec)
+        except MaasError as exc:
+            if exc.diagnostics[0].code == "image":
+                self.preparer.forget(planned.name)  # removed meanwhile: pull it again
+            raise
         if health.container_id is not None:
             health.restarts += 1
         health.started(container_id, time.time())
