@@ -2,7 +2,8 @@
 directly and through the real `maas-gateway` process, side by side (rounds alternate).
 
 Goals (issue 7): the gateway adds at most 1 ms at the median and keeps at least 0.9x the direct
-throughput. Three scenarios:
+throughput. A bare aiohttp proxy (bare_proxy.py) runs alongside as the floor any Python proxy has.
+Three scenarios:
 - instant: 32 clients, every token at once (the gateway's own cost dominates: a CPU-bound worst
   case, where load generator, replica and gateway share the machine's cores);
 - paced: 32 clients, tokens 5 ms apart, like a model at 200 tokens/s (what a replica looks like);
@@ -136,48 +137,54 @@ class Run:
     rps: float
     p50: float
     p99: float
-    gateway_cpu_us: float  # CPU time per request, microseconds
+    proxy_cpu_us: float  # CPU time per request of the proxy in the path (none: 0), microseconds
     replica_cpu_us: float
 
 
+MODES = ("direct", "gateway", "bare")
+
+
 def measure(
-    url: str, args: argparse.Namespace, connections: int, script: Path, pids: dict[str, int]
+    url: str,
+    mode: str,
+    args: argparse.Namespace,
+    *,
+    connections: int,
+    script: Path,
+    pids: dict[str, int],
 ) -> Run:
     before = {k: cpu_seconds(p) for k, p in pids.items()}
     wall = time.monotonic()
     rps, p50, p99 = wrk(url, script, connections, args.seconds, pinned(args, "load"))
     requests = rps * (time.monotonic() - wall)
     used = {k: (cpu_seconds(p) - before[k]) * 1e6 / requests for k, p in pids.items()}
-    return Run(rps, p50, p99, used["gateway"], used["replica"])
+    return Run(rps, p50, p99, used.get(mode, 0.0), used["replica"])
 
 
 def start_peers(
     stack: ExitStack, name: str, interval_ms: float, args: argparse.Namespace, tmp: Path
-) -> tuple[str, str, dict[str, int]]:
-    """The replica, a status socket naming it, and the real maas-gateway; their URLs and pids."""
-    replica_port, gateway_port = free_port(), free_port()
+) -> tuple[dict[str, str], dict[str, int]]:
+    """The replica, a status socket naming it, the real maas-gateway and the bare proxy floor;
+    the URL of each path and the pid of each process."""
+    ports = {mode: free_port() for mode in MODES}
     socket_path = tmp / f"{name}.sock"
     py, peers = sys.executable, str(HERE / "replica.py")
-    direct = f"http://127.0.0.1:{replica_port}/v1/chat/completions"
-    through = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
+    urls = {mode: f"http://127.0.0.1:{port}/v1/chat/completions" for mode, port in ports.items()}
     replica_args = ["--tokens", str(args.tokens), "--interval-ms", str(interval_ms)]
-    replica = stack.enter_context(
-        process(
-            [*pinned(args, "load"), py, peers, "replica", str(replica_port), *replica_args], direct
-        )
-    )
-    stack.enter_context(process([py, peers, "status", str(socket_path), str(replica_port)]))
+    load, alone = pinned(args, "load"), pinned(args, "gateway")
+    replica_cmd = [*load, py, peers, "replica", str(ports["direct"]), *replica_args]
+    replica = stack.enter_context(process(replica_cmd, urls["direct"]))
+    stack.enter_context(process([py, peers, "status", str(socket_path), str(ports["direct"])]))
     while not socket_path.exists():
         time.sleep(0.05)
-    gateway_args = ["--port", str(gateway_port), "--agent-socket", str(socket_path)]
+    gateway_args = ["--port", str(ports["gateway"]), "--agent-socket", str(socket_path)]
     gateway_args += ["--keys-file", str(tmp / "no-keys"), "--config", str(tmp / "gateway.yaml")]
     gateway_args += ["--event-loop", args.event_loop]
-    gateway = stack.enter_context(
-        process(
-            [*pinned(args, "gateway"), py, "-m", "maas.agent.gateway.main", *gateway_args], through
-        )
-    )
-    return direct, through, {"gateway": gateway.pid, "replica": replica.pid}
+    gateway_cmd = [*alone, py, "-m", "maas.agent.gateway.main", *gateway_args]
+    gateway = stack.enter_context(process(gateway_cmd, urls["gateway"]))
+    bare_cmd = [*alone, py, str(HERE / "bare_proxy.py"), str(ports["bare"]), str(ports["direct"])]
+    bare = stack.enter_context(process(bare_cmd, urls["bare"]))
+    return urls, {"gateway": gateway.pid, "bare": bare.pid, "replica": replica.pid}
 
 
 def scenario(
@@ -185,19 +192,21 @@ def scenario(
 ) -> dict[str, float]:
     script = tmp / "chat.lua"
     script.write_text(LUA)
-    results: dict[str, list[Run]] = {"direct": [], "gateway": []}
+    results: dict[str, list[Run]] = {mode: [] for mode in MODES}
     with ExitStack() as stack:
-        direct, through, pids = start_peers(stack, name, interval_ms, args, tmp)
-        wrk(direct, script, connections, 2, pinned(args, "load"))  # warm both paths up
-        wrk(through, script, connections, 2, pinned(args, "load"))
+        urls, pids = start_peers(stack, name, interval_ms, args, tmp)
+        for url in urls.values():
+            wrk(url, script, connections, 2, pinned(args, "load"))  # warm every path up
         for round_ in range(args.rounds):
-            for mode, url in (("direct", direct), ("gateway", through)):
-                run = measure(url, args, connections, script, pids)
+            for mode in MODES:
+                run = measure(
+                    urls[mode], mode, args, connections=connections, script=script, pids=pids
+                )
                 results[mode].append(run)
                 print(
                     f"  {name:8} round {round_ + 1} {mode:8} {run.rps:8.1f} req/s  "
                     f"p50 {run.p50:7.2f} ms  p99 {run.p99:7.2f} ms  CPU per request: "
-                    f"gateway {run.gateway_cpu_us:5.0f} us, replica {run.replica_cpu_us:5.0f} us",
+                    f"proxy {run.proxy_cpu_us:4.0f} us, replica {run.replica_cpu_us:4.0f} us",
                     flush=True,
                 )
 
@@ -211,7 +220,10 @@ def scenario(
         "gateway_p50": median("gateway", "p50"),
         "added_p50_ms": median("gateway", "p50") - median("direct", "p50"),
         "ratio": median("gateway", "rps") / median("direct", "rps"),
-        "gateway_cpu_us": median("gateway", "gateway_cpu_us"),
+        "bare_ratio": median("bare", "rps") / median("direct", "rps"),
+        "bare_added_p50_ms": median("bare", "p50") - median("direct", "p50"),
+        "gateway_cpu_us": median("gateway", "proxy_cpu_us"),
+        "bare_cpu_us": median("bare", "proxy_cpu_us"),
         "replica_cpu_us": median("direct", "replica_cpu_us"),
     }
 
@@ -246,18 +258,20 @@ def main() -> None:
                 summary[name] = scenario(name, interval, connections, args, Path(tmp))
     print()
     print(
-        f"{'replica':8} {'direct req/s':>12} {'gateway req/s':>14} {'ratio':>6} "
-        f"{'direct p50':>11} {'gateway p50':>12} {'added p50':>10}"
+        f"{'scenario':8} {'direct req/s':>12} {'gateway req/s':>14} {'ratio':>6} "
+        f"{'direct p50':>11} {'gateway p50':>12} {'added p50':>10}   bare aiohttp proxy"
     )
     for name, r in summary.items():
         print(
             f"{name:8} {r['direct_rps']:12.1f} {r['gateway_rps']:14.1f} {r['ratio']:5.2f}x "
             f"{r['direct_p50']:8.2f} ms {r['gateway_p50']:9.2f} ms {r['added_p50_ms']:7.2f} ms"
+            f"   {r['bare_ratio']:.2f}x, {r['bare_added_p50_ms']:+.2f} ms"
         )
+    print()
     for name, r in summary.items():
         print(
-            f"{name:8} CPU per request: gateway {r['gateway_cpu_us']:.0f} us, "
-            f"replica {r['replica_cpu_us']:.0f} us (direct runs)"
+            f"{name:8} CPU per request: gateway {r['gateway_cpu_us']:.0f} us, bare aiohttp "
+            f"proxy {r['bare_cpu_us']:.0f} us, replica {r['replica_cpu_us']:.0f} us"
         )
     print("goals: added p50 <= 1 ms, ratio >= 0.9x")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

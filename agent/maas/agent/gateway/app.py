@@ -60,6 +60,9 @@ SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
 class Gateway:
+    """The application and its state: routes (from `source`), keys, balancer, metrics, and one
+    pooled HTTP client session for every replica."""
+
     def __init__(
         self,
         config: GatewayConfig,
