@@ -17,8 +17,10 @@ from maas.compiler.plan import Estimate, Placement
 
 GIB = 1 << 30
 # Share of the theoretical GPU bandwidth (bus width x memory clock x 2) that llama.cpp's decode
-# kernels reach; measured on the H100 (bench/results/gpu-decode.md).
-GPU_EFFICIENCY = 0.42
+# kernels reach, and share of the node's CPU bandwidth (a copy on all cores, read + write) that its
+# CPU decode reaches; both measured on the H100 machine (bench/results/gpu-placement.md).
+GPU_EFFICIENCY = 0.39
+CPU_EFFICIENCY = 0.58
 
 
 @dataclass(frozen=True)
@@ -113,4 +115,5 @@ def cpu_bandwidth(node: Node, pinning: Pinning) -> float | None:
     if raw is None:
         return None
     numa = len(node.spec.cpu.numa_nodes)
-    return raw / numa if pinning.mems is not None and numa > 1 else float(raw)
+    share = raw / numa if pinning.mems is not None and numa > 1 else float(raw)
+    return share * CPU_EFFICIENCY

@@ -144,7 +144,7 @@ def render_deployment(
 def placement_flags(backend: Backend, spec: DeploymentBody, placement: Placement) -> list[str]:
     """Arguments through which the backend learns the placement, in catalogue order."""
     flags: list[str] = []
-    context = spec.context_length or placement.context_length
+    context = placement.context_length or spec.context_length  # placement may lower it
     if backend.context_flag and context:
         flags += [backend.context_flag, str(context)]
     if backend.gpu_layers_flag:

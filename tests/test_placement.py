@@ -1,0 +1,86 @@
+"""Golden placement cases: spec + node profile + model fixture -> plan JSON or diagnostics text.
+
+Each folder under tests/golden/placement/ holds `deploy.yaml` and `case.json` (the node profile
+under nodes/ and the model: a GGUF written at real shapes by support.gguf_factory, or a
+safetensors config with its total size). Refresh with `pytest --update-goldens` and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from gguf import GGMLQuantizationType
+
+from golden_support import check_golden
+from maas.compiler import CompileOptions, MaasError, compile_plan, load_sources, plan_to_json
+from maas.compiler.metadata import ModelMetadata
+from maas.compiler.metadata.gguf import GgufHeader, parse_gguf
+from maas.compiler.metadata.model import from_gguf
+from maas.compiler.metadata.safetensors import from_config
+from maas.compiler.placement_llama import proportional_split
+from support import gguf_factory
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = Path(__file__).resolve().parent / "golden" / "placement"
+CONFIGS = {
+    "LLAMA31_8B": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32},
+    "LLAMA31_70B": {"hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80},
+}
+COMMON = {
+    "architectures": ["LlamaForCausalLM"],
+    "max_position_embeddings": 131072,
+    "num_key_value_heads": 8,
+    "torch_dtype": "bfloat16",
+    "vocab_size": 128256,
+}
+
+
+def model_for(spec: dict[str, object] | None, tmp: Path) -> ModelMetadata | None:
+    if spec is None:
+        return None
+    if "gguf" in spec:
+        shape = getattr(gguf_factory, str(spec["gguf"]))
+        qtype = GGMLQuantizationType[str(spec["qtype"])]
+        (path,) = gguf_factory.write_header_only(tmp / "model.gguf", shape, qtype)
+        with path.open("rb") as f:
+            header = parse_gguf(
+                f.read(8 << 20), name=path.name, complete=False, file_size=path.stat().st_size
+            )
+        assert isinstance(header, GgufHeader)
+        return from_gguf([header], names=["model.gguf"])
+    config = {**COMMON, **CONFIGS[str(spec["config"])]}
+    config["num_attention_heads"] = int(config["hidden_size"]) // 128  # type: ignore[call-overload]
+    size = int(spec["total_size"])  # type: ignore[call-overload]
+    return from_config(json.dumps(config).encode(), weight_bytes=size, name="config.json")
+
+
+@pytest.mark.parametrize(
+    "case", sorted(p for p in CASES.iterdir() if (p / "case.json").exists()), ids=lambda p: p.name
+)
+def test_placement_case(case: Path, tmp_path: Path, update_goldens: bool) -> None:
+    meta = json.loads((case / "case.json").read_text())
+    node_file = CASES / "nodes" / meta["node"]
+    sources = {
+        str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
+        for p in (case / "deploy.yaml", node_file)
+    }
+    documents = load_sources(sources)
+    assert not documents.diagnostics, [d.render() for d in documents.diagnostics]
+    model = model_for(meta["model"], tmp_path)
+    models = {case.name: model} if model else {}
+    try:
+        plan = compile_plan(
+            documents.deployments, documents.nodes[0].model, options=CompileOptions(), models=models
+        )
+    except MaasError as exc:
+        check_golden(case / "expected.txt", str(exc) + "\n", update_goldens)
+        return
+    check_golden(case / "expected.json", plan_to_json(plan), update_goldens)
+
+
+def test_proportional_split() -> None:
+    assert proportional_split(80, [24, 20]) == (44, 36)
+    assert proportional_split(7, [1, 1, 1]) == (3, 2, 2)
+    assert sum(proportional_split(81, [5, 7, 11])) == 81
