@@ -100,6 +100,7 @@ class Replica:
         self.seen: list[dict[str, Any]] = []
         self.gate = asyncio.Event()
         self.cancelled = asyncio.Event()
+        self.upload_arrived = asyncio.Event()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024 * 1024)
@@ -177,6 +178,7 @@ class Replica:
         )
 
     async def transcription(self, request: web.Request) -> web.Response:
+        self.upload_arrived.set()  # the headers are here; the body may still be on its way
         form = await request.post()
         upload = form["file"]
         assert isinstance(upload, web.FileField)

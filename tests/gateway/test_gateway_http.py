@@ -336,7 +336,39 @@ async def test_expect_continue_is_answered_by_the_gateway() -> None:
     replica = Replica("r0")
     async with serving(replica.app()) as up:
         doc = status(deployment("m", [port_of(up)]))
-        async with gateway(doc) as (url, _), aiohttp.ClientSession() as s:
-            async with s.post(url + "/v1/chat/completions", json=CHAT, expect100=True) as r:
-                assert r.status == 200
+        async with (
+            gateway(doc) as (url, _),
+            aiohttp.ClientSession() as s,
+            s.post(url + "/v1/chat/completions", json=CHAT, expect100=True) as r,
+        ):
+            assert r.status == 200
     assert "Expect" not in replica.seen[0]["headers"]
+
+
+@asynctest()
+async def test_an_upload_with_the_model_first_is_streamed_not_held() -> None:
+    replica = Replica("r0")
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    audio = b"\x01\x02" * 100_000
+
+    async def upload() -> Any:
+        yield head + audio[:1000]
+        # Only a gateway that streams lets the replica see the request before the upload ends.
+        await asyncio.wait_for(replica.upload_arrived.wait(), timeout=10)
+        yield audio[1000:]
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    async with serving(replica.app()) as up:
+        doc = status(deployment("whisper", [port_of(up)]))
+        async with gateway(doc) as (url, _), aiohttp.ClientSession() as s:
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            async with s.post(
+                url + "/v1/audio/transcriptions", data=upload(), headers=headers
+            ) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["sha256"] == hashlib.sha256(audio).hexdigest()

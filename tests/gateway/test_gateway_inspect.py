@@ -205,7 +205,7 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
 
 
 def test_facade_is_sorted_and_importable() -> None:
-    import maas.agent.gateway as gateway
+    from maas.agent import gateway
 
     names = gateway.__all__
     assert names == sorted(names, key=lambda n: (not n.isupper(), not n[:1].isupper(), n))
