@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--node", metavar="NODE.yaml", help="node profile (default: probe this host)"
     )
     parser.add_argument("-o", "--output", choices=("text", "json", "markdown"), default="text")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="never touch the network for model metadata (cached or local headers only)",
+    )
     repo = parser.add_argument_group("config repositories")
     repo.add_argument("--base", metavar="REV", help="git revision to compare against")
     repo.add_argument("--head", metavar="REV", help="git revision to plan (default: work tree)")
@@ -71,8 +76,16 @@ def run(args: argparse.Namespace) -> int:
         node = single_node(documents.nodes)
     else:
         node = probe_node()
-    plan = compile_plan(documents.deployments, node, options=CompileOptions(policy=Policy()))
-    warnings = [
+    from maas.agent.modelfetch import fetch_models
+
+    fetched = fetch_models(documents.deployments, offline=args.offline)
+    plan = compile_plan(
+        documents.deployments,
+        node,
+        options=CompileOptions(policy=Policy()),
+        models=fetched.models,
+    )
+    warnings = fetched.warnings + [
         Diagnostic(code=str(w["code"]), message=str(w["message"]), severity="warning")
         for d in plan.deployments
         for w in d.diagnostics

@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--node", metavar="NODE.yaml", help="also check fit against this node profile"
     )
     parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="with --node: never touch the network for model metadata",
+    )
+    parser.add_argument(
         "--format",
         choices=("text", "github"),
         default="text",
@@ -58,11 +63,19 @@ def run(args: argparse.Namespace) -> int:
         documents = load_sources(read_sources(args.paths))
         diagnostics = documents.diagnostics + check_deployments(documents.deployments)
         if args.node and not errors_only(diagnostics):
+            from maas.agent.modelfetch import fetch_models
             from maas.cli.nodes import load_node
 
             node = load_node(args.node)
+            fetched = fetch_models(documents.deployments, offline=args.offline)
+            diagnostics += fetched.warnings
             try:
-                compile_plan(documents.deployments, node, options=CompileOptions(policy=Policy()))
+                compile_plan(
+                    documents.deployments,
+                    node,
+                    options=CompileOptions(policy=Policy()),
+                    models=fetched.models,
+                )
             except MaasError as exc:
                 diagnostics = list(exc.diagnostics)
     except MaasError as exc:

@@ -1,0 +1,219 @@
+"""Model metadata at the edge: read GGUF/safetensors headers of local, cached or remote models.
+
+Bytes come from local files, from files in the Hugging Face cache layout
+(`models--ORG--NAME/snapshots/REV/`), from the agent's own model cache, or, online, from HTTP range
+requests through huggingface_hub (a prefix that grows while the header needs more; never the
+whole file). The pure parsers in maas.compiler.metadata turn bytes into `ModelMetadata`, which is
+cached as JSON per repo revision. `offline=True` never touches the network: without a cached or
+local copy the estimate is unknown and the plan still compiles.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maas.compiler.diagnostics import Diagnostic, MaasError
+from maas.compiler.documents import Loaded
+from maas.compiler.metadata import ModelMetadata
+from maas.compiler.models import Deployment, DeploymentBody
+
+SPLIT = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+FIRST_READ = 1 << 20
+ReadRange = Callable[[str, int], bytes]  # (file name, byte count) -> prefix of that file
+
+
+@dataclass
+class FetchResult:
+    models: dict[str, ModelMetadata] = field(default_factory=dict)
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+
+def default_metadata_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "maas" / "metadata"
+
+
+def default_hf_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
+    return Path(home) / "hub"
+
+
+def fetch_models(
+    deployments: Sequence[Loaded[Deployment]],
+    *,
+    offline: bool,
+    metadata_cache: Path | None = None,
+    hf_cache: Path | None = None,
+    model_cache: Path | None = None,
+) -> FetchResult:
+    """Metadata per deployment name for llama-box/vLLM deployments; problems become warnings."""
+    from maas.compiler.backends import resolve_backend
+
+    result = FetchResult()
+    for loaded in deployments:
+        spec, name = loaded.model.spec, loaded.model.metadata.name
+        if resolve_backend(spec)[0].name not in ("llama-box", "vllm"):
+            continue
+        offline = offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        fetcher = _Fetcher(
+            offline,
+            metadata_cache or default_metadata_cache(),
+            hf_cache or default_hf_cache(),
+            model_cache,
+        )
+        try:
+            meta = fetcher.fetch(spec)
+        except MaasError as exc:
+            if not exc.retryable:
+                raise
+            meta = None
+            result.warnings.append(_unknown(name, str(exc.diagnostics[0].message)))
+        if meta is None:
+            result.warnings.append(_unknown(name, fetcher.why or "no model metadata"))
+        else:
+            result.models[name] = meta
+    return result
+
+
+def _unknown(name: str, why: str) -> Diagnostic:
+    return Diagnostic("estimate-unknown", f"'{name}': estimate unknown: {why}", severity="warning")
+
+
+class _Fetcher:
+    def __init__(
+        self, offline: bool, cache: Path, hf_cache: Path, model_cache: Path | None
+    ) -> None:
+        self.offline, self.cache, self.hf_cache, self.model_cache = (
+            offline,
+            cache,
+            hf_cache,
+            model_cache,
+        )
+        self.why = ""
+
+    def fetch(self, spec: DeploymentBody) -> ModelMetadata | None:
+        if spec.source == "local_path":
+            assert spec.path is not None
+            return read_local(Path(spec.path))
+        if spec.source != "huggingface" or spec.repo_id is None:
+            self.why = f"reading {spec.source} models is not supported"
+            return None
+        local = self._local_copy(spec)
+        if local is not None:
+            return read_local(local)
+        key = self.cache / spec.repo_id / (spec.revision or "main") / f"{spec.file or '_'}.json"
+        if key.is_file():
+            return ModelMetadata.model_validate_json(key.read_bytes())
+        if self.offline:
+            self.why = "offline and not in the metadata cache"
+            return None
+        from maas.agent.modelfetch_hub import read_remote
+
+        meta = read_remote(spec.repo_id, spec.revision, spec.file)
+        key.parent.mkdir(parents=True, exist_ok=True)
+        tmp = key.with_suffix(".tmp")
+        tmp.write_text(meta.model_dump_json())
+        tmp.replace(key)
+        return meta
+
+    def _local_copy(self, spec: DeploymentBody) -> Path | None:
+        assert spec.repo_id is not None
+        org, _, name = spec.repo_id.partition("/")
+        snapshots = self.hf_cache / f"models--{org}--{name}" / "snapshots"
+        candidates = []
+        if snapshots.is_dir():
+            ref = self.hf_cache / f"models--{org}--{name}" / "refs" / (spec.revision or "main")
+            rev = ref.read_text().strip() if ref.is_file() else (spec.revision or "")
+            candidates.append(snapshots / rev)
+        if self.model_cache is not None:
+            candidates.append(self.model_cache / "models" / "huggingface" / spec.repo_id)
+        for folder in candidates:
+            if not folder.is_dir():
+                continue
+            if spec.file is None:
+                if (folder / "config.json").is_file():
+                    return folder
+                continue
+            matches = sorted(p for p in folder.iterdir() if fnmatch.fnmatch(p.name, spec.file))
+            if matches:
+                return matches[0]
+        return None
+
+
+def read_local(path: Path) -> ModelMetadata:
+    """Metadata of a local GGUF file (its split siblings too) or safetensors model folder."""
+    if path.is_dir():
+        return _read_safetensors_dir(path)
+    shards = split_siblings(path)
+    return read_gguf_files(
+        [p.name for p in shards],
+        lambda n, size: _prefix(path.parent / n, size),
+        {p.name: p.stat().st_size for p in shards},
+    )
+
+
+def split_siblings(path: Path) -> list[Path]:
+    match = SPLIT.match(path.name)
+    if not match:
+        return [path]
+    count = int(match["count"])
+    return [
+        path.with_name(f"{match['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)
+    ]
+
+
+def _prefix(path: Path, size: int) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(size)
+    except OSError as exc:
+        raise MaasError.single("model-metadata", f"cannot read {path}: {exc.strerror}") from exc
+
+
+def read_gguf_files(names: Sequence[str], read: ReadRange, sizes: dict[str, int]) -> ModelMetadata:
+    """Parse each file's header from growing prefixes, then merge the shards into one model."""
+    from maas.compiler.metadata.gguf import GgufHeader, parse_gguf
+    from maas.compiler.metadata.model import from_gguf
+
+    headers = []
+    for name in names:
+        size = min(FIRST_READ, sizes[name])
+        while True:
+            result = parse_gguf(read(name, size), name=name, complete=False, file_size=sizes[name])
+            if isinstance(result, GgufHeader):
+                headers.append(result)
+                break
+            size = result.size
+    return from_gguf(headers, names=list(names))
+
+
+def _read_safetensors_dir(folder: Path) -> ModelMetadata:
+    from maas.compiler.metadata.safetensors import (
+        from_config,
+        header_length,
+        index_total_size,
+        safetensors_weight_bytes,
+    )
+
+    config = folder / "config.json"
+    if not config.is_file():
+        raise MaasError.single("model-metadata", f"{folder} has no config.json")
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        total = index_total_size(index.read_bytes(), name=str(index))
+    else:
+        total = 0
+        for file in sorted(folder.glob("*.safetensors")):
+            need = header_length(_prefix(file, 8), name=str(file))
+            total += safetensors_weight_bytes(_prefix(file, need), name=str(file))
+    return from_config(config.read_bytes(), weight_bytes=total, name=str(config))
+
+
+__all__ = ["FetchResult", "default_metadata_cache", "fetch_models", "read_gguf_files", "read_local"]
