@@ -55,6 +55,7 @@ def test_key_commands(tmp_path: Path) -> None:
     key = made.stdout.strip()
     assert key.startswith("sk-maas-")
     assert keys.read_text() == f"{hash_key(key)} alice\n"
+    assert keys.stat().st_mode & 0o777 == 0o640
     assert key not in keys.read_text()
     hashed = run("key", "hash", stdin=key + "\n", tmp=tmp_path)
     assert hashed.stdout.strip() == hash_key(key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -76,7 +77,9 @@ def key_command(args: argparse.Namespace) -> int:
         key = new_key()
         line = f"{hash_key(key)} {args.name}".rstrip() + "\n"
         try:
-            with path.open("a", encoding="utf-8") as handle:
+            # Digests are not keys, but who holds which key is nobody else's business: 0640.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            with os.fdopen(fd, "a", encoding="utf-8") as handle:
                 handle.write(line)
         except OSError as exc:
             print(f"maas-gateway: cannot write {path}: {exc.strerror}", file=sys.stderr)
