@@ -86,3 +86,22 @@ def test_corrupt_local_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="not a valid GGUF") as info:
         fetch_models(spec, offline=True, metadata_cache=tmp_path, hf_cache=tmp_path)
     assert type(info.value).__name__ == "MaasError"
+
+
+def test_range_reads_grow_and_never_fetch_whole_files(tmp_path: Path) -> None:
+    """What the hub path does over HTTP: prefixes only, doubling while the header needs more."""
+    from maas.agent.modelfetch import read_gguf_files
+    from support.gguf_factory import LLAMA3_8B
+
+    (path,) = write_header_only(tmp_path / "l.gguf", LLAMA3_8B, Q.Q4_0)
+    asked: list[int] = []
+
+    def read(name: str, size: int) -> bytes:
+        asked.append(size)
+        with (tmp_path / name).open("rb") as f:
+            return f.read(size)
+
+    meta = read_gguf_files([path.name], read, {path.name: path.stat().st_size})
+    assert meta.block_count == 32
+    assert asked == [1 << 20, 2 << 20, 4 << 20]  # the 128k-token vocabulary is a ~3 MiB header
+    assert max(asked) < path.stat().st_size // 1000

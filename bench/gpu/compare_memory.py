@@ -85,7 +85,9 @@ def main() -> int:
 def summarize(errors: list[tuple[float, dict[str, object], str, list[int], list[float]]]) -> None:
     gpu = [e for e in errors if e[2] == "CUDA0" and sum(e[3]) > 0]
     host = [e for e in errors if e[2] == "Host" and sum(e[3]) > 0]
-    for label, group in (("GPU", gpu), ("host", host)):
+    layered = [e for e in gpu if int(e[1]["ngl"]) >= 2]  # type: ignore[call-overload]
+    groups = (("GPU, all", gpu), ("GPU, >= 1 repeating layer on it", layered), ("host", host))
+    for label, group in groups:
         values = [e[0] for e in group]
         under = [v for v in values if v < -1.0]
         print(
