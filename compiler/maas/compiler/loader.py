@@ -9,7 +9,6 @@ expansion bounded so that recursive anchors or "billion laughs" documents cannot
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,14 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    Event,
+    MappingStartEvent,
+    NodeEvent,
+)
 
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position
 
@@ -45,8 +52,9 @@ class _Positions:
         if self._tables is None:
             self._tables = {}
             try:
+                _check_events(self.text, self.file, max_depth=None)
                 raw_docs = list(YAML(typ="rt", pure=True).load_all(self.text))
-            except (YAMLError, ValueError, TypeError, RecursionError):
+            except (MaasError, YAMLError, ValueError, TypeError, RecursionError):
                 raw_docs = []
             for i, raw in enumerate(raw_docs):
                 values: Table = {}
@@ -105,15 +113,7 @@ def load_text(text: str, file: str) -> list[SourceDoc]:
             f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB",
             position=Position(file),
         )
-    too_deep = _flow_nesting_beyond(text, MAX_DEPTH)
-    if too_deep is not None:
-        # Checked before parsing: the C parser recurses on flow collections and a deep enough
-        # one overflows its stack, which no exception handler can catch.
-        raise MaasError.single(
-            "yaml-too-deep",
-            f"nesting deeper than {MAX_DEPTH} levels",
-            position=Position(file, *too_deep),
-        )
+    _refuse_deep_nesting(text, file)
     try:
         raw_docs = _bounded(_fast_yaml().load_all(text), file)
     except (YAMLError, ValueError, TypeError, RecursionError):
@@ -130,22 +130,60 @@ def load_text(text: str, file: str) -> list[SourceDoc]:
     return docs
 
 
-_QUOTED_OR_COMMENT = re.compile(r"'[^']*'|\"(?:[^\"\\]|\\.)*\"|(?:^|(?<=\s))#[^\n]*", re.M)
+def _refuse_deep_nesting(text: str, file: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before ruamel builds anything.
+
+    Checked before parsing: ruamel's C composer recurses once per level and overflows the C stack
+    (a crash no handler catches) at about 50,000 levels, which 100 KB of `[`, `- ` or `? ` reach,
+    and its scanners take time quadratic in flow depth. A linear bound comes first: a block
+    collection nests only at a greater column (or at the same column once, a sequence under a
+    key), so depth <= 2 * (longest line + 1) + flow openers. Only a text over that bound is parsed
+    into events, stopping at the first level too deep (quotes and comments need no guessing).
+    """
+    longest = max(map(len, text.splitlines()), default=0)
+    if 2 * (longest + 1) + text.count("[") + text.count("{") > _SCAN_DEPTH_ABOVE:
+        _check_events(text, file, max_depth=MAX_DEPTH)
 
 
-def _flow_nesting_beyond(text: str, limit: int) -> tuple[int, int] | None:
-    """Where `[`/`{` nesting (outside quotes and comments) first exceeds `limit`, if it does."""
-    if text.count("[") + text.count("{") <= limit:
-        return None
-    blank = _QUOTED_OR_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), text)
-    depth = 0
-    for match in re.finditer(r"[\[\]{}]", blank):
-        depth = depth + 1 if match.group() in "[{" else max(0, depth - 1)
-        if depth > limit:
-            start = match.start()
-            line = blank.count("\n", 0, start) + 1
-            return line, start - (blank.rfind("\n", 0, start) + 1) + 1
-    return None
+_SCAN_DEPTH_ABOVE = 1000  # at this depth the C composer and the scanners are harmless
+
+
+def _check_events(text: str, file: str, *, max_depth: int | None) -> None:
+    """Refuse, from C parser events, nesting over `max_depth` and collections used as keys.
+
+    ruamel's round-trip constructor takes time exponential in the nesting of mapping keys
+    (`? ? ? ? x`, `{{{a: 1}: 1}: 1}`: 16 levels, a minute), and no spec needs a non-scalar key.
+    """
+    frames: list[list[bool]] = []  # per open collection: [expecting a key] for mappings
+    collections: set[str] = set()  # anchors of collections, which aliases may use as keys
+    try:
+        for event in YAML(typ="safe", pure=False).parse(text):
+            if isinstance(event, CollectionEndEvent):
+                frames.pop()
+                continue
+            if not isinstance(event, NodeEvent):
+                continue
+            is_key = bool(frames and frames[-1] and frames[-1][0])
+            if frames and frames[-1]:
+                frames[-1][0] = not frames[-1][0]
+            collection = isinstance(event, CollectionStartEvent)
+            alias = isinstance(event, AliasEvent)
+            if is_key and (collection or (alias and event.anchor in collections)):
+                _refuse(event, file, "yaml-key", "a mapping key must be a scalar, not a collection")
+            if event.anchor and not alias:
+                # An anchor may be defined again; only its latest node counts.
+                (collections.add if collection else collections.discard)(event.anchor)
+            if collection:
+                frames.append([True] if isinstance(event, MappingStartEvent) else [])
+                if max_depth is not None and len(frames) > max_depth:
+                    _refuse(event, file, "yaml-too-deep", f"nesting deeper than {max_depth} levels")
+    except (YAMLError, ValueError, TypeError):
+        return  # a syntax error: the loaders report it at its position
+
+
+def _refuse(event: Event, file: str, code: str, message: str) -> None:
+    mark = event.start_mark
+    raise MaasError.single(code, message, position=Position(file, mark.line + 1, mark.column + 1))
 
 
 def _bounded(documents: Iterator[Any], file: str) -> list[Any]:
@@ -170,6 +208,7 @@ _FAST: YAML | None = None
 
 
 def _round_trip(text: str, file: str) -> list[Any]:
+    _check_events(text, file, max_depth=None)
     try:
         return _bounded(YAML(typ="rt", pure=True).load_all(text), file)
     except MarkedYAMLError as exc:

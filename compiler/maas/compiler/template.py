@@ -15,7 +15,10 @@ from maas.compiler.diagnostics import Diagnostic, Position, did_you_mean
 from maas.compiler.loader import PathKey, SourceDoc
 
 PLACEHOLDERS = ("port", "model_path", "model_name", "hf_cache", "gpu_ids", "gpu_count")
-_TOKEN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+# No nested or adjacent quantifiers: `\s*([^{}]*?)\s*` took cubic time on "{{" and many spaces
+# (a 2 KB spec kept the compiler busy for 9 s); names are stripped in code instead.
+_TOKEN = re.compile(r"\{\{([^{}]*)\}\}")
+MAX_COMMAND_CHARS = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,16 @@ def split_command(
     command: str | Sequence[str], doc: SourceDoc, path: PathKey
 ) -> tuple[Template | None, list[Diagnostic]]:
     if isinstance(command, str):
+        if len(command) > MAX_COMMAND_CHARS:
+            # shlex takes quadratic time on long words; no kernel passes such an argv anyway.
+            return None, [
+                Diagnostic(
+                    "command",
+                    f"command is longer than {MAX_COMMAND_CHARS} characters",
+                    doc.at(path),
+                    hints=("the kernel limits one argument to 128 KiB (MAX_ARG_STRLEN)",),
+                )
+            ]
         try:
             args = shlex.split(command, comments=False, posix=True)
         except ValueError as exc:
@@ -55,7 +68,7 @@ def check_template(template: Template, doc: SourceDoc) -> list[Diagnostic]:
 def _check_arg(arg: str, doc: SourceDoc, path: PathKey) -> list[Diagnostic]:
     found: list[Diagnostic] = []
     for match in _TOKEN.finditer(arg):
-        name = match.group(1)
+        name = match.group(1).strip()
         if name not in PLACEHOLDERS:
             found.append(
                 Diagnostic(
@@ -84,7 +97,9 @@ def _check_arg(arg: str, doc: SourceDoc, path: PathKey) -> list[Diagnostic]:
 
 
 def render(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
-    return [_TOKEN.sub(lambda m: values.get(m.group(1), m.group(0)), arg) for arg in template]
+    return [
+        _TOKEN.sub(lambda m: values.get(m.group(1).strip(), m.group(0)), arg) for arg in template
+    ]
 
 
 def locate(doc: SourceDoc, path: PathKey, needle: str) -> Position:

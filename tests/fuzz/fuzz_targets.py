@@ -1,0 +1,119 @@
+"""Fuzz targets shared by the hypothesis properties (CI) and the atheris harness (long runs).
+
+Each target takes untrusted input, drives one part of the compiler as far as it goes, and checks
+the contract: nothing but `MaasError` escapes, every error carries at least one well-formed
+Diagnostic whose position lies inside the input, and a Plan that compiles serialises. Anything
+else propagates, so that the fuzzer reports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+
+from maas.compiler import (
+    CompileOptions,
+    Deployment,
+    Loaded,
+    MaasError,
+    Node,
+    compile_plan,
+    load_sources,
+    plan_to_json,
+)
+from maas.compiler.diagnostics import Diagnostic
+from maas.compiler.loader import SourceDoc
+from maas.compiler.policy import Policy
+from maas.compiler.template import check_template, render, split_command
+
+ROOT = Path(__file__).resolve().parents[2]
+FILE = "fuzz.yaml"
+CORPUS = Path(__file__).resolve().parent / "corpus"
+
+
+def check_error(exc: MaasError, text: str) -> None:
+    """An error is useful: it says what, and where, inside the input."""
+    assert exc.diagnostics, "MaasError without diagnostics"
+    line_count = text.count("\n") + 1
+    for diagnostic in exc.diagnostics:
+        check_diagnostic(diagnostic, line_count)
+
+
+def check_diagnostic(diagnostic: Diagnostic, line_count: int) -> None:
+    assert diagnostic.code and diagnostic.message, diagnostic
+    diagnostic.render()
+    diagnostic.render_github()
+    position = diagnostic.position
+    if position is not None and position.file == FILE:
+        assert 0 <= position.line <= line_count, (diagnostic, line_count)
+        assert position.col >= 0, diagnostic
+
+
+@cache
+def example_nodes() -> tuple[Node, ...]:
+    texts = {p.name: p.read_text() for p in sorted((ROOT / "examples" / "nodes").glob("*.yaml"))}
+    return tuple(loaded.model for loaded in load_sources(texts, kinds=("Node",)).nodes)
+
+
+@cache
+def example_deployments() -> tuple[Loaded[Deployment], ...]:
+    texts = {p.name: p.read_text() for p in sorted((ROOT / "examples").glob("*.yaml"))}
+    return tuple(load_sources(texts, kinds=("Deployment",)).deployments)
+
+
+def compile_everywhere(deployments: Sequence[Loaded[Deployment]], nodes: Sequence[Node]) -> None:
+    """Compile against each node, with and without the default admission policy."""
+    for node in nodes:
+        for options in (CompileOptions(), CompileOptions(policy=Policy())):
+            try:
+                plan = compile_plan(deployments, node, options=options)
+            except MaasError as exc:
+                assert exc.diagnostics
+                continue
+            plan_to_json(plan)
+
+
+def yaml_pipeline(text: str) -> None:
+    """Text of one file -> documents -> checks -> a Plan on every node we know."""
+    try:
+        documents = load_sources({FILE: text})
+    except MaasError as exc:  # load_sources collects; raising is allowed too
+        check_error(exc, text)
+        return
+    line_count = text.count("\n") + 1
+    for diagnostic in documents.diagnostics:
+        check_diagnostic(diagnostic, line_count)
+    if documents.diagnostics:
+        return
+    nodes = [loaded.model for loaded in documents.nodes] or list(example_nodes())
+    deployments = documents.deployments or list(example_deployments())
+    try:
+        compile_everywhere(deployments, nodes)
+    except MaasError as exc:
+        check_error(exc, text)
+
+
+def template_pipeline(command: str | list[str]) -> None:
+    """A command (string or argv list) -> split, checked, rendered without injection."""
+    lines = command.splitlines() if isinstance(command, str) else [str(a) for a in command]
+    text = "\n".join(lines)
+    doc = SourceDoc(file=FILE, index=0, data={"spec": {"command": command}}, lines=lines)
+    template, problems = split_command(command, doc, ("spec", "command"))
+    for diagnostic in problems:
+        check_diagnostic(diagnostic, text.count("\n") + 1)
+    if template is None:
+        return
+    for diagnostic in check_template(template, doc):
+        check_diagnostic(diagnostic, text.count("\n") + 1)
+    # A value with spaces, quotes or braces stays inside its own argument.
+    hostile = "a b' \"c {{port}} --x"
+    values = {"port": hostile, "model_path": hostile, "model_name": "", "hf_cache": "}} {{"}
+    rendered = render(template.args, values)
+    assert len(rendered) == len(template.args), (template.args, rendered)
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "yaml": lambda data: yaml_pipeline(data.decode("utf-8", "replace")),
+    "template": lambda data: template_pipeline(data.decode("utf-8", "replace")),
+}
