@@ -21,9 +21,12 @@ from pathlib import Path
 from gguf import GGMLQuantizationType as Q
 
 from support.gguf_factory import (
+    LLAMA2_13B,
     LLAMA3_8B,
     LLAMA3_70B,
     MIXTRAL_8X7B,
+    MOE_16X,
+    QWEN25_14B,
     ModelShape,
     write_header_only,
     write_tiny_llama,
@@ -34,10 +37,12 @@ MODELS = Path("/tmp/models")
 OUT = Path(os.environ.get("OUT", "/tmp/out"))
 CONTEXTS = (4096, 8192, 32768)
 BUDGETS_GIB = (8, 12, 16, 23, 24, 40, 47)
-SHAPES = (LLAMA3_8B, LLAMA3_70B, MIXTRAL_8X7B)
-QUANTS = (Q.Q4_0, Q.Q8_0)
+HOLDOUT = os.environ.get("MAAS_BENCH_SET") == "holdout"  # shapes the estimator was not fitted on
+SHAPES = (QWEN25_14B, LLAMA2_13B, MOE_16X) if HOLDOUT else (LLAMA3_8B, LLAMA3_70B, MIXTRAL_8X7B)
+QUANTS = (Q.Q4_K, Q.Q6_K) if HOLDOUT else (Q.Q4_0, Q.Q8_0)
+SUFFIX = "-holdout" if HOLDOUT else ""
 PHASE = sys.argv[1] if len(sys.argv) > 1 else "breakdown"
-LOG = open(OUT / f"gpu-{PHASE}-raw.log", "w")  # noqa: SIM115
+LOG = open(OUT / f"gpu-{PHASE}{SUFFIX}-raw.log", "w")  # noqa: SIM115
 
 
 def run(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess[str]:
@@ -62,7 +67,7 @@ def breakdown_jobs(path: Path, shape: ModelShape) -> list[dict[str, object]]:
         if shape.experts:
             for k in (1, 8, 16, n):
                 jobs.append({"ctx": ctx, "ngl": n + 1, "ot": experts_pattern(range(n - k, n))})
-    if shape is LLAMA3_8B:
+    if shape is LLAMA3_8B or shape is QWEN25_14B:
         for ct in ("q8_0", "q4_0"):
             jobs.append({"ctx": 8192, "ngl": n + 1, "ot": None, "cache": ct})
             jobs.append({"ctx": 8192, "ngl": n // 2, "ot": None, "cache": ct})
@@ -163,9 +168,9 @@ def main() -> None:
         for path, _ in models:
             fits += [fit(path, b, free) for b in BUDGETS_GIB]
             print(f"{path.name}: {[f['ngl'] for f in fits[-len(BUDGETS_GIB) :]]}", flush=True)
-            (OUT / "gpu-fit-raw.json").write_text(json.dumps({"fit": fits}, indent=1))
+            (OUT / f"gpu-fit{SUFFIX}-raw.json").write_text(json.dumps({"fit": fits}, indent=1))
         result = {"fit": fits}
-    (OUT / f"gpu-{PHASE}-raw.json").write_text(json.dumps(result, indent=1))
+    (OUT / f"gpu-{PHASE}{SUFFIX}-raw.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

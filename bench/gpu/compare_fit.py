@@ -2,7 +2,8 @@
 
 Reads bench/results/gpu-fit-raw.json (llama.cpp's own fit on the H100, `-fitt` set so that it may
 use B GiB), places the same header-only models with maas.compiler.placement_llama on a GPU with
-B GiB free and no margin, and prints both as markdown. Usage: python bench/gpu/compare_fit.py
+B GiB free and no margin, and prints both as markdown.
+Usage: python bench/gpu/compare_fit.py [--holdout]
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from compare_memory import load_models
+from compare_memory import SUFFIX, load_models
 
 from maas.compiler.models import Gpu
 from maas.compiler.placement_llama import place_llama
@@ -47,7 +48,7 @@ def ours(meta: object, budget_gib: int) -> tuple[int, int]:
 
 
 def main() -> int:
-    raw = json.loads((ROOT / "bench/results/gpu-fit-raw.json").read_text())
+    raw = json.loads((ROOT / f"bench/results/gpu-fit{SUFFIX}-raw.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         models = load_models(Path(tmp))
     print(

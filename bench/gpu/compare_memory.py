@@ -2,7 +2,8 @@
 
 Reads bench/results/gpu-breakdown-raw.json (recorded on the H100 by collect_memory.py), rebuilds
 the same header-only models here, runs maas.compiler.estimate_llama on each configuration and
-prints per-device errors and a summary as markdown. Usage: python bench/gpu/compare_memory.py
+prints per-device errors and a summary as markdown.
+Usage: python bench/gpu/compare_memory.py [--holdout]
 """
 
 from __future__ import annotations
@@ -20,16 +21,27 @@ from maas.compiler.estimate_llama import LlamaLayout, llama_memory
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.metadata.gguf import parse_gguf
 from maas.compiler.metadata.model import from_gguf
-from support.gguf_factory import LLAMA3_8B, LLAMA3_70B, MIXTRAL_8X7B, write_header_only
+from support.gguf_factory import (
+    LLAMA2_13B,
+    LLAMA3_8B,
+    LLAMA3_70B,
+    MIXTRAL_8X7B,
+    MOE_16X,
+    QWEN25_14B,
+    write_header_only,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
+HOLDOUT = "--holdout" in sys.argv  # shapes and quant types the estimator was not fitted on
+SUFFIX = "-holdout" if HOLDOUT else ""
 MIB = 1 << 20
 
 
 def load_models(folder: Path) -> dict[str, ModelMetadata]:
     models = {}
-    for shape in (LLAMA3_8B, LLAMA3_70B, MIXTRAL_8X7B):
-        for q in (Q.Q4_0, Q.Q8_0):
+    shapes = (QWEN25_14B, LLAMA2_13B, MOE_16X) if HOLDOUT else (LLAMA3_8B, LLAMA3_70B, MIXTRAL_8X7B)
+    for shape in shapes:
+        for q in (Q.Q4_K, Q.Q6_K) if HOLDOUT else (Q.Q4_0, Q.Q8_0):
             name = f"{shape.name}-{q.name.lower()}.gguf"
             (path,) = write_header_only(folder / name, shape, q)
             with path.open("rb") as f:
@@ -50,7 +62,7 @@ def layout_for(meta: ModelMetadata, ngl: int, ot: str | None) -> LlamaLayout:
 
 
 def main() -> int:
-    raw = json.loads((ROOT / "bench/results/gpu-breakdown-raw.json").read_text())
+    raw = json.loads((ROOT / f"bench/results/gpu-breakdown{SUFFIX}-raw.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         models = load_models(Path(tmp))
     rows, errors = [], []

@@ -45,6 +45,10 @@ class ModelShape:
 LLAMA3_8B = ModelShape("llama-3-8b", 128256, 4096, 32, 14336, 32, 8, 8192)
 LLAMA3_70B = ModelShape("llama-3-70b", 128256, 8192, 80, 28672, 64, 8, 8192)
 MIXTRAL_8X7B = ModelShape("mixtral-8x7b", 32000, 4096, 32, 14336, 32, 8, 32768, 8, 2)
+# Held-out shapes for validating estimates calibrated on the three above.
+QWEN25_14B = ModelShape("qwen2.5-14b-shape", 152064, 5120, 48, 13824, 40, 8, 32768)
+LLAMA2_13B = ModelShape("llama-2-13b", 32000, 5120, 40, 13824, 40, 40, 4096)
+MOE_16X = ModelShape("moe-16x", 32000, 4096, 24, 6144, 32, 8, 32768, 16, 2)
 TINY = ModelShape("maas-tiny-llama", 1000, 256, 4, 512, 4, 2, 2048)
 TINY_MOE = replace(TINY, name="maas-tiny-moe", experts=4, experts_used=2)
 

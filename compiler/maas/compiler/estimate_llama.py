@@ -94,7 +94,7 @@ def _activations(meta: ModelMetadata, n_ctx: int) -> int:
     """Peak activations of one layer for one ubatch (FFN intermediates, residuals, KQ mask)."""
     ffn = 2 * N_UBATCH * _ffn_rows(meta) * F32
     return (
-        ffn + 4 * meta.embedding_length * N_UBATCH * F32 + 3 * padded_context(n_ctx) * N_UBATCH * 2
+        ffn + 5 * meta.embedding_length * N_UBATCH * F32 + 3 * padded_context(n_ctx) * N_UBATCH * 2
     )
 
 
@@ -155,6 +155,10 @@ def _gpu_compute(
             peak = max(peak, cpu_largest + acts)
             if not layout.output_on_gpu:
                 peak = max(peak, meta.output_bytes + logits)
+            if not sum(layout.gpu_blocks):
+                # no layer of its own: llama.cpp's scheduler was seen to keep layer activations
+                # next to the logits here (up to +198 MiB at -ngl 0/1); stay on the safe side
+                peak = max(peak, logits + acts + (0 if layout.output_on_gpu else meta.output_bytes))
         out.append(peak)
     return out
 
