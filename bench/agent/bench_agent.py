@@ -88,26 +88,30 @@ def engine_floor(image: str, count: int, base_port: int) -> float:
     import docker
 
     client = docker.from_env()
-    label = f"maas-bench-floor={uuid.uuid4().hex[:8]}"
+    run = uuid.uuid4().hex[:8]
 
     def one(i: int) -> None:
         port = base_port + i
         created = client.api.create_container(
             image,
             command=["/bin/busybox", "httpd", "-f", "-p", str(port), "-h", "/www"],
-            labels=[label],
+            labels={"maas-bench-floor": run},
             ports=[port],
             host_config=client.api.create_host_config(port_bindings={port: ("127.0.0.1", port)}),
         )
         client.api.start(created["Id"])
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(one, range(count)))
-    wait_healthy([base_port + i for i in range(count)])
-    elapsed = time.perf_counter() - start
-    for container in client.containers.list(all=True, filters={"label": label}):
-        container.remove(force=True)
+    try:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, range(count)))
+        wait_healthy([base_port + i for i in range(count)])
+        elapsed = time.perf_counter() - start
+    finally:
+        for container in client.containers.list(
+            all=True, filters={"label": f"maas-bench-floor={run}"}
+        ):
+            container.remove(force=True)
     return elapsed
 
 

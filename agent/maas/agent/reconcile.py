@@ -72,6 +72,7 @@ class Reconciler:
         self.observed: list[ObservedContainer] = []
         self.plan: Plan | None = None
         self.applied_at: float | None = None  # when the desired state was last submitted
+        self._memo: tuple[tuple[object, ...], Plan] | None = None
         self.errors: list[Diagnostic] = []
         self.last: PassResult = PassResult()
         self.passes = 0
@@ -85,25 +86,37 @@ class Reconciler:
         if not desired.sources:
             return desired.plan or Plan(node=self.node_name)
         try:
-            plan = compile_sources(desired.sources, self.node_source(), self.config, desired.plan)
+            return self._compiled(desired.sources, desired.plan)
         except MaasError as exc:
             if desired.plan is None:
                 raise
             self.errors = list(exc.diagnostics)  # keep running the last good plan
             return desired.plan
-        return plan.model_copy(update={"node": self.node_name})
 
     def compile(self, desired: Desired) -> Plan:
-        plan = compile_sources(
-            desired.sources, self.node_source(), self.config, self._stored_plan()
-        )
-        return plan.model_copy(update={"node": self.node_name})
+        return self._compiled(desired.sources, self._stored_plan())
+
+    def _compiled(self, sources: dict[str, str], previous: Plan | None) -> Plan:
+        """compile_sources, remembered: a resync with the same sources, node and options (most
+        of them) reuses the last plan instead of compiling again."""
+        node = self.node_source()
+        ports = {d.name: d.ports for d in previous.deployments} if previous else {}
+        key = (sources, node, self.config.compile_options(), ports)
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1]
+        plan = compile_sources(sources, node, self.config, previous)
+        plan = plan.model_copy(update={"node": self.node_name})
+        self._memo = (key, plan)
+        return plan
 
     def submit(self, desired: Desired) -> Plan:
         """Validate and store new desired state; raises MaasError and stores nothing if bad."""
         with self.lock:
             plan = self.compile(desired)
-            self.store.save(desired.model_copy(update={"plan": plan, "applied_at": time.time()}))
+            stored = self.store.load()
+            if stored.sources != desired.sources or stored.plan != plan:  # else: nothing to write
+                update = {"plan": plan, "applied_at": time.time()}
+                self.store.save(desired.model_copy(update=update))
             return plan
 
     def _stored_plan(self) -> Plan | None:
