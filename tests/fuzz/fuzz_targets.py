@@ -35,9 +35,14 @@ CORPUS = Path(__file__).resolve().parent / "corpus"
 def check_error(exc: MaasError, text: str) -> None:
     """An error is useful: it says what, and where, inside the input."""
     assert exc.diagnostics, "MaasError without diagnostics"
-    line_count = text.count("\n") + 1
+    line_count = lines_of(text)
     for diagnostic in exc.diagnostics:
         check_diagnostic(diagnostic, line_count)
+
+
+def lines_of(text: str) -> int:
+    # YAML breaks lines at \r too; splitlines() breaks at all of YAML's breaks (and a few more).
+    return len(text.splitlines()) + 1
 
 
 def check_diagnostic(diagnostic: Diagnostic, line_count: int) -> None:
@@ -81,7 +86,7 @@ def yaml_pipeline(text: str) -> None:
     except MaasError as exc:  # load_sources collects; raising is allowed too
         check_error(exc, text)
         return
-    line_count = text.count("\n") + 1
+    line_count = lines_of(text)
     for diagnostic in documents.diagnostics:
         check_diagnostic(diagnostic, line_count)
     if documents.diagnostics:
@@ -97,15 +102,14 @@ def yaml_pipeline(text: str) -> None:
 def template_pipeline(command: str | list[str]) -> None:
     """A command (string or argv list) -> split, checked, rendered without injection."""
     lines = command.splitlines() if isinstance(command, str) else [str(a) for a in command]
-    text = "\n".join(lines)
     doc = SourceDoc(file=FILE, index=0, data={"spec": {"command": command}}, lines=lines)
     template, problems = split_command(command, doc, ("spec", "command"))
     for diagnostic in problems:
-        check_diagnostic(diagnostic, text.count("\n") + 1)
+        check_diagnostic(diagnostic, len(lines) + 1)
     if template is None:
         return
     for diagnostic in check_template(template, doc):
-        check_diagnostic(diagnostic, text.count("\n") + 1)
+        check_diagnostic(diagnostic, len(lines) + 1)
     # A value with spaces, quotes or braces stays inside its own argument.
     hostile = "a b' \"c {{port}} --x"
     values = {"port": hostile, "model_path": hostile, "model_name": "", "hf_cache": "}} {{"}
@@ -113,7 +117,48 @@ def template_pipeline(command: str | list[str]) -> None:
     assert len(rendered) == len(template.args), (template.args, rendered)
 
 
+def gguf_pipeline(data: bytes) -> None:
+    """File bytes -> GGUF header (whole file, or a prefix of a larger one) -> model metadata."""
+    from maas.compiler.metadata.gguf import GgufHeader, parse_gguf
+    from maas.compiler.metadata.model import from_gguf
+
+    for complete, file_size in ((True, None), (False, None), (False, len(data) + (1 << 30))):
+        try:
+            header = parse_gguf(data, name=FILE, complete=complete, file_size=file_size)
+            if isinstance(header, GgufHeader):
+                from_gguf([header], names=[FILE]).model_dump_json()
+                from_gguf([header, header], names=[FILE, FILE])
+            else:
+                assert len(data) < header.size, (len(data), header)
+        except MaasError as exc:
+            check_error(exc, "")
+
+
+def safetensors_pipeline(data: bytes) -> None:
+    """Bytes as a safetensors file, an index and a config.json -> weight bytes, metadata."""
+    from maas.compiler.metadata.safetensors import (
+        from_config,
+        header_length,
+        index_total_size,
+        safetensors_weight_bytes,
+    )
+
+    calls: list[Callable[[], object]] = [
+        lambda: header_length(data[:8], name=FILE),
+        lambda: safetensors_weight_bytes(data, name=FILE),
+        lambda: index_total_size(data, name=FILE),
+        lambda: from_config(data, weight_bytes=1 << 30, name=FILE).model_dump_json(),
+    ]
+    for call in calls:
+        try:
+            call()
+        except MaasError as exc:
+            check_error(exc, "")
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "yaml": lambda data: yaml_pipeline(data.decode("utf-8", "replace")),
     "template": lambda data: template_pipeline(data.decode("utf-8", "replace")),
+    "gguf": gguf_pipeline,
+    "safetensors": safetensors_pipeline,
 }

@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # the parser imports the gguf package (numpy); keep this modu
 
 BLOCK = re.compile(r"^blk\.(\d+)\.")
 EXPERTS = re.compile(r"\.ffn_(gate|up|down|gate_up)_(ch)?exps\b")
+# Per-layer tables are allocated from block_count: a hostile header must not size them.
+MAX_BLOCKS = 1 << 16  # the deepest models have a few hundred layers
 
 
 class LayerBytes(BaseModel):
@@ -94,6 +96,13 @@ def from_gguf(headers: Sequence[GgufHeader], *, names: Sequence[str]) -> ModelMe
         need("embedding_length"),
         need("attention.head_count"),
     )
+    if n_layer > MAX_BLOCKS:
+        raise MaasError.single(
+            "model-metadata",
+            f"{arch}.block_count {n_layer} is implausible (more than {MAX_BLOCKS})",
+            position=Position(names[0]),
+            hints=("the file may be damaged; download it again",),
+        )
     n_head_kv = _int(first, f"{arch}.attention.head_count_kv") or n_head
     head_dim = n_embd // n_head
     tensors = [t for h in headers for t in h.tensors]
@@ -127,9 +136,10 @@ def from_gguf(headers: Sequence[GgufHeader], *, names: Sequence[str]) -> ModelMe
 def _first_shard(headers: Sequence[GgufHeader], names: Sequence[str]) -> GgufHeader:
     if not headers:
         raise ValueError("from_gguf needs at least one header")
-    by_no = {int(h.get("split.no", 0)): h for h in headers}
-    count = int(headers[0].get("split.count", 1))
-    if len(by_no) != len(headers) or sorted(by_no) != list(range(count)):
+    # _int: a hostile header may hold any type there; count is compared before building a range.
+    by_no = {_int(h, "split.no", 0) or 0: h for h in headers}
+    count = _int(headers[0], "split.count", 1) or 0
+    if len(by_no) != len(headers) or count != len(headers) or sorted(by_no) != list(range(count)):
         have = sorted(by_no)
         raise MaasError.single(
             "model-metadata",

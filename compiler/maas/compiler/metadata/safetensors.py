@@ -8,6 +8,7 @@ input is a `MaasError` with a Diagnostic.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,7 +33,7 @@ def _json_object(data: bytes, name: str) -> dict[str, Any]:
         raise _bad(name, f"{len(data)} bytes of JSON is more than a model header holds")
     try:
         value = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
         raise _bad(name, f"not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise _bad(name, "expected a JSON object")
@@ -60,8 +61,10 @@ def safetensors_weight_bytes(data: bytes, *, name: str) -> int:
         if key == "__metadata__":
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2) or not all(
-            isinstance(o, int) and o >= 0 for o in offsets
+        if (
+            not (isinstance(offsets, list) and len(offsets) == 2)
+            or not all(isinstance(o, int) and o >= 0 for o in offsets)
+            or offsets[1] < offsets[0]
         ):
             raise _bad(name, f"tensor '{key}' has no valid data_offsets")
         total += offsets[1] - offsets[0]
@@ -69,9 +72,10 @@ def safetensors_weight_bytes(data: bytes, *, name: str) -> int:
 
 
 def index_total_size(data: bytes, *, name: str) -> int:
-    index = _json_object(data, name)
-    size = (index.get("metadata") or {}).get("total_size")
-    if not isinstance(size, int | float) or size <= 0:
+    metadata = _json_object(data, name).get("metadata")
+    size = metadata.get("total_size") if isinstance(metadata, dict) else None
+    # JSON numbers may be NaN, Infinity or 1e999, which int() refuses.
+    if not isinstance(size, int | float) or isinstance(size, bool) or not 0 < size < math.inf:
         raise _bad(name, "index has no metadata.total_size")
     return int(size)
 
