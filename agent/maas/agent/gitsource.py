@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maas.agent.gitrepo import git, read_revision
+from maas.agent.modelfetch import fetch_repo_models
 from maas.compiler.diagnostics import Diagnostic, MaasError
 from maas.compiler.plan import Plan
 from maas.compiler.repo import FleetPlan, compile_repo
@@ -47,8 +48,12 @@ class GitSource:
         try:
             if self.verify_signatures:
                 git(self.workdir, "verify-commit", commit)
+            sources = read_revision(self.workdir, commit)
             fleet = compile_repo(
-                read_revision(self.workdir, commit), previous=self._fleet, root=f"{commit[:12]}:"
+                sources,
+                previous=self._fleet,
+                root=f"{commit[:12]}:",
+                models=fetch_repo_models(sources, offline=False),
             )
         except MaasError as exc:
             self.state.refused_commit = commit

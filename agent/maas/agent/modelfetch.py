@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,3 +217,14 @@ def _read_safetensors_dir(folder: Path) -> ModelMetadata:
 
 
 __all__ = ["FetchResult", "default_metadata_cache", "fetch_models", "read_gguf_files", "read_local"]
+
+
+def fetch_repo_models(sources: Mapping[str, str], *, offline: bool) -> dict[str, ModelMetadata]:
+    """Model metadata for the deployments of a config repository's sources (best effort: a
+    source that does not parse is left to `compile_repo` to report)."""
+    from maas.compiler.sources import load_sources
+
+    documents = load_sources(
+        {k: v for k, v in sources.items() if k.startswith("deployments/")}, kinds=("Deployment",)
+    )
+    return dict(fetch_models(documents.deployments, offline=offline).models)

@@ -16,10 +16,16 @@ from maas.compiler.repo import FleetPlan, compile_repo
 
 def run_repo_plan(args: argparse.Namespace, root: Path) -> int:
     from maas.agent import gitrepo
+    from maas.agent.modelfetch import fetch_repo_models
 
     if args.base:
         base_id = gitrepo.resolve(root, args.base)
-        base = compile_repo(gitrepo.read_revision(root, base_id), root=f"{args.base}:")
+        base_sources = gitrepo.read_revision(root, base_id)
+        base = compile_repo(
+            base_sources,
+            root=f"{args.base}:",
+            models=fetch_repo_models(base_sources, offline=args.offline),
+        )
     else:
         base_id, base = "empty", FleetPlan()
     if args.head:
@@ -31,6 +37,7 @@ def run_repo_plan(args: argparse.Namespace, root: Path) -> int:
         head_sources,
         previous=base if args.base else None,
         root=f"{args.head}:" if args.head else repo_prefix(str(root)),
+        models=fetch_repo_models(head_sources, offline=args.offline),
     )
     diff = diff_fleets(base, head)
     if args.output == "json":

@@ -18,6 +18,7 @@ from maas.compiler.diagnostics import Diagnostic, MaasError, Position, raise_if_
 from maas.compiler.documents import Loaded, diagnostics_from_validation
 from maas.compiler.fleet import Assignment, Strategy, assign, replicas_per_node
 from maas.compiler.loader import load_text
+from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Node, Strict
 from maas.compiler.plan import Plan, PlanDeployment
 from maas.compiler.policy import Policy
@@ -95,7 +96,11 @@ def load_settings(sources: Mapping[str, str]) -> RepoSettings:
 
 
 def compile_repo(
-    sources: Mapping[str, str], *, previous: FleetPlan | None = None, root: str = ""
+    sources: Mapping[str, str],
+    *,
+    previous: FleetPlan | None = None,
+    root: str = "",
+    models: Mapping[str, ModelMetadata] | None = None,
 ) -> FleetPlan:
     """Validate, assign and compile a whole repository; raises MaasError with every problem.
 
@@ -115,7 +120,7 @@ def compile_repo(
     nodes = [n.model for n in documents.nodes]
 
     def fit(loaded: Loaded[Deployment], node: Node) -> PlanDeployment:
-        return compile_plan([loaded], node, options=options).deployments[0]
+        return compile_plan([loaded], node, options=options, models=models).deployments[0]
 
     result = assign(
         documents.deployments,
@@ -136,6 +141,7 @@ def compile_repo(
             node,
             options=options,
             previous=previous.plans.get(name) if previous else None,
+            models=models,
         )
     return fleet
 

@@ -58,7 +58,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         if len(args.paths) == 1 and is_repository(Path(args.paths[0])) and not args.node:
             root = Path(args.paths[0])
-            compile_repo(read_worktree(root), root=repo_prefix(args.paths[0]))
+            from maas.agent.modelfetch import fetch_repo_models
+
+            sources = read_worktree(root)
+            compile_repo(
+                sources,
+                root=repo_prefix(args.paths[0]),
+                models=fetch_repo_models(sources, offline=args.offline),
+            )
             return exitcodes.OK
         documents = load_sources(read_sources(args.paths))
         diagnostics = documents.diagnostics + check_deployments(documents.deployments)
