@@ -28,7 +28,9 @@ def theirs(fit: dict[str, object], n_layer: int) -> tuple[int, int]:
     ngl = fit["ngl"] if fit["ngl"] is not None else n_layer + 1
     blocks = set()
     for pattern in fit["ot"]:  # type: ignore[union-attr]
-        if "exps" in pattern or "ffn_(up|down" in pattern:
+        # whole experts moved, or the whole FFN of a layer (llama.cpp's ATTN fraction); a layer
+        # with only some FFN tensors on the CPU (its UP/GATE fractions) is not counted
+        if "exps" in pattern or "ffn_(gate|up|gate_up|down)" in pattern:
             blocks.update(int(i) for i in re.findall(r"blk\\\.(\d+)", pattern))
     return int(ngl), len([b for b in blocks if b < n_layer])  # type: ignore[call-overload]
 

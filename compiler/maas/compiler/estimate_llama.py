@@ -131,7 +131,8 @@ def llama_memory(
     host = DeviceMemory(host_model, host_kv, _host_compute(meta, n_ctx))
     if n_gpus == 0:
         return LlamaMemory((), host)
-    compute = _gpu_compute(meta, layout, n_ctx, cpu_largest)
+    cpu_kv = kv if host_kv else 0  # attention of a CPU layer runs on a GPU copy of its KV
+    compute = _gpu_compute(meta, layout, n_ctx, cpu_largest, cpu_kv)
     gpus = tuple(DeviceMemory(model[g], kv_gpu[g], compute[g]) for g in range(n_gpus))
     if layout.output_on_gpu:
         last = gpus[-1]
@@ -140,7 +141,7 @@ def llama_memory(
 
 
 def _gpu_compute(
-    meta: ModelMetadata, layout: LlamaLayout, n_ctx: int, cpu_largest: int
+    meta: ModelMetadata, layout: LlamaLayout, n_ctx: int, cpu_largest: int, cpu_kv: int
 ) -> list[int]:
     acts = _activations(meta, n_ctx)
     logits = _logits(meta)
@@ -152,7 +153,7 @@ def _gpu_compute(
             peak = max(peak, logits)
         if gpu == 0 and cpu_largest:
             # the main GPU runs large-batch products of CPU weights on a copy of them
-            peak = max(peak, cpu_largest + acts)
+            peak = max(peak, cpu_largest + acts, cpu_kv * 3 // 2 + acts)
             if not layout.output_on_gpu:
                 peak = max(peak, meta.output_bytes + logits)
             if not sum(layout.gpu_blocks):
