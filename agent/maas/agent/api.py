@@ -98,7 +98,7 @@ class Api:
             stored = reconciler.store.load()
             desired = Desired(sources=merge(stored.sources, sources))
             plan = reconciler.compile(desired) if dry_run else reconciler.submit(desired)
-            actions = diff(plan, reconciler.observed)
+            actions = diff(plan, reconciler.refresh_observed())
         return {"plan": plan.model_dump(mode="json"), "actions": [a.__dict__ for a in actions]}
 
     async def delete(self, request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ a corrupt store or an engine that does not answer stops the pass before anything
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -152,8 +153,15 @@ class Reconciler:
             todo = [a for a in result.actions if a.kind in ("start", "create")]
             todo[:0] = [a for a in stopped if a is not None and a.kind == "recreate"]
             list(self.pool.map(lambda a: self._execute(a, planned.get(a.deployment)), todo))
+            if stopped or todo:
+                self.refresh_observed()  # status and apply previews see what this pass did
             self._forget_removed(plan)
             return self._finish(result)
+
+    def refresh_observed(self) -> list[ObservedContainer]:
+        with contextlib.suppress(MaasError):  # the next pass reports an engine that went away
+            self.observed = observe(self.engine.list_ours(self.node_name))
+        return self.observed
 
     def _finish(self, result: PassResult) -> PassResult:
         result.duration_s = time.time() - result.started
