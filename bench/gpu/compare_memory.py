@@ -37,11 +37,11 @@ SUFFIX = "-holdout" if HOLDOUT else ""
 MIB = 1 << 20
 
 
-def load_models(folder: Path) -> dict[str, ModelMetadata]:
+def load_models(folder: Path, holdout: bool = HOLDOUT) -> dict[str, ModelMetadata]:
     models = {}
-    shapes = (QWEN25_14B, LLAMA2_13B, MOE_16X) if HOLDOUT else (LLAMA3_8B, LLAMA3_70B, MIXTRAL_8X7B)
+    shapes = (QWEN25_14B, LLAMA2_13B, MOE_16X) if holdout else (LLAMA3_8B, LLAMA3_70B, MIXTRAL_8X7B)
     for shape in shapes:
-        for q in (Q.Q4_K, Q.Q6_K) if HOLDOUT else (Q.Q4_0, Q.Q8_0):
+        for q in (Q.Q4_K, Q.Q6_K) if holdout else (Q.Q4_0, Q.Q8_0):
             name = f"{shape.name}-{q.name.lower()}.gguf"
             (path,) = write_header_only(folder / name, shape, q)
             with path.open("rb") as f:
