@@ -71,12 +71,13 @@ def llama_server_image() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
         subprocess.run([*LLAMA_ROOTFS, str(root)], check=True, capture_output=True, timeout=900)
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(
-            ["docker", "import", "--change", LLAMA_CHANGE, "-", tag],
-            stdin=tar.stdout,
-            check=True,
-            capture_output=True,
-        )
-        tar.wait()
+        with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
+            subprocess.run(
+                ["docker", "import", "--change", LLAMA_CHANGE, "-", tag],
+                stdin=tar.stdout,
+                check=True,
+                capture_output=True,
+            )
+        if tar.returncode != 0:
+            raise RuntimeError(f"tar of the llama-server rootfs failed ({tar.returncode})")
     return tag

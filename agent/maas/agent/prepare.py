@@ -74,7 +74,11 @@ class Preparer:
             job = Job(phase="done")  # nothing to wait for (checked outside the lock: in parallel)
         with self.lock:
             job = self.jobs.setdefault(key, job) if job is not None else self.jobs.get(key)
-            if job is None or job.phase == "failed":
+            if job is not None and job.phase == "failed":
+                # Reported once, so the replica backs off; the next ask (after it) tries again.
+                del self.jobs[key]
+                return job
+            if job is None:
                 job = Job()
                 job.thread = threading.Thread(
                     target=self._run,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -21,12 +21,14 @@ from maas.agent.containers import container_spec
 from maas.agent.diff import Action, Replica, diff
 from maas.agent.engine import Engine
 from maas.agent.health import ReplicaHealth
+from maas.agent.modelfetch import fetch_models
 from maas.agent.observe import ObservedContainer, observe
 from maas.agent.prepare import Preparer
 from maas.agent.secrets import read_secret
 from maas.agent.store import Desired, Store
 from maas.compiler.compile import compile_plan
 from maas.compiler.diagnostics import Diagnostic, MaasError
+from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Node
 from maas.compiler.plan import Plan, PlanDeployment
 from maas.compiler.sources import load_sources
@@ -44,15 +46,38 @@ class PassResult:
 
 
 def compile_sources(
-    sources: dict[str, str], node: Node, config: AgentConfig, previous: Plan | None
+    sources: dict[str, str],
+    node: Node,
+    config: AgentConfig,
+    previous: Plan | None,
+    models: Mapping[str, ModelMetadata] | None = None,
 ) -> Plan:
     """The one place the agent compiles (desired sources x live node x its own policy)."""
     documents = load_sources(sources, kinds=("Deployment",))
     if [d for d in documents.diagnostics if d.severity == "error"]:
         raise MaasError(documents.diagnostics)
     return compile_plan(
-        documents.deployments, node, options=config.compile_options(), previous=previous
+        documents.deployments,
+        node,
+        options=config.compile_options(),
+        previous=previous,
+        models=models,
     )
+
+
+def fetch_metadata(sources: dict[str, str], config: AgentConfig) -> dict[str, ModelMetadata]:
+    """Model metadata for placement (GGUF/safetensors headers: local files, caches, or range
+    requests to the hub); a model it cannot read is placed without an estimate."""
+    documents = load_sources(sources, kinds=("Deployment",))
+    fetched = fetch_models(
+        documents.deployments,
+        offline=False,
+        metadata_cache=config.state_dir / "metadata",
+        model_cache=config.cache_dir,
+    )
+    for warning in fetched.warnings:
+        log.warning("model metadata", warning=warning.render())
+    return fetched.models
 
 
 class Reconciler:
@@ -74,6 +99,7 @@ class Reconciler:
         self.plan: Plan | None = None
         self.applied_at: float | None = None  # when the desired state was last submitted
         self._memo: tuple[tuple[object, ...], Plan] | None = None
+        self._models: tuple[dict[str, str], dict[str, ModelMetadata]] | None = None
         self.errors: list[Diagnostic] = []
         self.last: PassResult = PassResult()
         self.passes = 0
@@ -105,7 +131,10 @@ class Reconciler:
         key = (sources, node, self.config.compile_options(), ports)
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
-        plan = compile_sources(sources, node, self.config, previous)
+        if self._models is None or self._models[0] != sources:
+            # Fetched once per set of sources: the hub is not asked again on every resync.
+            self._models = (sources, fetch_metadata(sources, self.config))
+        plan = compile_sources(sources, node, self.config, previous, self._models[1])
         plan = plan.model_copy(update={"node": self.node_name})
         self._memo = (key, plan)
         return plan
