@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -140,6 +141,26 @@ def test_failing_backend_reports_and_backs_off(agent: AgentProcess, busybox: str
         if '"kind": "start"' in line and '"deployment": "crash"' in line
     )
     assert starts <= 3
+
+
+def test_unpullable_image_reports_and_backs_off(agent: AgentProcess) -> None:
+    agent.apply("nopull", web_spec("nopull", "registry.invalid/none/such:1"), wait=False)
+
+    def failed() -> bool:
+        (d,) = agent.status()["deployments"]
+        return bool(d["state"] == "failed" and d["last_error"])
+
+    agent.wait_for(failed, timeout=60, what="pull failure")
+    (nopull,) = agent.status()["deployments"]
+    assert "pull registry.invalid/none/such:1" in nopull["last_error"]
+    time.sleep(6)  # three resyncs: a tight loop would pull again on each
+    failures = sum(
+        1
+        for line in agent.log.read_text().splitlines()
+        if '"event": "action failed"' in line and '"deployment": "nopull"' in line
+    )
+    assert failures <= 2  # at once, then 10 s of back-off
+    assert agent.containers() == []
 
 
 def test_corrupt_state_refuses_and_deletes_nothing(tmp_path: Path, busybox: str) -> None:
