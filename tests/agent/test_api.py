@@ -14,7 +14,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests_agent_support import AgentProcess, web_spec
+
+from maas.cli.client import AgentClient
+from maas.compiler.diagnostics import MaasError
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -130,3 +134,46 @@ def test_metrics_and_applied_at(tmp_path: Path, busybox: str) -> None:
         assert "maas_agent_last_success_timestamp_seconds" in metrics
     finally:
         agent.cleanup()
+
+
+def _connect_as(path: Path, uid: int, gid: int) -> int:
+    """`maasctl`'s client from a forked child running as uid:gid; its exit status says how."""
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, then try
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            AgentClient(str(path), timeout=10).call("GET", "/v1/status")
+            code = 0
+        except MaasError as exc:
+            code = 13 if exc.diagnostics[0].code == "socket-permission" else 2
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_socket_admits_its_group_and_refuses_other_users(tmp_path: Path) -> None:
+    import grp
+    import pwd
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    group = grp.getgrgid(nobody.pw_gid).gr_name
+    other_gid = next(g.gr_gid for g in grp.getgrall() if g.gr_gid not in (0, nobody.pw_gid))
+    run_dir = Path(tempfile.mkdtemp(prefix="maas-sock-"))
+    run_dir.chmod(0o755)  # only the socket's own mode may decide
+    agent = AgentProcess(tmp_path, {"socket": str(run_dir / "agent.sock"), "socket_group": group})
+    agent.socket = run_dir / "agent.sock"
+    agent.start()
+    try:
+        info = agent.socket.stat()
+        assert info.st_mode & 0o777 == 0o660 and info.st_gid == nobody.pw_gid
+        assert _connect_as(agent.socket, nobody.pw_uid, nobody.pw_gid) == 0
+        assert _connect_as(agent.socket, nobody.pw_uid, other_gid) == 13
+        assert agent.status()["deployments"] == []  # still answering
+    finally:
+        agent.cleanup()
+        run_dir.rmdir()

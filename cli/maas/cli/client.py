@@ -46,7 +46,21 @@ class AgentClient:
         try:
             connection.request(method, route, body=payload, headers=headers)
             return connection.getresponse()
-        except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
+        except PermissionError as exc:
+            raise MaasError(
+                [
+                    Diagnostic(
+                        "socket-permission",
+                        f"not allowed to use the agent's socket {self.path}",
+                        Position(self.path),
+                        hints=(
+                            "the socket admits root and its group (maas by default): "
+                            "sudo usermod -aG maas $USER, then log in again",
+                        ),
+                    )
+                ]
+            ) from exc
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NoAgent(
                 [
                     Diagnostic(
