@@ -73,8 +73,7 @@ def fetch_models(
         except MaasError as exc:
             if not exc.retryable:
                 raise
-            meta = None
-            result.warnings.append(_unknown(name, str(exc.diagnostics[0].message)))
+            meta, fetcher.why = None, exc.diagnostics[0].message
         if meta is None:
             result.warnings.append(_unknown(name, fetcher.why or "no model metadata"))
         else:

@@ -212,7 +212,7 @@ def _round_trip(text: str, file: str) -> list[Any]:
     try:
         return _bounded(YAML(typ="rt", pure=True).load_all(text), file)
     except MarkedYAMLError as exc:
-        raise MaasError([_syntax_diagnostic(exc, file)]) from None
+        raise MaasError([_syntax_diagnostic(exc, file, text)]) from None
     except (YAMLError, ValueError, TypeError, RecursionError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise MaasError.single(
@@ -220,7 +220,7 @@ def _round_trip(text: str, file: str) -> list[Any]:
         ) from None
 
 
-def _syntax_diagnostic(exc: MarkedYAMLError, file: str) -> Diagnostic:
+def _syntax_diagnostic(exc: MarkedYAMLError, file: str, text: str) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
     position = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file)
     problem = (exc.problem or exc.context or "invalid YAML").strip()
@@ -228,14 +228,26 @@ def _syntax_diagnostic(exc: MarkedYAMLError, file: str) -> Diagnostic:
     code = "yaml"
     if "duplicate key" in problem:
         code = "duplicate-key"
-        first = exc.context_mark
-        if first is not None:
-            hints = (f"first defined at line {first.line + 1}",)
         problem = problem.split(" with value")[0]
+        hints = _first_definition(exc, text, problem)
     elif "'\\t'" in problem:
         code = "tab"
         hints = ("YAML indentation must use spaces, not tabs",)
     return Diagnostic(code, problem, position, hints=hints)
+
+
+def _first_definition(exc: MarkedYAMLError, text: str, problem: str) -> tuple[str, ...]:
+    """Where the duplicated key first appears: ruamel marks only the mapping's start."""
+    start, duplicate = exc.context_mark, exc.problem_mark
+    if start is None or duplicate is None:
+        return ()
+    key = problem.removeprefix("found duplicate key").strip().strip('"')
+    lines = text.splitlines()
+    for number in range(start.line, min(duplicate.line, len(lines))):
+        rest = lines[number][duplicate.column :]
+        if rest.startswith(key) and rest[len(key) :].lstrip().startswith(":"):
+            return (f"first defined at line {number + 1}",)
+    return (f"in the mapping that starts at line {start.line + 1}",)
 
 
 class _Budget:
