@@ -57,6 +57,7 @@ def corpus_files() -> list[Path]:
 
 
 @pytest.mark.parametrize("path", corpus_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.timeout(60)  # a regression here has been exponential: fail, do not hang CI
 def test_corpus_replays(path: Path) -> None:
     TARGETS[path.parent.name](path.read_bytes())
 

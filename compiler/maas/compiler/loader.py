@@ -149,15 +149,23 @@ _SCAN_DEPTH_ABOVE = 1000  # at this depth the C composer and the scanners are ha
 
 
 def _check_events(text: str, file: str, *, max_depth: int | None) -> None:
-    """Refuse, from C parser events, nesting over `max_depth` and collections used as keys.
+    """Refuse, from parser events, nesting over `max_depth` and collections used as keys.
 
     ruamel's round-trip constructor takes time exponential in the nesting of mapping keys
     (`? ? ? ? x`, `{{{a: 1}: 1}: 1}`: 16 levels, a minute), and no spec needs a non-scalar key.
+    The C parser scans first (fast); where it stops at a syntax error the pure parser, the one
+    the round-trip loader uses, may read further, so it scans again from the start.
     """
+    if not _scan_events(YAML(typ="safe", pure=False), text, file, max_depth):
+        _scan_events(YAML(typ="rt", pure=True), text, file, max_depth)
+
+
+def _scan_events(parser: YAML, text: str, file: str, max_depth: int | None) -> bool:
+    """False when the parser stopped at a syntax error (reported later, by the loaders)."""
     frames: list[list[bool]] = []  # per open collection: [expecting a key] for mappings
     collections: set[str] = set()  # anchors of collections, which aliases may use as keys
     try:
-        for event in YAML(typ="safe", pure=False).parse(text):
+        for event in parser.parse(text):
             if isinstance(event, CollectionEndEvent):
                 frames.pop()
                 continue
@@ -178,7 +186,8 @@ def _check_events(text: str, file: str, *, max_depth: int | None) -> None:
                 if max_depth is not None and len(frames) > max_depth:
                     _refuse(event, file, "yaml-too-deep", f"nesting deeper than {max_depth} levels")
     except (YAMLError, ValueError, TypeError):
-        return  # a syntax error: the loaders report it at its position
+        return False
+    return True
 
 
 def _refuse(event: Event, file: str, code: str, message: str) -> None:
