@@ -128,7 +128,11 @@ def ballast_run(path: Path, budget_gib: float) -> dict[str, object]:
     free_now, _ = torch.cuda.mem_get_info()
     meta = metadata(path)
     gpu = Gpu(
-        index=0, uuid="GPU-0", name="H100", memory_total_bytes=total, memory_free_bytes=free_now
+        index=0,
+        uuid="GPU-0",
+        name=torch.cuda.get_device_name(0),
+        memory_total_bytes=total,
+        memory_free_bytes=free_now,
     )
     full, off = place_llama(meta, [gpu], n_ctx=8192, margin=GIB, allow_cpu=True)
     choice = full or off
@@ -174,10 +178,12 @@ def ballast_run(path: Path, budget_gib: float) -> dict[str, object]:
 def ballast() -> dict[str, object]:
     dense = model(LLAMA3_8B, Q.Q4_0)
     moe = model(MOE_SMALL, Q.Q4_0)
-    runs = [ballast_run(dense, b) for b in (2.0, 3.0, 4.0, 5.0)]
-    runs += [ballast_run(moe, b) for b in (2.5, 4.0)]
-    for run in runs:
-        print(run, flush=True)
+    runs = []
+    for path, budget in [(dense, b) for b in (2.0, 3.0, 4.0, 5.0)] + [(moe, 2.5), (moe, 4.0)]:
+        runs.append(ballast_run(path, budget))
+        print(runs[-1], flush=True)
+        # Written after each run: a call cut off at its time limit still brings back what ran.
+        (OUT / "gpu-ballast-raw.json").write_text(json.dumps({"ballast": runs}, indent=1))
     return {"ballast": runs}
 
 
