@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="maasctl",
         description="Declarative model deployments for GPU and CPU inference hosts.",
         epilog="Exit status: 0 success, 1 invalid input or failed operation, 2 usage error, "
-        "70 internal error. Run 'maasctl COMMAND --help' for a command's options.",
+        "69 no agent answers, 70 internal error. "
+        "Run 'maasctl COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"maasctl {VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
