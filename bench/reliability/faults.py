@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,35 +41,42 @@ from maas.cli.client import AgentClient  # noqa: E402
 from support.images import busybox_image  # noqa: E402
 
 
+@contextmanager
+def applying_20(image: str) -> Iterator[AgentProcess]:
+    """A fresh agent that has just been given 20 deployments (it is converging)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        agent = AgentProcess(Path(tmp))
+        agent.start()
+        try:
+            specs = "---\n".join(web_spec(f"m{i:02d}", image) for i in range(20))
+            (Path(tmp) / "all.yaml").write_text(specs)
+            agent.ctl("apply", str(Path(tmp) / "all.yaml"), "-y")
+            yield agent
+        finally:
+            agent.cleanup()
+
+
 def kill_during_apply(image: str, runs: int) -> list[str]:
     rows = []
     for run in range(runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            agent = AgentProcess(Path(tmp))
+        with applying_20(image) as agent:
+            delay = random.uniform(0.0, 1.5)
+            time.sleep(delay)
+            before = len(agent.containers())
+            agent.kill(signal.SIGKILL)
             agent.start()
-            try:
-                specs = "---\n".join(web_spec(f"m{i:02d}", image) for i in range(20))
-                (Path(tmp) / "all.yaml").write_text(specs)
-                agent.ctl("apply", str(Path(tmp) / "all.yaml"), "-y")
-                delay = random.uniform(0.0, 1.5)
-                time.sleep(delay)
-                before = len(agent.containers())
-                agent.kill(signal.SIGKILL)
-                agent.start()
-                agent.wait_for(
-                    lambda a=agent: sum(1 for c in a.containers() if c["State"] == "running") >= 20,
-                    timeout=90,
-                    what="convergence",
-                )
-                time.sleep(1)
-                names = Counter(c["Names"] for c in agent.containers())
-                ok = len(names) == 20 and max(names.values()) == 1
-                rows.append(
-                    f"| {run + 1} | {delay:.2f} | {before} | {sum(names.values())} | "
-                    f"{'ok' if ok else 'FAIL'} |"
-                )
-            finally:
-                agent.cleanup()
+            agent.wait_for(
+                lambda a=agent: sum(1 for c in a.containers() if c["State"] == "running") >= 20,
+                timeout=90,
+                what="convergence",
+            )
+            time.sleep(1)
+            names = Counter(c["Names"] for c in agent.containers())
+            ok = len(names) == 20 and max(names.values()) == 1
+            rows.append(
+                f"| {run + 1} | {delay:.2f} | {before} | {sum(names.values())} | "
+                f"{'ok' if ok else 'FAIL'} |"
+            )
     return rows
 
 
@@ -116,6 +125,15 @@ def converged(agent: AgentProcess, count: int) -> bool:
     return len(deployments) == count and ready == count and len(agent.containers()) == count
 
 
+def alive(pid: int) -> bool:
+    """Running, not a zombie: a dockerd started with setsid may have no parent that reaps it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def restart_dockerd() -> float:
     """Restart the engine; the seconds it was away."""
     started = time.monotonic()
@@ -132,7 +150,7 @@ def restart_dockerd() -> float:
             ).stdout.split()[0]
         )
         os.kill(pid, signal.SIGTERM)
-        while Path(f"/proc/{pid}").exists():
+        while alive(pid):
             time.sleep(0.1)
         with open("/var/log/maas-dockerd.log", "ab") as log:
             subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
@@ -144,27 +162,20 @@ def restart_dockerd() -> float:
 def dockerd_restart(image: str, runs: int) -> list[str]:
     rows = []
     for run in range(runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            agent = AgentProcess(Path(tmp))
-            agent.start()
-            try:
-                specs = "---\n".join(web_spec(f"d{i:02d}", image) for i in range(20))
-                (Path(tmp) / "all.yaml").write_text(specs)
-                agent.ctl("apply", str(Path(tmp) / "all.yaml"), "-y")
-                time.sleep(random.uniform(0.5, 3.0))  # somewhere inside the converging pass
-                before = sum(1 for c in agent.containers() if c["State"] == "running")
-                away = restart_dockerd()
-                back = time.monotonic()
-                agent.wait_for(lambda a=agent: converged(a, 20), timeout=120, what="convergence")
-                took = time.monotonic() - back
-                names = {c["Names"] for c in agent.containers()}
-                ok = took <= 30 and len(names) == 20 and agent.process.poll() is None
-                rows.append(
-                    f"| {run + 1} | {before} | {away:.1f} | {took:.1f} | {len(names)} | "
-                    f"{'ok' if ok else 'FAIL'} |"
-                )
-            finally:
-                agent.cleanup()
+        with applying_20(image) as agent:
+            time.sleep(random.uniform(0.5, 3.0))  # somewhere inside the converging pass
+            before = sum(1 for c in agent.containers() if c["State"] == "running")
+            away = restart_dockerd()
+            back = time.monotonic()
+            agent.wait_for(lambda a=agent: converged(a, 20), timeout=120, what="convergence")
+            took = time.monotonic() - back
+            names = {c["Names"] for c in agent.containers()}
+            agent_alive = agent.process is not None and agent.process.poll() is None
+            ok = took <= 30 and len(names) == 20 and agent_alive
+            rows.append(
+                f"| {run + 1} | {before} | {away:.1f} | {took:.1f} | {len(names)} | "
+                f"{'ok' if ok else 'FAIL'} |"
+            )
     return rows
 
 
