@@ -35,6 +35,7 @@ from maas.compiler.sources import load_sources
 
 log = structlog.get_logger("maas.agent")
 PARALLEL_ACTIONS = 8
+PARALLEL_STOPS = 4
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Reconciler:
         self.passes = 0
         self.lock = threading.RLock()
         self.pool = ThreadPoolExecutor(max_workers=PARALLEL_ACTIONS, thread_name_prefix="action")
+        self.stop_pool = ThreadPoolExecutor(max_workers=PARALLEL_STOPS, thread_name_prefix="stop")
 
     # desired state -------------------------------------------------------------------------
     def desired_plan(self) -> Plan:
@@ -173,12 +175,12 @@ class Reconciler:
             held = {k for k, h in self.health.items() if h.held(time.time())}
             result.actions = diff(plan, self.observed, held)
             planned = {d.name: d for d in plan.deployments}
-            # Stops one at a time, first (they free GPUs and ports): dockerd 20.10's libnetwork
-            # can deadlock on many simultaneous container exits. Creations and starts then run
-            # a few at a time, as the engine creates containers concurrently.
-            stopped = [
-                self._stop_for(a) for a in result.actions if a.kind in ("remove", "recreate")
-            ]
+            # Stops first (they free GPUs and ports), a few at a time: one by one, a hundred
+            # backends that wait out the stop timeout take minutes, yet dockerd 20.10's
+            # libnetwork has deadlocked on a hundred simultaneous exits. Creations and starts
+            # then run a few at a time, as the engine creates containers concurrently.
+            stops = [a for a in result.actions if a.kind in ("remove", "recreate")]
+            stopped = list(self.stop_pool.map(self._stop_for, stops))
             todo = [a for a in result.actions if a.kind in ("start", "create")]
             todo[:0] = [a for a in stopped if a is not None and a.kind == "recreate"]
             list(self.pool.map(lambda a: self._execute(a, planned.get(a.deployment)), todo))
