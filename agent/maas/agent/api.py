@@ -94,7 +94,7 @@ class Api:
 
     def _apply(self, sources: dict[str, str], dry_run: bool) -> dict[str, Any]:
         reconciler = self.agent.reconciler
-        with reconciler.lock:
+        with reconciler.state_lock:
             stored = reconciler.store.load()
             desired = Desired(sources=merge(stored.sources, sources))
             plan = reconciler.compile(desired) if dry_run else reconciler.submit(desired)
@@ -111,7 +111,7 @@ class Api:
 
     def _delete(self, name: str) -> bool:
         reconciler = self.agent.reconciler
-        with reconciler.lock:
+        with reconciler.state_lock:
             stored = reconciler.store.load()
             sources, found = remove_deployment(stored.sources, name)
             if found:

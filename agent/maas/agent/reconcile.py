@@ -104,26 +104,32 @@ class Reconciler:
         self.errors: list[Diagnostic] = []
         self.last: PassResult = PassResult()
         self.passes = 0
+        # `lock`: one pass (or probe restart) at a time; it is held while Docker works, for
+        # seconds. `state_lock`: the desired state (store, compile memo), held only briefly, so
+        # that apply and delete are answered during a long pass and the next pass takes them all.
         self.lock = threading.RLock()
+        self.state_lock = threading.RLock()
         self.pool = ThreadPoolExecutor(max_workers=PARALLEL_ACTIONS, thread_name_prefix="action")
         self.stop_pool = ThreadPoolExecutor(max_workers=PARALLEL_STOPS, thread_name_prefix="stop")
 
     # desired state -------------------------------------------------------------------------
     def desired_plan(self) -> Plan:
-        desired = self.store.load()
-        self.applied_at = desired.applied_at
-        if not desired.sources:
-            return desired.plan or Plan(node=self.node_name)
-        try:
-            return self._compiled(desired.sources, desired.plan)
-        except MaasError as exc:
-            if desired.plan is None:
-                raise
-            self.errors = list(exc.diagnostics)  # keep running the last good plan
-            return desired.plan
+        with self.state_lock:
+            desired = self.store.load()
+            self.applied_at = desired.applied_at
+            if not desired.sources:
+                return desired.plan or Plan(node=self.node_name)
+            try:
+                return self._compiled(desired.sources, desired.plan)
+            except MaasError as exc:
+                if desired.plan is None:
+                    raise
+                self.errors = list(exc.diagnostics)  # keep running the last good plan
+                return desired.plan
 
     def compile(self, desired: Desired) -> Plan:
-        return self._compiled(desired.sources, self._stored_plan())
+        with self.state_lock:
+            return self._compiled(desired.sources, self._stored_plan())
 
     def _compiled(self, sources: dict[str, str], previous: Plan | None) -> Plan:
         """compile_sources, remembered: a resync with the same sources, node and options (most
@@ -143,7 +149,7 @@ class Reconciler:
 
     def submit(self, desired: Desired) -> Plan:
         """Validate and store new desired state; raises MaasError and stores nothing if bad."""
-        with self.lock:
+        with self.state_lock:
             plan = self.compile(desired)
             stored = self.store.load()
             if stored.sources != desired.sources or stored.plan != plan:  # else: nothing to write
