@@ -295,9 +295,10 @@ def _plain(
     if isinstance(node, dict):
         return _plain_map(node, path, budget, inner, record)
     out_list = []
+    places = _line_cols(node) if record is not None else {}
     for i, item in enumerate(node):
-        if record is not None and i in node.lc.data:  # type: ignore[attr-defined]
-            line, col = node.lc.item(i)  # type: ignore[attr-defined]
+        if record is not None and i in places:
+            line, col = places[i][:2]
             record[0].setdefault((*path, i), (line + 1, col + 1))
         out_list.append(_plain(item, (*path, i), budget, inner, record))
     return out_list
@@ -307,6 +308,7 @@ def _plain_map(
     node: dict[Any, Any], path: PathKey, budget: _Budget, active: frozenset[int], record: Record
 ) -> dict[Any, Any]:
     out: dict[Any, Any] = {}
+    places = _line_cols(node) if record is not None else {}
     for key, value in node.items():
         scalar_key = _scalar(key) if not isinstance(key, dict | list | tuple) else None
         plain_key: str | int = (
@@ -315,12 +317,18 @@ def _plain_map(
             else str(key)
         )
         child: PathKey = (*path, plain_key)
-        if record is not None and key in node.lc.data:  # type: ignore[attr-defined]
-            kl, kc, vl, vc = node.lc.data[key]  # type: ignore[attr-defined]
+        if record is not None and key in places:
+            kl, kc, vl, vc = places[key]
             record[1].setdefault(child, (kl + 1, kc + 1))
             record[0].setdefault(child, (vl + 1, vc + 1))
         out[plain_key] = _plain(value, child, budget, active, record)
     return out
+
+
+def _line_cols(node: Any) -> dict[Any, Any]:
+    """ruamel's positions of a collection's items; none for one a merge key built (`<<: *a`)."""
+    data = getattr(getattr(node, "lc", None), "data", None)
+    return data if isinstance(data, dict) else {}
 
 
 def _scalar(value: Any) -> Any:
