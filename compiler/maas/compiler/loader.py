@@ -34,6 +34,17 @@ MAX_NODES = 20_000  # a large real spec has a few hundred values
 MAX_DOCUMENTS = 1_000
 MAX_DEPTH = 64
 MAX_BYTES = 8 * 1024 * 1024
+# What ruamel raises on hostile input: YAMLError, and from its constructors plain Python errors
+# (`!!int !!o` is an IndexError deep inside the int constructor).
+_RUAMEL_ERRORS = (
+    YAMLError,
+    ValueError,
+    TypeError,
+    RecursionError,
+    IndexError,
+    KeyError,
+    AttributeError,
+)
 
 
 class _Positions:
@@ -54,7 +65,7 @@ class _Positions:
             try:
                 _check_events(self.text, self.file, max_depth=None)
                 raw_docs = list(YAML(typ="rt", pure=True).load_all(self.text))
-            except (MaasError, YAMLError, ValueError, TypeError, RecursionError):
+            except (MaasError, *_RUAMEL_ERRORS):
                 raw_docs = []
             for i, raw in enumerate(raw_docs):
                 values: Table = {}
@@ -116,7 +127,7 @@ def load_text(text: str, file: str) -> list[SourceDoc]:
     _refuse_deep_nesting(text, file)
     try:
         raw_docs = _bounded(_fast_yaml().load_all(text), file)
-    except (YAMLError, ValueError, TypeError, RecursionError):
+    except _RUAMEL_ERRORS:
         raw_docs = _round_trip(text, file)  # the precise, positioned error, or agreement
     positions = _Positions(text, file)
     lines = text.splitlines()
@@ -185,7 +196,7 @@ def _scan_events(parser: YAML, text: str, file: str, max_depth: int | None) -> b
                 frames.append([True] if isinstance(event, MappingStartEvent) else [])
                 if max_depth is not None and len(frames) > max_depth:
                     _refuse(event, file, "yaml-too-deep", f"nesting deeper than {max_depth} levels")
-    except (YAMLError, ValueError, TypeError):
+    except _RUAMEL_ERRORS:
         return False
     return True
 
@@ -222,7 +233,7 @@ def _round_trip(text: str, file: str) -> list[Any]:
         return _bounded(YAML(typ="rt", pure=True).load_all(text), file)
     except MarkedYAMLError as exc:
         raise MaasError([_syntax_diagnostic(exc, file, text)]) from None
-    except (YAMLError, ValueError, TypeError, RecursionError) as exc:
+    except _RUAMEL_ERRORS as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise MaasError.single(
             "yaml", f"invalid YAML: {message}", position=Position(file)
