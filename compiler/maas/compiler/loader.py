@@ -125,10 +125,15 @@ def load_text(text: str, file: str) -> list[SourceDoc]:
             position=Position(file),
         )
     _refuse_deep_nesting(text, file)
+    fast = _fast_yaml()
     try:
-        raw_docs = _bounded(_fast_yaml().load_all(text), file)
+        raw_docs = _bounded(fast.load_all(text), file)
     except _RUAMEL_ERRORS:
         raw_docs = _round_trip(text, file)  # the precise, positioned error, or agreement
+    finally:
+        # ruamel keeps a DocInfo per document loaded on the instance: the agent, which reuses
+        # it for every apply and delete, would grow by megabytes an hour.
+        getattr(fast, "doc_infos", []).clear()
     positions = _Positions(text, file)
     lines = text.splitlines()
     docs: list[SourceDoc] = []
