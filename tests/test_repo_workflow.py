@@ -32,12 +32,17 @@ def node(name: str, *, gpus: int = 1, arch: str = "amd64") -> str:
 
 
 def deployment(
-    name: str, *, image: str = "example/server:1", replicas: int = 1, extra: str = ""
+    name: str,
+    *,
+    image: str = "example/server:1",
+    replicas: int = 1,
+    extra: str = "",
+    args: str = "",
 ) -> str:
     return (
         f"apiVersion: maas/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n"
         f"  source: huggingface\n  repo_id: org/{name}\n  backend: custom\n"
-        f"  image: {image}\n  command: [--port, '{{{{port}}}}']\n  replicas: {replicas}\n"
+        f"  image: {image}\n  command: [--port, '{{{{port}}}}'{args}]\n  replicas: {replicas}\n"
         f"{extra}"
     )
 
@@ -107,6 +112,7 @@ def repo(tmp_path: Path) -> Repo:
 def _change_everything(repo: Repo) -> None:
     repo.write("deployments/chat.yaml", deployment("chat", image="example/server:2", replicas=2))
     repo.write("deployments/embed.yaml", deployment("embed", extra="  health: {path: /ready}\n"))
+    repo.write("deployments/rerank.yaml", deployment("rerank", args=", --max-batch, '32'"))
     repo.write(
         "deployments/tts.yaml",
         deployment("tts", extra="  worker_selector: {arch: arm64}\n  allow_cpu_offload: true\n"),
@@ -134,7 +140,7 @@ def test_summary_and_detailed_exitcode(repo: Repo) -> None:
     changed = maasctl("plan", ".", "--base", "HEAD~1", "--detailed-exitcode", cwd=repo.root)
     assert changed.returncode == 2
     assert changed.stdout.rstrip().endswith(
-        "Plan: 1 to create, 2 to recreate, 1 to change in place, 1 to remove."
+        "Plan: 1 to create, 3 to recreate, 1 to change in place, 1 to remove."
     )
 
 

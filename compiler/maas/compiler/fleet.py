@@ -154,7 +154,11 @@ def _unschedulable(
         "unschedulable",
         f"{which} of '{name}' fit on no node",
         loaded.doc.at(("metadata", "name")),
-        hints=tuple(reasons) or ("the repository has no Node profiles under nodes/",),
+        hints=tuple(reasons)
+        or (
+            "the repository has no Node profiles under nodes/: on each host run "
+            "maasctl probe -o yaml > nodes/HOSTNAME.yaml",
+        ),
     )
 
 

@@ -8,6 +8,8 @@ VRAM) are spelled out so a reviewer sees the cost of a change.
 
 from __future__ import annotations
 
+import difflib
+import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -93,15 +95,15 @@ def _change(
         return Change(node, name, "remove", reason)
     assert old is not None and new is not None
     reasons = _reasons(old, new)
+    in_place = _in_place(old, new)
     if old.spec_hash != new.spec_hash:
         return Change(
             node,
             name,
             "recreate",
-            reasons or ("container definition changed",),
+            (reasons or ("container definition changed",)) + in_place,
             _performance(old, new),
         )
-    in_place = _in_place(old, new)
     if in_place:
         return Change(node, name, "update", in_place, _performance(old, new))
     return None
@@ -111,8 +113,10 @@ def _reasons(old: PlanDeployment, new: PlanDeployment) -> tuple[str, ...]:
     reasons = []
     if old.image != new.image:
         reasons.append(f"image changed: {old.image} -> {new.image}")
-    if old.command != new.command or old.entrypoint != new.entrypoint:
-        reasons.append("command changed")
+    if old.entrypoint != new.entrypoint:
+        reasons.append("entrypoint changed")
+    if old.command != new.command:
+        reasons.append(f"command changed: {_argv_change(old.command, new.command)}")
     if old.env != new.env:
         keys = sorted(k for k in set(old.env) | set(new.env) if old.env.get(k) != new.env.get(k))
         reasons.append("env changed: " + ", ".join(keys))
@@ -123,6 +127,22 @@ def _reasons(old: PlanDeployment, new: PlanDeployment) -> tuple[str, ...]:
     if old.port != new.port or old.mounts != new.mounts or old.limits != new.limits:
         reasons.append("ports, mounts or limits changed")
     return tuple(reasons)
+
+
+def _argv_change(old: list[str], new: list[str], limit: int = 120) -> str:
+    """What a reviewer needs of an argv change: the arguments replaced, removed and added."""
+    parts = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
+        removed, added = shlex.join(old[i1:i2]), shlex.join(new[j1:j2])
+        if op == "replace":
+            context = f"{old[i1 - 1]} " if i1 > 0 and old[i1 - 1].startswith("-") else ""
+            parts.append(f"{context}{removed} -> {added}")
+        elif op == "delete":
+            parts.append(f"removed {removed}")
+        elif op == "insert":
+            parts.append(f"added {added}")
+    text = ", ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _in_place(old: PlanDeployment, new: PlanDeployment) -> tuple[str, ...]:
