@@ -67,7 +67,9 @@ class Api:
         return web.json_response(self.agent.status())
 
     async def plan(self, request: web.Request) -> web.Response:
-        plan = self.agent.reconciler.plan
+        """The desired plan as last accepted (what the next pass works towards)."""
+        reconciler = self.agent.reconciler
+        plan = await asyncio.to_thread(reconciler.stored_plan) or reconciler.plan
         return web.json_response(plan.model_dump(mode="json") if plan else None)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:

@@ -129,7 +129,7 @@ class Reconciler:
 
     def compile(self, desired: Desired) -> Plan:
         with self.state_lock:
-            return self._compiled(desired.sources, self._stored_plan())
+            return self._compiled(desired.sources, self.stored_plan())
 
     def _compiled(self, sources: dict[str, str], previous: Plan | None) -> Plan:
         """compile_sources, remembered: a resync with the same sources, node and options (most
@@ -157,7 +157,7 @@ class Reconciler:
                 self.store.save(desired.model_copy(update=update))
             return plan
 
-    def _stored_plan(self) -> Plan | None:
+    def stored_plan(self) -> Plan | None:
         try:
             return self.store.load().plan
         except MaasError:
