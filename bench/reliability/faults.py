@@ -100,7 +100,7 @@ def stuck_states(image: str) -> list[str]:
             agent.apply("probe", web_spec("probe", image), wait=False)
             time.sleep(40)
             for d in agent.status()["deployments"]:
-                starts = sum(
+                failures = sum(
                     1
                     for line in agent.log.read_text().splitlines()
                     if any(f'"event": "{e}"' in line for e in ("action failed", "replica crashed"))
@@ -108,7 +108,7 @@ def stuck_states(image: str) -> list[str]:
                 )
                 rows.append(
                     f"| {d['name']} | {d['state']} | {d['last_error']} | "
-                    f"{starts} failures in 40 s |"
+                    f"{failures} failures in 40 s |"
                 )
         finally:
             blocker.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -28,8 +28,9 @@ from maas.agent.secrets import read_secret
 from maas.agent.store import Desired, Store
 from maas.compiler.compile import compile_plan
 from maas.compiler.diagnostics import Diagnostic, MaasError
+from maas.compiler.documents import Loaded
 from maas.compiler.metadata import ModelMetadata
-from maas.compiler.models import Node
+from maas.compiler.models import Deployment, Node
 from maas.compiler.plan import Plan, PlanDeployment
 from maas.compiler.sources import load_sources
 
@@ -46,32 +47,21 @@ class PassResult:
     ok: bool = True
 
 
-def compile_sources(
-    sources: dict[str, str],
-    node: Node,
-    config: AgentConfig,
-    previous: Plan | None,
-    models: Mapping[str, ModelMetadata] | None = None,
-) -> Plan:
-    """The one place the agent compiles (desired sources x live node x its own policy)."""
+def load_deployments(sources: dict[str, str]) -> list[Loaded[Deployment]]:
+    """The Deployment documents of the desired sources; any error among them raises."""
     documents = load_sources(sources, kinds=("Deployment",))
     if [d for d in documents.diagnostics if d.severity == "error"]:
         raise MaasError(documents.diagnostics)
-    return compile_plan(
-        documents.deployments,
-        node,
-        options=config.compile_options(),
-        previous=previous,
-        models=models,
-    )
+    return documents.deployments
 
 
-def fetch_metadata(sources: dict[str, str], config: AgentConfig) -> dict[str, ModelMetadata]:
+def fetch_metadata(
+    deployments: list[Loaded[Deployment]], config: AgentConfig
+) -> dict[str, ModelMetadata]:
     """Model metadata for placement (GGUF/safetensors headers: local files, caches, or range
     requests to the hub); a model it cannot read is placed without an estimate."""
-    documents = load_sources(sources, kinds=("Deployment",))
     fetched = fetch_models(
-        documents.deployments,
+        deployments,
         offline=False,
         metadata_cache=config.state_dir / "metadata",
         model_cache=config.cache_dir,
@@ -132,17 +122,25 @@ class Reconciler:
             return self._compiled(desired.sources, self.stored_plan())
 
     def _compiled(self, sources: dict[str, str], previous: Plan | None) -> Plan:
-        """compile_sources, remembered: a resync with the same sources, node and options (most
-        of them) reuses the last plan instead of compiling again."""
+        """The one place the agent compiles (desired sources x live node x its own policy),
+        remembered: a resync with the same sources, node and options (most of them) reuses the
+        last plan instead of compiling again."""
         node = self.node_source()
         ports = {d.name: d.ports for d in previous.deployments} if previous else {}
         key = (sources, node, self.config.compile_options(), ports)
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
+        deployments = load_deployments(sources)
         if self._models is None or self._models[0] != sources:
             # Fetched once per set of sources: the hub is not asked again on every resync.
-            self._models = (sources, fetch_metadata(sources, self.config))
-        plan = compile_sources(sources, node, self.config, previous, self._models[1])
+            self._models = (sources, fetch_metadata(deployments, self.config))
+        plan = compile_plan(
+            deployments,
+            node,
+            options=self.config.compile_options(),
+            previous=previous,
+            models=self._models[1],
+        )
         plan = plan.model_copy(update={"node": self.node_name})
         self._memo = (key, plan)
         return plan
