@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from maas.agent.gateway import Gateway, GatewayConfig, KeyRing, StaticRouteSource
+from maas.agent.gateway.front import listening
 
 
 def status(*deployments: dict[str, Any]) -> dict[str, Any]:
@@ -79,8 +80,8 @@ async def gateway(
     status_doc: dict[str, Any], keys: Path | None = None, **settings: Any
 ) -> AsyncIterator[tuple[str, Gateway]]:
     gw = Gateway(GatewayConfig(**settings), StaticRouteSource(status_doc), KeyRing(keys))
-    async with serving(gw.app()) as url:
-        yield url, gw
+    async with listening(gw, "127.0.0.1", 0) as (host, port):
+        yield f"http://{host}:{port}", gw
 
 
 def sse_event(data: object) -> bytes:

@@ -1,8 +1,10 @@
-"""The gateway's HTTP application: one OpenAI-compatible endpoint for every model of the node.
+"""The gateway's state and policy, and its aiohttp application.
 
-Request flow: authenticate (middleware) -> find the `model` (requests.py) -> choose a replica
-(routing.py, pure) -> relay (forward.py) -> record metrics. Routes are read from a RouteSource;
-nothing here talks to Docker.
+`Gateway` holds what every request shares: routes (from a RouteSource; nothing here talks to
+Docker), keys, the balancer, metrics, and the policy of one model request (`serve`: try replicas
+until one answers, eject those that fail, record the outcome). Two transports carry requests to
+it: the front (front.py) relays the model routes at the protocol level, and hands everything else
+to the aiohttp application built here (listing, metrics, uploads, the generic proxy).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
@@ -31,19 +33,16 @@ from maas.agent.gateway.forward import (
 )
 from maas.agent.gateway.keys import KeyRing
 from maas.agent.gateway.metrics import UNKNOWN, GatewayMetrics, RouteMetrics
-from maas.agent.gateway.requests import (
-    BadRequest,
-    FormModelScanner,
-    model_of_json,
-    multipart_boundary,
-)
+from maas.agent.gateway.requests import BadRequest, FormModelScanner, multipart_boundary
 from maas.agent.gateway.routing import Balancer, NoReadyReplica, Pick, Route, UnknownModel
 from maas.agent.gateway.source import RouteSource
 from maas.compiler.diagnostics import MaasError
 
 log = structlog.get_logger("maas.gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+R = TypeVar("R")
 
+# The routes whose body is a JSON document naming the `model`; the front relays them.
 JSON_ROUTES = (
     "/v1/chat/completions",
     "/v1/completions",
@@ -60,8 +59,8 @@ SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
 class Gateway:
-    """The application and its state: routes (from `source`), keys, balancer, metrics, and one
-    pooled HTTP client session for every replica."""
+    """The application's state and policy: routes (from `source`), keys, balancer, metrics, and one
+    pooled HTTP client session for the requests the aiohttp application relays."""
 
     def __init__(
         self,
@@ -82,9 +81,10 @@ class Gateway:
         self._housekeeping: asyncio.Task[None] | None = None
 
     def app(self) -> web.Application:
+        """The routes the front hands over, after it checked the key: it is reachable through
+        the front only (front.py), so it does not check keys itself."""
         app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._guard])
-        routes = [web.post(path, self._json_route) for path in JSON_ROUTES]
-        routes += [web.post(path, self._form_route) for path in FORM_ROUTES]
+        routes = [web.post(path, self._form_route) for path in FORM_ROUTES]
         routes += [
             web.get("/v1/models", self._models),
             web.get("/health", self._health),
@@ -138,107 +138,44 @@ class Gateway:
             # A broken edit keeps the keys in force; say why in the journal.
             log.error("keys_invalid", problems=[d.render() for d in exc.diagnostics])
 
+    def refusal(self, path: str, authorization: str | None) -> errors.Reply | None:
+        """The answer to a request without a valid key, or None when it may pass."""
+        if path in OPEN_PATHS or self.keys.allows(authorization):
+            return None
+        self.metrics.error(UNKNOWN, "", "bad_key")
+        return errors.bad_key()
+
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS and not self.keys.allows(
-            request.headers.get(hdrs.AUTHORIZATION)
-        ):
-            self.metrics.error(UNKNOWN, "", "bad_key")
-            return errors.bad_key()
         try:
             return await handler(request)
         except BadRequest as exc:
-            return errors.openai_error(400, exc.message, param=exc.param)
+            return errors.openai_error(400, exc.message, param=exc.param).response()
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             if exc.status == 413:
-                return errors.too_large(self.config.max_body_bytes)
-            return errors.openai_error(exc.status, exc.reason)
+                return errors.too_large(self.config.max_body_bytes).response()
+            return errors.openai_error(exc.status, exc.reason).response()
 
-    # --- routes -------------------------------------------------------------------------
+    # --- the policy of a model request, for either transport ------------------------------
 
-    async def _json_route(self, request: web.Request) -> web.StreamResponse:
-        limit = self.config.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return errors.too_large(limit)
-        body = await request.read()
-        model = model_of_json(body)
-        return await self._dispatch(request, request.path[4:], model, body, request.raw_path)
-
-    async def _form_route(self, request: web.Request) -> web.StreamResponse:
-        limit = self.config.max_upload_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return errors.too_large(limit)
-        scanner = FormModelScanner(multipart_boundary(request.headers.get(hdrs.CONTENT_TYPE, "")))
-        body = StreamedBody(prefix=[], rest=request.content, limit=limit)
-        model = None
-        while model is None:
-            chunk = await request.content.readany()
-            if not chunk:
-                raise BadRequest("You must provide a model parameter.", "model")
-            body.size += len(chunk)
-            if body.size > limit:
-                return errors.too_large(limit)
-            body.prefix.append(chunk)
-            model = scanner.feed(chunk)
-        return await self._dispatch(request, request.path[4:], model, body, request.raw_path)
-
-    async def _generic_proxy(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["deployment"]
-        route = self.source.table.routes.get(name)
-        if route is None or not route.generic_proxy:
-            self.metrics.answered(UNKNOWN, "proxy", 404, 0.0)
-            return errors.openai_error(
-                404, f"No deployment `{name}` with generic_proxy enabled.", code="not_found"
-            )
-        limit = self.config.max_upload_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return errors.too_large(limit)
-        body: Body = (
-            StreamedBody(prefix=[], rest=request.content, limit=limit)
-            if request.body_exists
-            else None
-        )
-        path = request.raw_path[len(f"/proxy/{name}") :] or "/"
-        call = Call(request, "proxy", body, path, self.clock())
-        return await self._serve(call, self.balancer.choose_in(route, call.started))
-
-    async def _models(self, request: web.Request) -> web.Response:
-        data: list[dict[str, Any]] = []
-        for route in sorted(self.source.table.routes.values(), key=lambda r: r.name):
-            data.append(_model_entry(route.name, route))
-            data.extend(_model_entry(alias, route) for alias in route.aliases)
-        return web.json_response({"object": "list", "data": data})
-
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "models": len(self.source.table.routes)})
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        response = web.Response(body=self.metrics.render())
-        response.content_type = "text/plain"
-        response.charset = "utf-8"
-        return response
-
-    # --- dispatch -----------------------------------------------------------------------
-
-    async def _dispatch(
-        self, request: web.Request, label: str, model: str, body: Body, path: str
-    ) -> web.StreamResponse:
-        call = Call(request, label, body, path, self.clock())
+    async def dispatch(self, call: Call, model: str, attempt: Attempt[R], answer: Answer[R]) -> R:
         decision = self.balancer.choose(self.source.table, model, call.started)
         if isinstance(decision, UnknownModel):
-            self.metrics.error(UNKNOWN, label, "unknown_model")
-            return self._answer(call, UNKNOWN, errors.unknown_model(model))
-        return await self._serve(call, decision)
+            self.metrics.error(UNKNOWN, call.label, "unknown_model")
+            return self._answer(call, UNKNOWN, errors.unknown_model(model), answer)
+        return await self.serve(call, decision, attempt, answer)
 
-    async def _serve(self, call: Call, decision: Pick | NoReadyReplica) -> web.StreamResponse:
+    async def serve(
+        self, call: Call, decision: Pick | NoReadyReplica, attempt: Attempt[R], answer: Answer[R]
+    ) -> R:
         """Try replicas until one answers; a replica that cannot be reached is ejected and, while
         the body can still be sent again, the next one is tried."""
         tried: set[str] = set()
         while isinstance(decision, Pick):
             try:
-                return await self._attempt(call, decision)
+                return await self._attempt(call, decision, attempt, answer)
             except UpstreamUnreachable as exc:
                 now = self.clock()
                 self._failed(call, decision, "upstream_unreachable", str(exc), now)
@@ -252,29 +189,28 @@ class Gateway:
                         "The model's replica could not be reached.",
                         code="upstream_unreachable",
                     )
-                    return self._answer(call, decision.route.name, unreachable)
+                    return self._answer(call, decision.route.name, unreachable, answer)
         name = decision.route.name
         self.metrics.error(name, call.label, "no_ready_replica")
         refusal = errors.no_ready_replica(name, decision.route.state, decision.retry_after_s)
-        return self._answer(call, name, refusal)
+        return self._answer(call, name, refusal, answer)
 
-    async def _attempt(self, call: Call, pick: Pick) -> web.StreamResponse:
+    async def _attempt(self, call: Call, pick: Pick, attempt: Attempt[R], answer: Answer[R]) -> R:
         name, replica = pick.route.name, pick.replica
         self.balancer.started(replica)
         metrics = self.metrics.route(name, call.label)
         metrics.outstanding.inc()
         try:
-            response, outcome = await relay(
-                self._client(), call.request, replica.url, call.path, call.body
-            )
+            response, outcome = await attempt(pick)
         except UpstreamFailed as exc:
             self._failed(call, pick, "upstream_failed", str(exc), self.clock())
             failed = errors.openai_error(
                 502, "The model's replica failed to answer.", code="upstream_failed"
             )
-            return self._answer(call, name, failed)
+            return self._answer(call, name, failed, answer)
         except BodyTooLarge:
-            return self._answer(call, name, errors.too_large(self.config.max_upload_bytes))
+            too_large = errors.too_large(self.config.max_upload_bytes)
+            return self._answer(call, name, too_large, answer)
         except asyncio.CancelledError:
             metrics.error("client_disconnected")
             raise
@@ -308,24 +244,94 @@ class Gateway:
             ejected_s=self.config.eject_s,
         )
 
-    def _answer(self, call: Call, name: str, response: web.Response) -> web.Response:
-        self.metrics.answered(name, call.label, response.status, self.clock() - call.started)
-        return response
+    def _answer(self, call: Call, name: str, reply: errors.Reply, answer: Answer[R]) -> R:
+        self.metrics.answered(name, call.label, reply.status, self.clock() - call.started)
+        return answer(reply)
 
-    def _client(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "the application has not started"
-        return self._session
+    # --- the routes of the aiohttp application -------------------------------------------
+
+    async def _form_route(self, request: web.Request) -> web.StreamResponse:
+        limit = self.config.max_upload_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return errors.too_large(limit).response()
+        scanner = FormModelScanner(multipart_boundary(request.headers.get(hdrs.CONTENT_TYPE, "")))
+        body = StreamedBody(prefix=[], rest=request.content, limit=limit)
+        model = None
+        while model is None:
+            chunk = await request.content.readany()
+            if not chunk:
+                raise BadRequest("You must provide a model parameter.", "model")
+            body.size += len(chunk)
+            if body.size > limit:
+                return errors.too_large(limit).response()
+            body.prefix.append(chunk)
+            model = scanner.feed(chunk)
+        call = Call(request.path[4:], body, request.raw_path, self.clock())
+        return await self.dispatch(call, model, self._relay(request, call), _response)
+
+    async def _generic_proxy(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["deployment"]
+        route = self.source.table.routes.get(name)
+        if route is None or not route.generic_proxy:
+            self.metrics.answered(UNKNOWN, "proxy", 404, 0.0)
+            return errors.openai_error(
+                404, f"No deployment `{name}` with generic_proxy enabled.", code="not_found"
+            ).response()
+        limit = self.config.max_upload_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return errors.too_large(limit).response()
+        body: Body = (
+            StreamedBody(prefix=[], rest=request.content, limit=limit)
+            if request.body_exists
+            else None
+        )
+        path = request.raw_path[len(f"/proxy/{name}") :] or "/"
+        call = Call("proxy", body, path, self.clock())
+        decision = self.balancer.choose_in(route, call.started)
+        return await self.serve(call, decision, self._relay(request, call), _response)
+
+    def _relay(self, request: web.Request, call: Call) -> Attempt[web.StreamResponse]:
+        async def attempt(pick: Pick) -> tuple[web.StreamResponse, Outcome]:
+            assert self._session is not None, "the application has not started"
+            return await relay(self._session, request, pick.replica.url, call.path, call.body)
+
+        return attempt
+
+    async def _models(self, request: web.Request) -> web.Response:
+        data: list[dict[str, Any]] = []
+        for route in sorted(self.source.table.routes.values(), key=lambda r: r.name):
+            data.append(_model_entry(route.name, route))
+            data.extend(_model_entry(alias, route) for alias in route.aliases)
+        return web.json_response({"object": "list", "data": data})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "models": len(self.source.table.routes)})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.metrics.render())
+        response.content_type = "text/plain"
+        response.charset = "utf-8"
+        return response
 
 
 @dataclass(frozen=True)
 class Call:
-    """One client request on its way through the gateway."""
+    """One model request on its way through the gateway."""
 
-    request: web.Request
     label: str  # the route, e.g. chat/completions, for metrics
     body: Body
     path: str  # what the replica is asked for, query string included
     started: float
+
+
+# How one transport sends a request to a picked replica (its response and what happened), and
+# how it answers a request itself.
+Attempt = Callable[[Pick], Awaitable[tuple[R, Outcome]]]
+Answer = Callable[[errors.Reply], R]
+
+
+def _response(reply: errors.Reply) -> web.StreamResponse:
+    return reply.response()
 
 
 def _consumed(body: Body) -> bool:

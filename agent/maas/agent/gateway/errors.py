@@ -1,9 +1,12 @@
 """Error responses in OpenAI's format, so OpenAI clients show the message instead of failing
-to parse: `{"error": {"message", "type", "param", "code"}}`."""
+to parse: `{"error": {"message", "type", "param", "code"}}`. Pure values (`Reply`); the aiohttp
+application and the front each turn them into their own kind of response."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -23,13 +26,30 @@ def openai_error(
     code: str | None = None,
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
-) -> web.Response:
+) -> Reply:
     kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return web.json_response(body, status=status, headers=headers)
+    return Reply(status, json.dumps(body).encode(), dict(headers or {}))
 
 
-def unknown_model(model: str) -> web.Response:
+@dataclass(frozen=True)
+class Reply:
+    """A complete JSON response the gateway answers itself."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def response(self) -> web.Response:
+        return web.Response(
+            status=self.status,
+            body=self.body,
+            headers=self.headers,
+            content_type="application/json",
+        )
+
+
+def unknown_model(model: str) -> Reply:
     return openai_error(
         404,
         f"The model `{model}` does not exist or you do not have access to it.",
@@ -38,7 +58,7 @@ def unknown_model(model: str) -> web.Response:
     )
 
 
-def no_ready_replica(model: str, state: str, retry_after_s: int) -> web.Response:
+def no_ready_replica(model: str, state: str, retry_after_s: int) -> Reply:
     return openai_error(
         503,
         f"The model `{model}` has no ready replica (state: {state}); retry later.",
@@ -47,13 +67,13 @@ def no_ready_replica(model: str, state: str, retry_after_s: int) -> web.Response
     )
 
 
-def too_large(limit: int) -> web.Response:
+def too_large(limit: int) -> Reply:
     return openai_error(
         413, f"The request body is larger than {limit} bytes.", code="request_too_large"
     )
 
 
-def bad_key() -> web.Response:
+def bad_key() -> Reply:
     return openai_error(
         401,
         "Incorrect or missing API key; send it as `Authorization: Bearer <key>`.",

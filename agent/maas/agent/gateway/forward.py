@@ -96,8 +96,9 @@ def request_headers(request: web.Request) -> CIMultiDict[str]:
         (k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED
     )
     forwarded = request.headers.get("X-Forwarded-For")
-    peer = request.remote or ""
-    headers["X-Forwarded-For"] = f"{forwarded}, {peer}" if forwarded else peer
+    peer = request.remote or ""  # none on the front's socket pair: the front named the client
+    if peer:
+        headers["X-Forwarded-For"] = f"{forwarded}, {peer}" if forwarded else peer
     return headers
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from aiohttp import web
 
 from maas.agent.gateway.app import Gateway
 from maas.agent.gateway.config import (
@@ -26,6 +25,7 @@ from maas.agent.gateway.config import (
     check_exposure,
     load_config,
 )
+from maas.agent.gateway.front import listening
 from maas.agent.gateway.keys import KeyRing, hash_key, new_key
 from maas.agent.gateway.source import AgentRouteSource
 from maas.agent.sdnotify import Notifier
@@ -98,32 +98,19 @@ async def serve(config: GatewayConfig, keys: KeyRing) -> None:
         interval_s=config.poll_interval_s,
     )
     gateway = Gateway(config, source, keys)
-    # Cancelling the handler when its client disconnects is what stops a replica's generation
-    # for a client that went away (the upstream connection is closed with it).
-    runner = web.AppRunner(
-        gateway.app(),
-        handler_cancellation=True,
-        access_log=None,
-        shutdown_timeout=config.shutdown_timeout_s,
-    )
-    await runner.setup()
     notifier = Notifier()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload_keys)
-    try:
-        site = web.TCPSite(runner, config.host, config.port, backlog=1024)
-        await site.start()
+    async with listening(gateway, config.host, config.port):
         log.info("listening", host=config.host, port=config.port, keys=keys.required)
         notifier.ready(f"listening on {config.host}:{config.port}")
         watchdog = asyncio.create_task(_watchdog(notifier), name="gateway-watchdog")
         await stop.wait()
         watchdog.cancel()
         notifier.stopping()
-    finally:
-        await runner.cleanup()
 
 
 async def _watchdog(notifier: Notifier) -> None:
