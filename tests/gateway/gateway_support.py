@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import uvloop
 from aiohttp import web
 
 from maas.agent.gateway import Gateway, GatewayConfig, KeyRing, StaticRouteSource
@@ -80,8 +81,15 @@ async def gateway(
     status_doc: dict[str, Any], keys: Path | None = None, **settings: Any
 ) -> AsyncIterator[tuple[str, Gateway]]:
     gw = Gateway(GatewayConfig(**settings), StaticRouteSource(status_doc), KeyRing(keys))
+    async with serving_gateway(gw) as url:
+        yield url, gw
+
+
+@asynccontextmanager
+async def serving_gateway(gw: Gateway) -> AsyncIterator[str]:
+    """Serve `gw` as maas-gateway does (its front on a free port); yields its base URL."""
     async with listening(gw, "127.0.0.1", 0) as (host, port):
-        yield f"http://{host}:{port}", gw
+        yield f"http://{host}:{port}"
 
 
 def sse_event(data: object) -> bytes:
@@ -117,12 +125,14 @@ class Replica:
         return app
 
     def _record(self, request: web.Request, body: bytes) -> None:
+        assert request.transport is not None
         self.seen.append(
             {
                 "path": request.path_qs,
                 "method": request.method,
                 "headers": dict(request.headers),
                 "size": len(body),
+                "peer": request.transport.get_extra_info("peername"),
             }
         )
 
@@ -202,15 +212,22 @@ class Replica:
         )
 
 
+RUNNERS: list[Callable[[Coroutine[Any, Any, None]], None]] = [asyncio.run, uvloop.run]
+
+
 def asynctest(
-    timeout: float = 30,
+    timeout: float = 30, runners: list[Callable[[Coroutine[Any, Any, None]], None]] = RUNNERS
 ) -> Callable[[Callable[..., Coroutine[Any, Any, None]]], Callable[..., None]]:
-    """Run an async test function in its own event loop, bounded by `timeout` seconds."""
+    """Run an async test function in its own event loop (each of `runners`), bounded by
+    `timeout` seconds."""
 
     def decorate(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> None:
-            asyncio.run(asyncio.wait_for(fn(*args, **kwargs), timeout=timeout))
+            # maas-gateway runs on uvloop where it is installed, on asyncio's loop otherwise:
+            # every test runs on both.
+            for runner in runners:
+                runner(asyncio.wait_for(fn(*args, **kwargs), timeout=timeout))
 
         return run
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import uvloop
 from gateway_support import (
     asynctest,
     deployment,
@@ -23,7 +24,7 @@ from gateway_support import (
     gateway,
     metric,
     metrics_text,
-    serving,
+    serving_gateway,
     status,
 )
 
@@ -213,7 +214,7 @@ async def test_client_disconnect_mid_stream_stops_llama_generating(llama: int) -
         assert stopped_after < full / 2, (stopped_after, full)
 
 
-@asynctest(timeout=300)
+@asynctest(timeout=300, runners=[uvloop.run])  # one real agent is enough
 async def test_through_the_real_agent(tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
     from tests_agent_support import AgentProcess
@@ -236,7 +237,7 @@ async def test_through_the_real_agent(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr + agent.log.read_text()[-2000:]
         source = AgentRouteSource(agent.socket, upstream_host="127.0.0.1", interval_s=0.2)
         gw = Gateway(GatewayConfig(port=free_port()), source, KeyRing(None))
-        async with serving(gw.app()) as url, aiohttp.ClientSession() as s:
+        async with serving_gateway(gw) as url, aiohttp.ClientSession() as s:
             async with s.get(url + "/v1/models") as r:
                 listed = {m["id"]: m["state"] for m in (await r.json())["data"]}
             assert listed == {"tiny-llama": "running", "tiny": "running"}

@@ -85,6 +85,7 @@ class Request:
         self.limit = 0  # > 0: the body is held, up to this size
         self.sink: Callable[[bytes], None] | None = None
         self.on_complete: Callable[[], None] | None = None
+        self.upgrade = False
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -160,6 +161,7 @@ class ClientConnection(asyncio.Protocol):
         self.waiting: deque[Request] = deque()
         self.exchange: Exchange | None = None
         self.closed = False
+        self.upgrade = False  # a request asked to switch protocols: read no further
         self.last_active = 0.0
 
     # --- asyncio.Protocol ----------------------------------------------------------------
@@ -172,13 +174,15 @@ class ClientConnection(asyncio.Protocol):
         self.front.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.upgrade:
+            return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            # No protocol upgrade is offered: the request was served as plain HTTP/1.1, and the
-            # parser, stopped at its end, starts afresh on what follows.
-            self.parser = httptools.HttpRequestParser(self)
-            self.data_received(data[exc.args[0] :])
+        except httptools.HttpParserUpgrade:
+            # llhttp took the request as bodiless and stopped after it; it is refused in turn
+            # (_start) and nothing after it is read.
+            self.upgrade = True
+            self._pause_reading()
         except httptools.HttpParserError as exc:
             self._malformed(400, f"The request is not valid HTTP/1.1: {exc}.")
 
@@ -217,6 +221,7 @@ class ClientConnection(asyncio.Protocol):
         request.method = self.parser.get_method()
         request.http10 = self.parser.get_http_version() == "1.0"
         request.keep_alive = self.parser.should_keep_alive() and not request.http10
+        request.upgrade = self.parser.should_upgrade()
         if self.active is None:
             self._start(request)
         else:  # pipelined: read no further until its turn
@@ -256,6 +261,11 @@ class ClientConnection(asyncio.Protocol):
         )
         if refusal is not None:
             self.reply(request, refusal)
+            return
+        if request.upgrade:
+            request.keep_alive = False
+            message = "The gateway does not switch protocols; send the request without Upgrade."
+            self.reply(request, errors.openai_error(400, message))
             return
         label = MODEL_ROUTES.get(path)
         if label is None:
@@ -509,7 +519,7 @@ class Exchange:
             self.timer = loop.call_later(min(idle_left, total_left), self._check)
             return
         self.upstream.close()
-        self._fail("timed out" if self.head else "timed out before the response")
+        self._fail("timed out" if self.outcome.status else "timed out before the response")
 
     # --- what the upstream connection reports --------------------------------------------
 

@@ -1,0 +1,245 @@
+"""The front's HTTP/1.1 handling over raw sockets: keep-alive and pooled replica connections,
+pipelining, HTTP/1.0, chunked bodies, malformed requests, upgrades, odd replicas, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+from gateway_support import (
+    Replica,
+    asynctest,
+    deployment,
+    gateway,
+    metric,
+    metrics_text,
+    port_of,
+    serving,
+    status,
+)
+
+CHAT = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+def post(
+    body: bytes, *headers: str, path: str = "/v1/chat/completions", close: bool = False
+) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: gw", f"Content-Length: {len(body)}", *headers]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def send(url: str, data: bytes) -> bytes:
+    """Write `data` on one connection and read until the gateway closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+    writer.write(data)
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+@asynccontextmanager
+async def raw_replica(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[int]:
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    return head + await reader.readexactly(length)
+
+
+@asynctest()
+async def test_keep_alive_reuses_one_replica_connection() -> None:
+    replica = Replica("r0")
+    async with (
+        serving(replica.app()) as up,
+        gateway(status(deployment("m", [port_of(up)]))) as (url, _),
+        aiohttp.ClientSession() as s,
+    ):
+        for _ in range(5):
+            async with s.post(url + "/v1/chat/completions", data=CHAT) as r:
+                assert r.status == 200
+                await r.read()
+    assert len({seen["peer"] for seen in replica.seen}) == 1
+
+
+@asynctest()
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    replica = Replica("r0")
+    async with (
+        serving(replica.app()) as up,
+        gateway(status(deployment("m", [port_of(up)]))) as (url, _),
+    ):
+        first = json.dumps({"model": "m", "stream": True, "chunks": 2}).encode()
+        answer = await send(url, post(first) + post(b'{"model": "nope"}') + post(CHAT, close=True))
+    statuses = re.findall(rb"HTTP/1\.1 \d{3} [A-Za-z ]+", answer)
+    assert statuses == [b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found", b"HTTP/1.1 200 OK"]
+    assert answer.index(b"[DONE]") < answer.index(b"model_not_found") < answer.index(b"from r0")
+
+
+@asynctest()
+async def test_an_http10_client_gets_a_close_delimited_stream() -> None:
+    replica = Replica("r0")
+    async with (
+        serving(replica.app()) as up,
+        gateway(status(deployment("m", [port_of(up)]))) as (url, _),
+    ):
+        body = json.dumps({"model": "m", "stream": True, "chunks": 2}).encode()
+        request = f"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: {len(body)}\r\n\r\n"
+        answer = await send(url, request.encode() + body)
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert b"chunked" not in head.lower() and b"Connection: close" in head
+    assert rest.startswith(b"data: ") and rest.endswith(b"data: [DONE]\n\n")
+
+
+@asynctest()
+async def test_a_chunked_request_body_reaches_the_replica_whole() -> None:
+    replica = Replica("r0")
+    async with (
+        serving(replica.app()) as up,
+        gateway(status(deployment("m", [port_of(up)]))) as (url, _),
+    ):
+        request = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        halves = CHAT[:10], CHAT[10:]
+        body = b"".join(b"%x\r\n%b\r\n" % (len(h), h) for h in halves) + b"0\r\n\r\n"
+        answer = await send(url, request + body)
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
+    assert replica.seen[0]["size"] == len(CHAT)
+    assert replica.seen[0]["headers"]["Content-Length"] == str(len(CHAT))
+    assert "Expect" not in replica.seen[0]["headers"]
+
+
+@asynctest()
+async def test_malformed_requests_and_oversized_heads_are_refused() -> None:
+    async with gateway(status()) as (url, _):
+        answer = await send(url, b"NOT HTTP AT ALL\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request")
+        assert b"Connection: close" in answer
+        huge = post(CHAT, *[f"X-Pad-{i}: {'a' * 1000}" for i in range(80)])
+        answer = await send(url, huge)
+        assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+@asynctest()
+async def test_an_upgrade_request_is_refused_and_the_connection_closed() -> None:
+    async with gateway(status(deployment("m", [1]))) as (url, _):
+        upgrade = ("Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c", "HTTP2-Settings: AA")
+        answer = await send(url, post(CHAT, *upgrade) + post(CHAT))
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request")
+    assert answer.count(b"HTTP/1.1") == 1 and b"Connection: close" in answer
+    assert b"does not switch protocols" in answer
+
+
+@asynctest()
+async def test_head_and_get_through_the_generic_proxy_keep_the_connection() -> None:
+    replica = Replica("r0")
+    async with serving(replica.app()) as up:
+        doc = status(deployment("tts", [port_of(up)], generic_proxy=True))
+        async with gateway(doc) as (url, _):
+            head = b"HEAD /proxy/tts/voices HTTP/1.1\r\nHost: gw\r\n\r\n"
+            get = b"GET /proxy/tts/voices?x=1 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+            answer = await send(url, head + get)
+    first, _, second = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 OK") and b"Content-Length" in first
+    assert second.startswith(b"HTTP/1.1 200 OK")
+    assert json.loads(second.partition(b"\r\n\r\n")[2])["path"] == "/voices?x=1"
+
+
+@asynctest()
+async def test_a_close_delimited_replica_response_is_relayed_whole() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
+        writer.write(b'{"usage": {"prompt_tokens": 1, "completion_tokens": 2}}')
+        await writer.drain()
+        writer.close()
+
+    async with (
+        raw_replica(handle) as port,
+        gateway(status(deployment("m", [port]))) as (url, _),
+        aiohttp.ClientSession() as s,
+    ):
+        for _ in range(2):
+            async with s.post(url + "/v1/chat/completions", data=CHAT) as r:
+                assert r.status == 200
+                assert r.headers["Transfer-Encoding"] == "chunked"
+                assert json.loads(await r.read())["usage"]["completion_tokens"] == 2
+        text = await metrics_text(s, url)
+    assert metric(text, "maas_gateway_tokens_total", model="m", kind="completion") == 2 * 2
+
+
+@asynctest()
+async def test_a_pooled_connection_the_replica_dropped_is_retried_on_a_fresh_one() -> None:
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        # Keep-alive was promised; the second request on this connection is dropped unanswered.
+        await read_request(reader)
+        writer.close()
+
+    async with (
+        raw_replica(handle) as port,
+        gateway(status(deployment("m", [port]))) as (url, _),
+        aiohttp.ClientSession() as s,
+    ):
+        for _ in range(2):
+            async with s.post(url + "/v1/chat/completions", data=CHAT) as r:
+                assert (r.status, await r.read()) == (200, b"ok")
+    assert connections == 2
+
+
+@asynctest()
+async def test_a_silent_replica_times_out() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await read_request(reader)
+        if b'"stream"' in request:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await reader.read()  # silent until the gateway gives up and closes
+        writer.close()
+
+    async with raw_replica(handle) as port:
+        doc = status(deployment("m", [port, port]))
+        async with gateway(doc, read_timeout_s=0.3) as (url, gw), aiohttp.ClientSession() as s:
+            async with s.post(url + "/v1/chat/completions", data=CHAT) as r:
+                assert r.status == 502
+                assert (await r.json())["error"]["code"] == "upstream_failed"
+            gw.balancer.ejected_until.clear()
+            streaming = json.dumps({"model": "m", "stream": True}).encode()
+            async with s.post(url + "/v1/chat/completions", data=streaming) as r:
+                assert r.status == 200
+                try:
+                    await r.read()
+                    raise AssertionError("a cut-off stream must not end cleanly")
+                except aiohttp.ClientPayloadError:
+                    pass
+            text = await metrics_text(s, url)
+    labels = {"model": "m", "route": "chat/completions"}
+    assert metric(text, "maas_gateway_errors_total", **labels, reason="upstream_failed") == 1
+    assert (
+        metric(text, "maas_gateway_errors_total", **labels, reason="upstream_failed_mid_flight")
+        == 1
+    )
