@@ -1,6 +1,6 @@
-"""The floor the gateway is compared with: the least an aiohttp reverse proxy can do per streamed
-request (read the body, one pooled client request, copy the chunks back), with none of the
-gateway's routing, keys, limits, usage or metrics.
+"""The least an aiohttp reverse proxy can do per streamed request (read the body, one pooled
+client request, copy the chunks back), with none of the gateway's routing, keys, limits, usage or
+metrics: the gateway's model routes were relayed this way before its front (front.py).
 
     python bench/gateway/bare_proxy.py LISTEN_PORT REPLICA_PORT
 """

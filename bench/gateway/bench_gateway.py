@@ -2,7 +2,8 @@
 directly and through the real `maas-gateway` process, side by side (rounds alternate).
 
 Goals (issue 7): the gateway adds at most 1 ms at the median and keeps at least 0.9x the direct
-throughput. A bare aiohttp proxy (bare_proxy.py) runs alongside as the floor any Python proxy has.
+throughput. A bare aiohttp proxy (bare_proxy.py) runs alongside: what an aiohttp relay with no
+features costs, the design the gateway's front replaced.
 Three scenarios:
 - instant: 32 clients, every token at once (the gateway's own cost dominates: a CPU-bound worst
   case, where load generator, replica and gateway share the machine's cores);

@@ -499,7 +499,8 @@ class Exchange:
         if message:
             self.upstream.write(message)
         config = self.client.gateway.config
-        self.timer = asyncio.get_running_loop().call_later(config.read_timeout_s, self._check)
+        first_check = min(config.read_timeout_s, config.total_timeout_s)
+        self.timer = asyncio.get_running_loop().call_later(first_check, self._check)
         try:
             await self.done
         finally:
