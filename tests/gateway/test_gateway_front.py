@@ -243,3 +243,22 @@ async def test_a_silent_replica_times_out() -> None:
         metric(text, "maas_gateway_errors_total", **labels, reason="upstream_failed_mid_flight")
         == 1
     )
+
+
+@asynctest()
+async def test_stopping_lets_a_stream_in_flight_finish_and_closes_idle_connections() -> None:
+    replica = Replica("r0")
+    async with serving(replica.app()) as up:
+        held = json.dumps({"model": "m", "stream": True, "hold": True}).encode()
+        async with gateway(status(deployment("m", [port_of(up)]))) as (url, _):
+            idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+            writer.write(post(held))
+            await reader.readuntil(b"t0")  # the stream has begun; the replica holds the rest
+            asyncio.get_running_loop().call_later(0.3, replica.gate.set)
+        # Leaving the block stopped the gateway: after the stream had ended whole.
+        rest = await reader.read()
+        assert rest.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+        assert await idle_reader.read() == b""  # the idle connection was closed, not kept
+        for w in (writer, idle_writer):
+            w.close()
