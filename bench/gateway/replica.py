@@ -32,8 +32,8 @@ def replica_app(tokens: int, interval_s: float) -> web.Application:
     async def chat(request: web.Request) -> web.StreamResponse:
         await request.read()
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             for _ in range(tokens):
                 await response.write(chunk)
                 if interval_s:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 from gateway_support import (
     Replica,
     asynctest,
@@ -21,6 +23,8 @@ from gateway_support import (
     serving,
     status,
 )
+
+from maas.agent.gateway import front
 
 CHAT = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 
@@ -262,3 +266,55 @@ async def test_stopping_lets_a_stream_in_flight_finish_and_closes_idle_connectio
         assert await idle_reader.read() == b""  # the idle connection was closed, not kept
         for w in (writer, idle_writer):
             w.close()
+
+
+def mutations(seed: int, count: int) -> list[bytes]:
+    """Requests broken in the ways bytes break: flipped, cut, doubled, with odd lengths."""
+    rng = random.Random(seed)
+    chunked = b"POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunked += b"%x\r\n%b\r\n0\r\n\r\n" % (len(CHAT), CHAT)
+    seeds = [post(CHAT), chunked, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", post(CHAT) * 3]
+    odd = [b"\r\n", b"\n", b"\x00", b":", b" ", b"-1", b"99999999999999999999", b"chunked", b"\xff"]
+    cases = []
+    for _ in range(count):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data) + 1)
+            match rng.randrange(4):
+                case 0:
+                    data[at : at + 1] = bytes([rng.randrange(256)])
+                case 1:
+                    data[at:] = b""
+                case 2:
+                    data[at:at] = rng.choice(odd)
+                case _:
+                    data[at:at] = data[: rng.randrange(len(data) + 1)]
+        cases.append(bytes(data))
+    return cases
+
+
+@asynctest(timeout=120)
+async def test_broken_requests_get_an_answer_or_a_closed_connection_never_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failures: list[object] = []
+    monkeypatch.setattr(front.log, "exception", lambda *a, **k: failures.append((a, k)))
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: failures.append(context))
+    replica = Replica("r0")
+    async with (
+        serving(replica.app()) as up,
+        gateway(status(deployment("m", [port_of(up)]))) as (url, _),
+    ):
+        for case in mutations(seed=7, count=300):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+            writer.write(case)
+            writer.write_eof()
+            answer = await asyncio.wait_for(reader.read(), timeout=5)
+            writer.close()
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 "), (case, answer[:200])
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(url + "/v1/chat/completions", data=CHAT) as r,
+        ):
+            assert r.status == 200
+    assert failures == []

@@ -162,6 +162,7 @@ class ClientConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.closed = False
         self.upgrade = False  # a request asked to switch protocols: read no further
+        self.eof = False  # the client will send nothing more
         self.last_active = 0.0
 
     # --- asyncio.Protocol ----------------------------------------------------------------
@@ -185,6 +186,11 @@ class ClientConnection(asyncio.Protocol):
             self._pause_reading()
         except httptools.HttpParserError as exc:
             self._malformed(400, f"The request is not valid HTTP/1.1: {exc}.")
+
+    def eof_received(self) -> bool:
+        """The client sent its last byte: answer what it sent whole, then close."""
+        self.eof = True
+        return self.active is not None and self.active.complete
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -410,7 +416,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.active = None
         self.exchange = None
-        if not keep_alive:
+        if not keep_alive or (self.eof and not self.waiting):
             self.close()
             return
         self.last_active = asyncio.get_running_loop().time()
