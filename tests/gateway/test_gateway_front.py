@@ -9,6 +9,7 @@ import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -25,6 +26,7 @@ from gateway_support import (
 )
 
 from maas.agent.gateway import front
+from maas.agent.gateway.keys import hash_key
 
 CHAT = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 
@@ -39,9 +41,10 @@ def post(
 
 
 async def send(url: str, data: bytes) -> bytes:
-    """Write `data` on one connection and read until the gateway closes it."""
+    """Write `data` on one connection, half-close it and read until the gateway closes it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
     writer.write(data)
+    writer.write_eof()
     answer = await reader.read()
     writer.close()
     return answer
@@ -318,3 +321,18 @@ async def test_broken_requests_get_an_answer_or_a_closed_connection_never_a_cras
         ):
             assert r.status == 200
     assert failures == []
+
+
+@asynctest()
+async def test_refused_requests_keep_the_connection_unless_their_body_is_left_unread(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(hash_key("k1") + "\n")
+    async with gateway(status(), keys) as (url, _):
+        get = b"GET /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n"
+        answer = await send(url, post(CHAT) + get + post(CHAT, close=True))
+        assert answer.count(b"HTTP/1.1 401 Unauthorized") == 3
+        big = post(b"x" * 100_000)  # unread: the connection closes after the first answer
+        answer = await send(url, big + post(CHAT))
+        assert answer.count(b"HTTP/1.1 401") == 1 and b"Connection: close" in answer

@@ -55,9 +55,13 @@ HOP_BY_HOP = frozenset(
 # The gateway frames bodies itself, names the client itself, and its credentials never travel on.
 NOT_FORWARDED = HOP_BY_HOP | {b"host", b"authorization", b"expect", b"content-length"}
 MAX_HEAD_BYTES = 64 * 1024
+DISCARD_BYTES = (
+    64 * 1024
+)  # a refused request's body up to this size is read, to keep the connection
 KEEPALIVE_S = 75.0  # an idle client connection is closed after this long (aiohttp's default)
 UPSTREAM_IDLE_S = 30.0  # a pooled replica connection idle longer is not reused
 SWEEP_S = 5.0
+LINGER_S = 2.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 INTERNAL = "internal"  # the pool key of connections into the aiohttp application
@@ -163,6 +167,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.upgrade = False  # a request asked to switch protocols: read no further
         self.eof = False  # the client will send nothing more
+        self.ending = False  # no further request is served on this connection
         self.last_active = 0.0
 
     # --- asyncio.Protocol ----------------------------------------------------------------
@@ -175,8 +180,8 @@ class ClientConnection(asyncio.Protocol):
         self.front.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.upgrade:
-            return
+        if self.upgrade or self.ending:
+            return  # nothing more is served here: what still arrives is dropped
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -190,7 +195,7 @@ class ClientConnection(asyncio.Protocol):
     def eof_received(self) -> bool:
         """The client sent its last byte: answer what it sent whole, then close."""
         self.eof = True
-        return self.active is not None and self.active.complete
+        return not self.ending and self.active is not None and self.active.complete
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -244,6 +249,7 @@ class ClientConnection(asyncio.Protocol):
         request.body.append(chunk)
         if request.limit and request.size > request.limit and request is self.active:
             request.keep_alive = False
+            request.body, request.sink, request.on_complete = [], _discard, None
             self.reply(request, errors.too_large(request.limit))
 
     def on_message_complete(self) -> None:
@@ -257,7 +263,7 @@ class ClientConnection(asyncio.Protocol):
     # --- requests ------------------------------------------------------------------------
 
     def _start(self, request: Request) -> None:
-        if self.closed:
+        if self.closed or self.ending:
             return
         self.active = request
         path = request.path()
@@ -266,7 +272,7 @@ class ClientConnection(asyncio.Protocol):
             path.decode("latin-1"), authorization.decode("latin-1") if authorization else None
         )
         if refusal is not None:
-            self.reply(request, refusal)
+            self._refuse(request, refusal)
             return
         if request.upgrade:
             request.keep_alive = False
@@ -279,7 +285,7 @@ class ClientConnection(asyncio.Protocol):
             self.front.spawn(self._delegate(request), self)
             return
         if request.method != b"POST":
-            self.reply(request, errors.openai_error(405, "Method Not Allowed"))
+            self._refuse(request, errors.openai_error(405, "Method Not Allowed"))
             return
         limit = self.gateway.config.max_body_bytes
         length = request.header(b"content-length")
@@ -297,12 +303,25 @@ class ClientConnection(asyncio.Protocol):
         else:
             request.on_complete = lambda: self.front.spawn(self._serve_model(request, label), self)
 
+    def _refuse(self, request: Request, reply: errors.Reply) -> None:
+        """Answer `reply` once the request's body is read (and dropped), so the connection stays
+        usable; a large body is not read: the answer comes at once and the connection closes."""
+        if not request.complete and not _small_body(request):
+            request.keep_alive = False
+        if request.complete or not request.keep_alive:
+            self.reply(request, reply)
+            return
+        request.sink = _discard
+        request.on_complete = lambda: self.reply(request, reply)
+
     def _continue(self, request: Request) -> None:
         expect = request.header(b"expect")
         if expect is not None and expect.lower() == b"100-continue" and not request.complete:
             self._write(CONTINUE)
 
     async def _serve_model(self, request: Request, label: str) -> None:
+        if request is not self.active:
+            return  # answered already (e.g. 413 for a body over the limit)
         body = b"".join(request.body)
         try:
             model = model_of_json(body)
@@ -417,7 +436,7 @@ class ClientConnection(asyncio.Protocol):
         self.active = None
         self.exchange = None
         if not keep_alive or (self.eof and not self.waiting):
-            self.close()
+            self._end(linger=not request.complete or self.incoming is not None)
             return
         self.last_active = asyncio.get_running_loop().time()
         if self.waiting:
@@ -451,14 +470,29 @@ class ClientConnection(asyncio.Protocol):
     def _malformed(self, status: int, message: str) -> None:
         """A request that cannot be parsed on: answer it when nothing else is being answered,
         then close, since where the next request would start is unknown."""
-        if self.active is None and not self.closed:
+        if self.active is None and not self.ending:
             request = self.incoming or Request()
             request.keep_alive = False
             self.active = request
             self.reply(request, errors.openai_error(status, message))
         else:
             self.abort()
-        self.closed = True
+        self.ending = True
+
+    def _end(self, *, linger: bool) -> None:
+        """Serve no more requests and close. With `linger` (the client may still be sending, e.g.
+        a body left unread), stop writing but read on for a moment first: closing with unread data
+        makes the kernel reset the connection, which can destroy the answer before it is read."""
+        self.ending = True
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not linger or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        transport.resume_reading()
+        asyncio.get_running_loop().call_later(LINGER_S, transport.close)
 
 
 class StaleConnection(UpstreamFailed):
@@ -816,6 +850,13 @@ def _framing(request: Request, status: int, headers: list[tuple[bytes, bytes]]) 
     if has_length and not chunked:
         return LENGTH, False
     return (UNTIL_CLOSE if request.http10 else CHUNKED), not chunked
+
+
+def _small_body(request: Request) -> bool:
+    length = request.header(b"content-length")
+    if request.header(b"transfer-encoding") is not None:
+        return False
+    return length is None or (length.isdigit() and int(length) <= DISCARD_BYTES)
 
 
 def _discard(chunk: bytes) -> None:
