@@ -1,8 +1,10 @@
 """maas-gateway: one OpenAI-compatible endpoint per node, routing by model name to ready replicas.
 
 A sibling process of the agent: it reads routes from the agent's status API (unix socket) and never
-talks to Docker. Pure routing in `routing`, request inspection in `requests`, relaying in
-`forward`, the HTTP application in `app`, the process in `main`.
+talks to Docker. Pure routing in `routing`, request inspection in `requests`, the listening
+socket and its protocol-level relay of model requests in `front`, the shared state and policy and
+the aiohttp application for everything else in `app` (its relay in `forward`), the process in
+`main`.
 """
 
 from maas.agent.gateway.app import Gateway

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -875,17 +876,12 @@ async def _guarded(work: Coroutine[Any, Any, None], connection: ClientConnection
         connection.abort()
 
 
-_addresses: dict[str, tuple[bytes, tuple[str, int]]] = {}
-
-
+@functools.lru_cache(maxsize=4096)
 def _address(url: str) -> tuple[bytes, tuple[str, int]]:
     """`http://host:port` -> the Host header value and the address to connect to."""
-    known = _addresses.get(url)
-    if known is None:
-        host_port = url.removeprefix("http://").rstrip("/")
-        host, _, port = host_port.rpartition(":")
-        known = _addresses[url] = (host_port.encode(), (host.strip("[]"), int(port)))
-    return known
+    host_port = url.removeprefix("http://").rstrip("/")
+    host, _, port = host_port.rpartition(":")
+    return host_port.encode(), (host.strip("[]"), int(port))
 
 
 def _phrase(status: int) -> bytes:
