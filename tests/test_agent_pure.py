@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from golden_support import check_golden
+from maas.agent.config import load_config as load_agent_config
 from maas.agent.containers import container_spec
 from maas.agent.diff import diff
 from maas.agent.health import ReplicaHealth
-from maas.agent.observe import ObservedContainer, labels_for, parse_container
+from maas.agent.observe import ObservedContainer, Owner, parse_container
 from maas.agent.sources_edit import merge, remove_deployment
 from maas.agent.store import Desired, Store
 from maas.compiler import MaasError, compile_plan, load_sources
@@ -128,18 +129,30 @@ def test_startup_budget_and_liveness() -> None:
     ]
 
 
-def test_parse_container_ignores_malformed_labels() -> None:
+def test_parse_container_ignores_malformed_labels_and_other_namespaces() -> None:
+    owner = Owner("n")
     attrs = {
         "Id": "abc",
         "Name": "/x",
-        "Config": {"Labels": labels_for("n", "d", 2, "v1:h", 41)},
+        "Config": {"Labels": owner.labels("d", 2, "v1:h", 41)},
         "State": {"Status": "exited", "ExitCode": 137},
     }
-    parsed = parse_container(attrs)
+    parsed = parse_container(attrs, owner)
     assert parsed is not None and parsed.replica == 2 and parsed.port == 41
     assert not parsed.running and parsed.exit_code == 137
+    assert parse_container(attrs, Owner("n", "team-b")) is None
     attrs["Config"]["Labels"]["maas.replica"] = "two"
-    assert parse_container(attrs) is None
+    assert parse_container(attrs, owner) is None
+
+
+def test_an_owner_names_labels_and_filters_within_its_namespace() -> None:
+    owner = Owner("gpu-01", "ci.run-7")
+    assert owner.container_name("web", 0) == "ci.run-7-gpu-01-web-0"
+    assert owner.filters() == ["ci.run-7.managed=true", "ci.run-7.node=gpu-01"]
+    assert set(owner.labels("web", 0, "h", 1)) == {
+        f"ci.run-7.{key}"
+        for key in ("managed", "node", "deployment", "replica", "spec-hash", "port")
+    }
 
 
 def test_container_spec_gpu_ports_env_and_limits() -> None:
@@ -154,7 +167,7 @@ def test_container_spec_gpu_ports_env_and_limits() -> None:
     a = plan.deployment("a")
     assert a is not None
     created = container_spec(
-        a, 1, node="gpu-01", bind_address="127.0.0.1", secret=lambda name: f"<{name}>"
+        a, 1, owner=Owner("gpu-01"), bind_address="127.0.0.1", secret=lambda name: f"<{name}>"
     )
     assert created["device_requests"] == [
         {"driver": "nvidia", "device_ids": a.placement.gpus, "capabilities": [["gpu"]]}
@@ -222,3 +235,26 @@ def test_merge_and_remove_sources() -> None:
     removed, found = remove_deployment(merged, "c")
     assert found and "/c.yaml" not in removed
     assert remove_deployment(removed, "nope") == (removed, False)
+
+
+def test_agent_config_example_loads_and_a_bad_label_namespace_is_a_positioned_error(
+    tmp_path: Path,
+) -> None:
+    example = load_agent_config(ROOT / "packaging" / "systemd" / "agent.yaml.example", {})
+    assert example.label_namespace == "maas" and example.node_name == "gpu-01"
+    bad = tmp_path / "agent.yaml"
+    bad.write_text("node_name: n\nlabel_namespace: Team_A\n")
+    with pytest.raises(MaasError) as caught:
+        load_agent_config(bad, {})
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.render().startswith(f"{bad}:2:18: error: ")
+    assert load_agent_config(bad, {"label_namespace": "team-a"}).label_namespace == "team-a"
+    with pytest.raises(MaasError) as caught:  # a bad flag is the flag's fault, not the file's
+        load_agent_config(
+            ROOT / "packaging" / "systemd" / "agent.yaml.example", {"label_namespace": "A B"}
+        )
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.position is None
+    assert "'label_namespace' (from the command line): 'A B' is not a label namespace" in (
+        diagnostic.message
+    )

@@ -49,6 +49,30 @@ def test_converge_reapply_change_and_delete(agent: AgentProcess, busybox: str) -
     assert [c["Names"] for c in agent.containers()] == [f"maas-{agent.node}-other-0"]
 
 
+def test_agents_of_one_node_name_are_kept_apart_by_label_namespace(
+    tmp_path: Path, busybox: str
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = AgentProcess(tmp_path / "a", {"label_namespace": "team-a"})
+    b = AgentProcess(tmp_path / "b", {"label_namespace": "team-b"}, node=a.node)
+    try:
+        a.start()
+        b.start()
+        for agent in (a, b):
+            assert agent.apply("web", web_spec("web", busybox)).returncode == 0
+        assert [c["Names"] for c in a.containers()] == [f"team-a-{a.node}-web-0"]
+        assert [c["Names"] for c in b.containers()] == [f"team-b-{a.node}-web-0"]
+        kept = a.containers()[0]["ID"]
+        assert b.ctl("delete", "web", "--wait").returncode == 0
+        b.wait_for(lambda: not b.containers(), what="b's container removed")
+        assert [c["ID"] for c in a.containers()] == [kept]
+        assert a.status()["deployments"][0]["state"] == "running"
+    finally:
+        for agent in (a, b):
+            agent.cleanup()
+
+
 def test_orphans_removed_foreign_untouched(agent: AgentProcess, busybox: str) -> None:
     foreign = f"foreign-{uuid.uuid4().hex[:8]}"
     subprocess.run(

@@ -58,8 +58,10 @@ def web_spec(
 
 
 class AgentProcess:
-    def __init__(self, tmp: Path, config: dict[str, Any] | None = None) -> None:
-        self.node = f"t{uuid.uuid4().hex[:8]}"
+    def __init__(
+        self, tmp: Path, config: dict[str, Any] | None = None, *, node: str | None = None
+    ) -> None:
+        self.node = node or f"t{uuid.uuid4().hex[:8]}"
         self.dir = tmp
         self.socket = tmp / "agent.sock"
         (tmp / "node.yaml").write_text(NODE_PROFILE.format(name=self.node))
@@ -78,6 +80,7 @@ class AgentProcess:
             "port_range": [base := 41000 + random.randrange(180) * 100, base + 99],
         }
         settings.update(config or {})
+        self.namespace = str(settings.get("label_namespace", "maas"))
         self.config = tmp / "agent.yaml"
         self.config.write_text(json.dumps(settings))
         self.process: subprocess.Popen[bytes] | None = None
@@ -141,7 +144,7 @@ class AgentProcess:
             "docker",
             "ps",
             "--filter",
-            f"label=maas.node={self.node}",
+            f"label={self.namespace}.node={self.node}",
             "--format",
             "{{json .}}",
         ] + (["-a"] if all_states else [])
@@ -164,7 +167,7 @@ class AgentProcess:
 
     def remove_containers(self) -> None:
         ids = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=maas.node={self.node}"],
+            ["docker", "ps", "-aq", "--filter", f"label={self.namespace}.node={self.node}"],
             capture_output=True,
             text=True,
             check=False,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from maas.compiler.diagnostics import MaasError, Position
-from maas.compiler.documents import diagnostics_from_validation
-from maas.compiler.loader import load_text
+from maas.agent.observe import DEFAULT_NAMESPACE
+from maas.agent.settings import load_settings
 from maas.compiler.policy import Policy
 from maas.compiler.render import CompileOptions
 
@@ -24,10 +24,18 @@ class GitSourceConfig(BaseModel):
     verify_signatures: bool = False
 
 
+_NAMESPACE = re.compile(r"^[a-z0-9]+([.-][a-z0-9]+)*$")
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     node_name: str | None = Field(default=None, description="Default: the probe's host name.")
+    label_namespace: str = Field(
+        default=DEFAULT_NAMESPACE,
+        max_length=63,
+        description="Prefix of the container labels and names this agent owns.",
+    )
     state_dir: Path = Path("/var/lib/maas")
     socket: Path = Path("/run/maas/agent.sock")
     socket_group: str | None = Field(default="maas", description="Group that may use the socket.")
@@ -45,6 +53,17 @@ class AgentConfig(BaseModel):
     source: GitSourceConfig | None = None
     download_models: bool = True
 
+    @field_validator("label_namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        # It becomes a label key prefix and a container name prefix: both take this shape.
+        if not _NAMESPACE.match(value):
+            raise ValueError(
+                f"{value!r} is not a label namespace: use lower-case letters and digits, "
+                "joined by '.' or '-' (e.g. team-a)"
+            )
+        return value
+
     def compile_options(self) -> CompileOptions:
         return CompileOptions(
             cache_dir=str(self.cache_dir),
@@ -56,28 +75,4 @@ class AgentConfig(BaseModel):
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
     """The file (when it exists, or when named explicitly) merged with non-None overrides."""
-    data: dict[str, Any] = {}
-    file = path or DEFAULT_PATH
-    doc = None
-    if path is not None or file.exists():
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise MaasError.single(
-                "config", f"cannot read: {exc.strerror}", position=Position(str(file))
-            ) from exc
-        docs = load_text(text, str(file))
-        if docs:
-            doc = docs[0]
-            if not isinstance(doc.data, dict):
-                raise MaasError.single(
-                    "config", "the configuration must be a mapping", position=doc.at(())
-                )
-            data = dict(doc.data)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return AgentConfig.model_validate(data)
-    except ValidationError as exc:
-        if doc is None:
-            raise MaasError.single("config", str(exc).splitlines()[0]) from None
-        raise MaasError(diagnostics_from_validation(exc, doc, AgentConfig)) from None
+    return load_settings(AgentConfig, path, DEFAULT_PATH, overrides)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from maas.agent.observe import container_name, labels_for
+from maas.agent.observe import Owner
 from maas.compiler.models import SecretRef
 from maas.compiler.plan import PlanDeployment
 
@@ -15,7 +15,7 @@ def container_spec(
     planned: PlanDeployment,
     replica: int,
     *,
-    node: str,
+    owner: Owner,
     bind_address: str,
     secret: Callable[[str], str],
 ) -> dict[str, Any]:
@@ -24,8 +24,8 @@ def container_spec(
     spec: dict[str, Any] = {
         "image": planned.image,
         "command": list(planned.command),
-        "name": container_name(node, planned.name, replica),
-        "labels": labels_for(node, planned.name, replica, planned.spec_hash, host_port),
+        "name": owner.container_name(planned.name, replica),
+        "labels": owner.labels(planned.name, replica, planned.spec_hash, host_port),
         "environment": {
             key: secret(value.secret) if isinstance(value, SecretRef) else value
             for key, value in planned.env.items()

@@ -152,7 +152,7 @@ class Agent:
         while not self.stopping.is_set():
             try:
                 engine = Engine()
-                for event in engine.events(self.reconciler.node_name):
+                for event in engine.events(self.reconciler.owner):
                     if event.get("status") == "die":
                         # dockerd announces "die" before it records the exit; an inspect waits
                         # for the container's lock, so the next pass lists it as exited.
@@ -274,6 +274,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--config", type=Path, help="configuration file (/etc/maas/agent.yaml)")
     parser.add_argument("--node-name")
+    parser.add_argument(
+        "--label-namespace", help="prefix of the container labels and names (default maas)"
+    )
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--socket", type=Path)
     parser.add_argument("--cache-dir", type=Path)
@@ -296,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         k: getattr(args, k)
         for k in (
             "node_name",
+            "label_namespace",
             "state_dir",
             "socket",
             "cache_dir",

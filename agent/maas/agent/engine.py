@@ -17,7 +17,7 @@ import docker.errors
 import requests
 from docker.models.containers import _create_container_args
 
-from maas.agent.observe import LABEL_MANAGED, LABEL_NODE
+from maas.agent.observe import Owner
 from maas.compiler.diagnostics import MaasError
 
 T = TypeVar("T")
@@ -75,13 +75,13 @@ class Engine:
     def ping(self) -> None:
         _wrap("ping", self._client.ping)
 
-    def list_ours(self, node: str) -> list[dict[str, Any]]:
-        """Every container (running or not) labelled as this node's, in inspect shape.
+    def list_ours(self, owner: Owner) -> list[dict[str, Any]]:
+        """Every container (running or not) labelled as this owner's, in inspect shape.
 
         One list call instead of one inspect per container: the summary has the labels and the
         state, and its status text carries the exit code ("Exited (137) 5 seconds ago").
         """
-        filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node}"]}
+        filters = {"label": owner.filters()}
         summaries = _wrap(
             "list containers", lambda: self._client.api.containers(all=True, filters=filters)
         )
@@ -150,9 +150,9 @@ class Engine:
         )
         return stream
 
-    def events(self, node: str) -> Iterator[dict[str, Any]]:
-        """Container events of this node's containers (blocks; for a watcher thread)."""
-        filters = {"type": "container", "label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node}"]}
+    def events(self, owner: Owner) -> Iterator[dict[str, Any]]:
+        """Container events of this owner's containers (blocks; for a watcher thread)."""
+        filters = {"type": "container", "label": owner.filters()}
         stream: Iterator[dict[str, Any]] = _wrap(
             "events", lambda: self._client.events(decode=True, filters=filters)
         )

@@ -10,12 +10,40 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-LABEL_MANAGED = "maas.managed"
-LABEL_NODE = "maas.node"
-LABEL_DEPLOYMENT = "maas.deployment"
-LABEL_REPLICA = "maas.replica"
-LABEL_HASH = "maas.spec-hash"
-LABEL_PORT = "maas.port"
+DEFAULT_NAMESPACE = "maas"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose containers an agent manages: its node name within a label namespace.
+
+    An agent sees only the containers labelled `<namespace>.managed=true` and
+    `<namespace>.node=<node>`, and names its own `<namespace>-<node>-<deployment>-<replica>`, so
+    agents that share one engine (tests, or a host split between teams) are kept apart by either.
+    """
+
+    node: str
+    namespace: str = DEFAULT_NAMESPACE
+
+    def label(self, key: str) -> str:
+        return f"{self.namespace}.{key}"
+
+    def filters(self) -> list[str]:
+        """docker's label filters that select this owner's containers."""
+        return [f"{self.label('managed')}=true", f"{self.label('node')}={self.node}"]
+
+    def labels(self, deployment: str, replica: int, spec_hash: str, port: int) -> dict[str, str]:
+        return {
+            self.label("managed"): "true",
+            self.label("node"): self.node,
+            self.label("deployment"): deployment,
+            self.label("replica"): str(replica),
+            self.label("spec-hash"): spec_hash,
+            self.label("port"): str(port),
+        }
+
+    def container_name(self, deployment: str, replica: int) -> str:
+        return f"{self.namespace}-{self.node}-{deployment}-{replica}"
 
 
 @dataclass(frozen=True)
@@ -37,39 +65,22 @@ class ObservedContainer:
         return self.state == "running"
 
 
-def labels_for(
-    node: str, deployment: str, replica: int, spec_hash: str, port: int
-) -> dict[str, str]:
-    return {
-        LABEL_MANAGED: "true",
-        LABEL_NODE: node,
-        LABEL_DEPLOYMENT: deployment,
-        LABEL_REPLICA: str(replica),
-        LABEL_HASH: spec_hash,
-        LABEL_PORT: str(port),
-    }
-
-
-def container_name(node: str, deployment: str, replica: int) -> str:
-    return f"maas-{node}-{deployment}-{replica}"
-
-
-def parse_container(attrs: Mapping[str, Any]) -> ObservedContainer | None:
+def parse_container(attrs: Mapping[str, Any], owner: Owner) -> ObservedContainer | None:
     """One container's inspect data, or None when it is not a well-formed container of ours."""
     labels = (attrs.get("Config") or {}).get("Labels") or {}
     try:
-        replica = int(labels[LABEL_REPLICA])
-        deployment = labels[LABEL_DEPLOYMENT]
+        replica = int(labels[owner.label("replica")])
+        deployment = labels[owner.label("deployment")]
     except (KeyError, ValueError):
         return None
     state = attrs.get("State") or {}
-    port = labels.get(LABEL_PORT, "")
+    port = labels.get(owner.label("port"), "")
     return ObservedContainer(
         id=str(attrs.get("Id", "")),
         name=str(attrs.get("Name", "")).lstrip("/"),
         deployment=deployment,
         replica=replica,
-        spec_hash=labels.get(LABEL_HASH, ""),
+        spec_hash=labels.get(owner.label("spec-hash"), ""),
         state=str(state.get("Status", "unknown")),
         exit_code=int(state.get("ExitCode") or 0),
         started_at=str(state.get("StartedAt", "")),
@@ -79,6 +90,6 @@ def parse_container(attrs: Mapping[str, Any]) -> ObservedContainer | None:
     )
 
 
-def observe(containers: Iterable[Mapping[str, Any]]) -> list[ObservedContainer]:
-    found = [c for c in (parse_container(a) for a in containers) if c is not None]
+def observe(containers: Iterable[Mapping[str, Any]], owner: Owner) -> list[ObservedContainer]:
+    found = [c for c in (parse_container(a, owner) for a in containers) if c is not None]
     return sorted(found, key=lambda c: (c.deployment, c.replica, c.id))

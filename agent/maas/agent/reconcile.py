@@ -22,7 +22,7 @@ from maas.agent.diff import Action, Replica, diff
 from maas.agent.engine import Engine
 from maas.agent.health import ReplicaHealth
 from maas.agent.modelfetch import fetch_models
-from maas.agent.observe import ObservedContainer, observe
+from maas.agent.observe import ObservedContainer, Owner, observe
 from maas.agent.prepare import Preparer
 from maas.agent.secrets import read_secret
 from maas.agent.store import Desired, Store
@@ -83,6 +83,7 @@ class Reconciler:
         self.engine = engine
         self.node_source = node
         self.node_name = config.node_name or node().metadata.name
+        self.owner = Owner(self.node_name, config.label_namespace)
         self.store = Store(config.state_dir)
         self.preparer = Preparer(engine, done=wake)
         self.health: dict[Replica, ReplicaHealth] = {}
@@ -168,7 +169,7 @@ class Reconciler:
             self.errors = []
             try:
                 plan = self.desired_plan()
-                self.observed = observe(self.engine.list_ours(self.node_name))
+                self.observed = observe(self.engine.list_ours(self.owner), self.owner)
             except MaasError as exc:
                 self.errors = list(exc.diagnostics)
                 result.ok = False
@@ -195,7 +196,7 @@ class Reconciler:
 
     def refresh_observed(self) -> list[ObservedContainer]:
         with contextlib.suppress(MaasError):  # the next pass reports an engine that went away
-            self.observed = observe(self.engine.list_ours(self.node_name))
+            self.observed = observe(self.engine.list_ours(self.owner), self.owner)
         return self.observed
 
     def _finish(self, result: PassResult) -> PassResult:
@@ -296,7 +297,7 @@ class Reconciler:
         spec = container_spec(
             planned,
             replica,
-            node=self.node_name,
+            owner=self.owner,
             bind_address=self.config.bind_address,
             secret=lambda name: read_secret(self.config.secrets_dir, name),
         )

@@ -7,11 +7,10 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from maas.compiler.diagnostics import MaasError, Position
-from maas.compiler.documents import diagnostics_from_validation
-from maas.compiler.loader import load_text
+from maas.agent.settings import load_settings
+from maas.compiler.diagnostics import MaasError
 
 DEFAULT_PATH = Path("/etc/maas/gateway.yaml")
 DEFAULT_KEYS_FILE = Path("/etc/maas/gateway.keys")
@@ -70,28 +69,4 @@ def check_exposure(config: GatewayConfig, keys_required: bool) -> None:
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> GatewayConfig:
     """The file (when it exists, or when named explicitly) merged with non-None overrides."""
-    data: dict[str, Any] = {}
-    file = path or DEFAULT_PATH
-    doc = None
-    if path is not None or file.exists():
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise MaasError.single(
-                "config", f"cannot read: {exc.strerror}", position=Position(str(file))
-            ) from exc
-        docs = load_text(text, str(file))
-        if docs:
-            doc = docs[0]
-            if not isinstance(doc.data, dict):
-                raise MaasError.single(
-                    "config", "the configuration must be a mapping", position=doc.at(())
-                )
-            data = dict(doc.data)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return GatewayConfig.model_validate(data)
-    except ValidationError as exc:
-        if doc is None:
-            raise MaasError.single("config", str(exc).splitlines()[0]) from None
-        raise MaasError(diagnostics_from_validation(exc, doc, GatewayConfig)) from None
+    return load_settings(GatewayConfig, path, DEFAULT_PATH, overrides)
