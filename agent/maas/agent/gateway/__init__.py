@@ -2,7 +2,8 @@
 
 A sibling process of the agent: it reads routes from the agent's status API (unix socket) and never
 talks to Docker. Pure routing in `routing`, request inspection in `requests`, the listening
-socket and its protocol-level relay of model requests in `front`, the shared state and policy and
+socket and its protocol-level relay of model requests in `front` (pooled replica connections in
+`upstream`), the shared state and policy and
 the aiohttp application for everything else in `app` (its relay in `forward`), the process in
 `main`.
 """

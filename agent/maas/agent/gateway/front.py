@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import email.utils
 import functools
-import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from http import HTTPStatus
@@ -35,6 +34,13 @@ from maas.agent.gateway.app import JSON_ROUTES, Call, Gateway
 from maas.agent.gateway.forward import Outcome, UpstreamFailed, UpstreamUnreachable
 from maas.agent.gateway.requests import BadRequest, model_of_json
 from maas.agent.gateway.routing import Pick
+from maas.agent.gateway.upstream import (
+    INTERNAL,
+    ProtocolFactory,
+    StaleConnection,
+    UpstreamConnection,
+    UpstreamPool,
+)
 from maas.agent.gateway.usage import UsageTap
 
 log = structlog.get_logger("maas.gateway")
@@ -60,14 +66,10 @@ DISCARD_BYTES = (
     64 * 1024
 )  # a refused request's body up to this size is read, to keep the connection
 KEEPALIVE_S = 75.0  # an idle client connection is closed after this long (aiohttp's default)
-UPSTREAM_IDLE_S = 30.0  # a pooled replica connection idle longer is not reused
 SWEEP_S = 5.0
 LINGER_S = 2.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
-INTERNAL = "internal"  # the pool key of connections into the aiohttp application
-
-ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
 # How a response body is framed towards the client.
 LENGTH, CHUNKED, UNTIL_CLOSE, NO_BODY = range(4)
@@ -189,7 +191,7 @@ class ClientConnection(asyncio.Protocol):
             # llhttp took the request as bodiless and stopped after it; it is refused in turn
             # (_start) and nothing after it is read.
             self.upgrade = True
-            self._pause_reading()
+            self.pause_reading()
         except httptools.HttpParserError as exc:
             self._malformed(400, f"The request is not valid HTTP/1.1: {exc}.")
 
@@ -238,7 +240,7 @@ class ClientConnection(asyncio.Protocol):
             self._start(request)
         else:  # pipelined: read no further until its turn
             self.waiting.append(request)
-            self._pause_reading()
+            self.pause_reading()
 
     def on_body(self, chunk: bytes) -> None:
         request = self.incoming
@@ -442,16 +444,20 @@ class ClientConnection(asyncio.Protocol):
         self.last_active = asyncio.get_running_loop().time()
         if self.waiting:
             self._start(self.waiting.popleft())
-        if not self.waiting and self.transport is not None:
-            self.transport.resume_reading()
+        if not self.waiting:
+            self.resume_reading()
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def _pause_reading(self) -> None:
+    def pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -494,10 +500,6 @@ class ClientConnection(asyncio.Protocol):
         transport.write_eof()
         transport.resume_reading()
         asyncio.get_running_loop().call_later(LINGER_S, transport.close)
-
-
-class StaleConnection(UpstreamFailed):
-    """A reused connection closed before any of the response arrived."""
 
 
 class Exchange:
@@ -561,7 +563,7 @@ class Exchange:
             self.timer = loop.call_later(min(idle_left, total_left), self._check)
             return
         self.upstream.close()
-        self._fail("timed out" if self.outcome.status else "timed out before the response")
+        self.broken("timed out" if self.outcome.status else "timed out before the response")
 
     # --- what the upstream connection reports --------------------------------------------
 
@@ -628,7 +630,13 @@ class Exchange:
             else:
                 self._fail_before(UpstreamFailed("the connection closed before the response"))
         else:
-            self._fail("the connection closed mid-response")
+            self.broken("the connection closed mid-response")
+
+    def pause_request(self) -> None:
+        self.client.pause_reading()
+
+    def resume_request(self) -> None:
+        self.client.resume_reading()
 
     def client_lost(self) -> None:
         if self.done.done():
@@ -661,7 +669,7 @@ class Exchange:
         if not self.done.done():
             self.done.set_exception(exc)
 
-    def _fail(self, why: str) -> None:
+    def broken(self, why: str) -> None:
         """The response broke off after its head: cut the client's connection."""
         if not self.outcome.status:
             self._fail_before(UpstreamFailed(why))
@@ -671,168 +679,6 @@ class Exchange:
         self.client.abort()
         if not self.done.done():
             self.done.set_result(None)
-
-
-class UpstreamConnection(asyncio.Protocol):
-    """One connection to a replica (or into the aiohttp application), kept for the next request
-    while the replica keeps it alive."""
-
-    def __init__(self, pool: UpstreamPool, key: str | tuple[str, int]) -> None:
-        self.pool = pool
-        self.key = key
-        self.parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.exchange: Exchange | None = None
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.interim = False
-        self.lost = False
-        self.reused = False
-        self.reusable = True
-        self.idle_since = 0.0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-
-    def data_received(self, data: bytes) -> None:
-        exchange = self.exchange
-        if exchange is None:  # nothing was asked: a confused replica; never reuse it
-            self.close()
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self.reusable = False
-            exchange.flush()
-            exchange._fail(f"malformed response: {exc}")
-            return
-        exchange.flush()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self.pool.forget(self)
-        if self.exchange is not None:
-            self.exchange.upstream_lost()
-
-    def pause_writing(self) -> None:
-        if self.exchange is not None:
-            self.exchange.client._pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.exchange is not None and self.exchange.client.transport is not None:
-            self.exchange.client.transport.resume_reading()
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        # An interim response (100 Continue) is the replica's to the gateway: not relayed.
-        self.interim = 100 <= status < 200
-        if not self.interim and self.exchange is not None:
-            self.exchange.headers(status, self.reason, self.headers)
-        self.reason, self.headers = b"", []
-
-    def on_body(self, chunk: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.piece(chunk)
-
-    def on_message_complete(self) -> None:
-        if self.interim:
-            return
-        self.reusable = self.reusable and self.parser.should_keep_alive()
-        if self.exchange is not None:
-            self.exchange.end()
-
-    def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
-
-    def release(self) -> None:
-        self.exchange = None
-        if self.reusable and not self.lost:
-            self.pool.release(self)
-        else:
-            self.close()
-
-    def close(self) -> None:
-        self.reusable = False
-        if self.transport is not None:
-            self.transport.close()
-
-
-class UpstreamPool:
-    """Idle keep-alive connections per replica address, most recently used first."""
-
-    def __init__(self, connect_timeout_s: float, application: ProtocolFactory) -> None:
-        self.connect_timeout_s = connect_timeout_s
-        self.application = application
-        self.idle: dict[str | tuple[str, int], list[UpstreamConnection]] = {}
-
-    async def acquire(
-        self, key: str | tuple[str, int], *, fresh: bool = False
-    ) -> UpstreamConnection:
-        idle = self.idle.get(key)
-        now = asyncio.get_running_loop().time()
-        while idle and not fresh:
-            connection = idle.pop()
-            if not connection.lost and now - connection.idle_since < UPSTREAM_IDLE_S:
-                connection.reused = True
-                return connection
-            connection.close()
-        return await self._connect(key)
-
-    async def _connect(self, key: str | tuple[str, int]) -> UpstreamConnection:
-        loop = asyncio.get_running_loop()
-        try:
-            if isinstance(key, tuple):
-                async with asyncio.timeout(self.connect_timeout_s):
-                    _, connection = await loop.create_connection(
-                        lambda: UpstreamConnection(self, key), key[0], key[1]
-                    )
-                return connection
-            # Into the aiohttp application over a socket pair: nothing listens, so nothing but
-            # the front reaches it, and it may trust the front's key check.
-            ours, theirs = socket.socketpair()
-            try:
-                await loop.connect_accepted_socket(self.application, theirs)
-                _, connection = await loop.create_unix_connection(
-                    lambda: UpstreamConnection(self, key), sock=ours
-                )
-            except BaseException:
-                ours.close()
-                theirs.close()
-                raise
-            return connection
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
-
-    def release(self, connection: UpstreamConnection) -> None:
-        connection.reused = False
-        connection.idle_since = asyncio.get_running_loop().time()
-        self.idle.setdefault(connection.key, []).append(connection)
-
-    def forget(self, connection: UpstreamConnection) -> None:
-        idle = self.idle.get(connection.key)
-        if idle and connection in idle:
-            idle.remove(connection)
-
-    def close(self) -> None:
-        for idle in self.idle.values():
-            for connection in idle:
-                connection.close()
-        self.idle.clear()
 
 
 def _framing(request: Request, status: int, headers: list[tuple[bytes, bytes]]) -> tuple[int, bool]:
