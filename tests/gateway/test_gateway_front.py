@@ -333,3 +333,21 @@ async def test_refused_requests_keep_the_connection_unless_their_body_is_left_un
         big = post(b"x" * 100_000)  # unread: the connection closes after the first answer
         answer = await send(url, big + post(CHAT))
         assert answer.count(b"HTTP/1.1 401") == 1 and b"Connection: close" in answer
+
+
+@asynctest()
+async def test_stopping_cuts_a_stream_that_outlasts_the_shutdown_timeout() -> None:
+    replica = Replica("r0")
+    async with serving(replica.app()) as up:
+        held = json.dumps({"model": "m", "stream": True, "hold": True}).encode()
+        doc = status(deployment("m", [port_of(up)]))
+        stopping = asyncio.get_running_loop().time()
+        async with gateway(doc, shutdown_timeout_s=0.3) as (url, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+            writer.write(post(held))
+            await reader.readuntil(b"t0")
+            stopping = asyncio.get_running_loop().time()
+        assert asyncio.get_running_loop().time() - stopping < 5
+        assert not (await reader.read()).endswith(b"0\r\n\r\n")  # cut, not ended
+        writer.close()
+        replica.gate.set()

@@ -147,10 +147,10 @@ class Front:
             self.close_idle(0)
         for connection in list(self.connections):
             connection.close()
-        for task in list(self.tasks):
+        leftover = [*self.tasks, *([self._sweeper] if self._sweeper else [])]
+        for task in leftover:
             task.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        await asyncio.gather(*leftover, return_exceptions=True)
         self.pool.close()
 
 
