@@ -96,13 +96,13 @@ def test_sighup_reloads_config(agent: AgentProcess, busybox: str) -> None:
     agent.config.write_text("port_range: [oops]\n")
     agent.kill_signal(signal.SIGHUP)
     agent.wait_for(lambda: "reload failed" in agent.log.read_text(), what="refused reload")
-    settings["port_range"] = [59900, 59909]
+    settings["port_range"] = [19990, 19999]
     agent.config.write_text(json.dumps(settings))
     agent.kill_signal(signal.SIGHUP)
     agent.wait_for(lambda: "configuration reloaded" in agent.log.read_text(), what="reload")
     assert agent.apply("web", web_spec("web", busybox)).returncode == 0
     (web,) = agent.status()["deployments"]
-    assert 59900 <= web["containers"][0]["port"] <= 59909
+    assert 19990 <= web["containers"][0]["port"] <= 19999
 
 
 def test_maasctl_without_an_agent_says_how_to_start_one(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ never touch anything else on the engine.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -57,6 +58,9 @@ def web_spec(
     )
 
 
+_PORT_BASES = itertools.cycle(random.sample(range(20000, 32000, 100), 120))
+
+
 class AgentProcess:
     def __init__(
         self, tmp: Path, config: dict[str, Any] | None = None, *, node: str | None = None
@@ -76,8 +80,9 @@ class AgentProcess:
             "resync_s": 2,
             "stop_timeout_s": 1,
             "socket_group": None,
-            # Agents of concurrent test runs share the host: each gets its own ports.
-            "port_range": [base := 41000 + random.randrange(180) * 100, base + 99],
+            # Agents share the host (within a run and across concurrent runs): each gets its own
+            # ports, below the kernel's ephemeral range, where no outgoing connection holds one.
+            "port_range": [base := next(_PORT_BASES), base + 99],
         }
         settings.update(config or {})
         self.namespace = str(settings.get("label_namespace", "maas"))
