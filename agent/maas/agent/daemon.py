@@ -26,6 +26,7 @@ from maas.agent.api import Api
 from maas.agent.config import AgentConfig, load_config
 from maas.agent.engine import Engine
 from maas.agent.gitsource import GitSource
+from maas.agent.hostports import port_range_warning
 from maas.agent.metrics import Metrics
 from maas.agent.probing import Prober
 from maas.agent.reconcile import Reconciler
@@ -68,6 +69,8 @@ class Agent:
         self.woken = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
+        warning = port_range_warning(config.port_range)
+        self.warnings = [warning] if warning else []
 
     def _git_source(self, config: AgentConfig) -> GitSource | None:
         if config.source is None:
@@ -89,6 +92,7 @@ class Agent:
         extra: dict[str, Any] = {
             "applied_at": r.applied_at,
             "errors": [d.as_dict() for d in r.errors],
+            "warnings": [d.as_dict() for d in self.warnings],
             "last_pass": {
                 "at": r.last.started,
                 "duration_s": round(r.last.duration_s, 4),
@@ -212,6 +216,8 @@ class Agent:
         if self.source is not None:
             tasks.append(asyncio.create_task(self.pull_loop()))
         log.info("started", node=self.reconciler.node_name, socket=str(self.config.socket))
+        for warning in self.warnings:
+            log.warning(warning.code, problem=warning.render())
         await self.stopping.wait()
         self.notifier.stopping()
         for task in tasks:
@@ -234,8 +240,17 @@ class Agent:
                 "reload failed; keeping the old configuration", error=exc.diagnostics[0].render()
             )
             return
+        if config.label_namespace != self.reconciler.owner.namespace:
+            # Switching on the fly would orphan every container of the old namespace.
+            log.warning(
+                "label_namespace_unchanged",
+                reason="the label namespace changes at the next start",
+                namespace=self.reconciler.owner.namespace,
+            )
         self.config = config
         self.reconciler.config = config
+        warning = port_range_warning(config.port_range)
+        self.warnings = [warning] if warning else []
         log.info("configuration reloaded")
         self.wake()
 

@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"refused {source['refused_commit'][:12]}: {line}")
     for error in status.get("errors", []):
         print(f"error: {error['message']} [{error['code']}]")
+    for warning in status.get("warnings", []):
+        print(f"warning: {warning['message']} [{warning['code']}]")
+        for hint in warning["hints"]:
+            print(f"  hint: {hint}")
     print(
         table(["deployment", "state", "ready", "ports", "restarts", "last error"], rows)
         if rows
