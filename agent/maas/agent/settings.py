@@ -22,33 +22,27 @@ def load_settings(
     """`path` (or `default`, when it exists) merged with the non-None `overrides`."""
     flags = {k: v for k, v in overrides.items() if v is not None}
     try:
-        model.model_validate(flags)  # alone first, so a bad flag is not blamed on the file
+        alone = model.model_validate(flags)  # first, so a bad flag is not blamed on the file
     except ValidationError as exc:
         raise MaasError(_flag_diagnostics(exc)) from None
-    data: dict[str, Any] = {}
     file = path or default
-    doc = None
-    if path is not None or file.exists():
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise MaasError.single(
-                "config", f"cannot read: {exc.strerror}", position=Position(str(file))
-            ) from exc
-        docs = load_text(text, str(file))
-        if docs:
-            doc = docs[0]
-            if not isinstance(doc.data, dict):
-                raise MaasError.single(
-                    "config", "the configuration must be a mapping", position=doc.at(())
-                )
-            data = dict(doc.data)
-    data.update(flags)
+    if path is None and not file.exists():
+        return alone
     try:
-        return model.model_validate(data)
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MaasError.single(
+            "config", f"cannot read: {exc.strerror}", position=Position(str(file))
+        ) from exc
+    docs = load_text(text, str(file))
+    if not docs:
+        return alone
+    doc = docs[0]
+    if not isinstance(doc.data, dict):
+        raise MaasError.single("config", "the configuration must be a mapping", position=doc.at(()))
+    try:
+        return model.model_validate({**doc.data, **flags})
     except ValidationError as exc:
-        if doc is None:
-            raise MaasError(_flag_diagnostics(exc)) from None
         raise MaasError(diagnostics_from_validation(exc, doc, model)) from None
 
 
