@@ -33,7 +33,7 @@ from maas.agent.reconcile import Reconciler
 from maas.agent.sdnotify import Notifier
 from maas.agent.status import status_report
 from maas.agent.store import Desired
-from maas.compiler.diagnostics import MaasError
+from maas.compiler.diagnostics import Diagnostic, MaasError
 
 log = structlog.get_logger("maas.agent")
 
@@ -69,8 +69,7 @@ class Agent:
         self.woken = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
-        warning = port_range_warning(config.port_range)
-        self.warnings = [warning] if warning else []
+        self.warnings = host_warnings(config)
 
     def _git_source(self, config: AgentConfig) -> GitSource | None:
         if config.source is None:
@@ -249,10 +248,15 @@ class Agent:
             )
         self.config = config
         self.reconciler.config = config
-        warning = port_range_warning(config.port_range)
-        self.warnings = [warning] if warning else []
+        self.warnings = host_warnings(config)
         log.info("configuration reloaded")
         self.wake()
+
+
+def host_warnings(config: AgentConfig) -> list[Diagnostic]:
+    """What about this host the operator should fix (shown in status and the journal)."""
+    warning = port_range_warning(config.port_range)
+    return [warning] if warning else []
 
 
 def open_socket(path: Path, group: str | None) -> socket.socket:
