@@ -568,7 +568,6 @@ class Exchange:
     # --- what the upstream connection reports --------------------------------------------
 
     def headers(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        self.seen = True
         self.outcome.status = status
         self.outcome.first_byte_s = asyncio.get_running_loop().time() - self.started
         request = self.request
