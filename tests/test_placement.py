@@ -2,7 +2,9 @@
 
 Each folder under tests/golden/placement/ holds `deploy.yaml` and `case.json` (the node profile
 under nodes/ and the model: a GGUF written at real shapes by support.gguf_factory, or a
-safetensors config with its total size). Refresh with `pytest --update-goldens` and review the diff.
+safetensors config with its total size). A crowded node's case holds several deployments in
+`deploy.yaml` and `"models": {name: model}`; its golden also holds the plan as people read it.
+Refresh with `pytest --update-goldens` and review the diff.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 from gguf import GGMLQuantizationType
 
 from golden_support import check_golden
+from maas.cli.render_plan import plan_text
 from maas.compiler import CompileOptions, MaasError, compile_plan, load_sources, plan_to_json
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.metadata.gguf import GgufHeader, parse_gguf
@@ -43,6 +46,7 @@ def model_for(spec: dict[str, object] | None, tmp: Path) -> ModelMetadata | None
     if "gguf" in spec:
         shape = getattr(gguf_factory, str(spec["gguf"]))
         qtype = GGMLQuantizationType[str(spec["qtype"])]
+        tmp.mkdir(parents=True, exist_ok=True)
         (path,) = gguf_factory.write_header_only(tmp / "model.gguf", shape, qtype)
         with path.open("rb") as f:
             header = parse_gguf(
@@ -68,16 +72,21 @@ def test_placement_case(case: Path, tmp_path: Path, update_goldens: bool) -> Non
     }
     documents = load_sources(sources)
     assert not documents.diagnostics, [d.render() for d in documents.diagnostics]
-    model = model_for(meta["model"], tmp_path)
-    models = {case.name: model} if model else {}
+    wanted = meta["models"] if "models" in meta else {case.name: meta["model"]}
+    models = {name: model_for(spec, tmp_path / name) for name, spec in wanted.items()}
     try:
         plan = compile_plan(
-            documents.deployments, documents.nodes[0].model, options=CompileOptions(), models=models
+            documents.deployments,
+            documents.nodes[0].model,
+            options=CompileOptions(),
+            models={name: m for name, m in models.items() if m is not None},
         )
     except MaasError as exc:
         check_golden(case / "expected.txt", str(exc) + "\n", update_goldens)
         return
     check_golden(case / "expected.json", plan_to_json(plan), update_goldens)
+    if "models" in meta:
+        check_golden(case / "expected-plan.txt", plan_text(plan) + "\n", update_goldens)
 
 
 def test_proportional_split() -> None:

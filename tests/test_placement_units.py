@@ -6,7 +6,7 @@ from maas.compiler.estimate_llama import decode_tokens_per_s
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Cpu, Gpu, Memory, Node, NodeBody, NumaNode
 from maas.compiler.placement_common import cpu_pinning
-from maas.compiler.placement_vllm import kv_bytes_per_token, size_vllm
+from maas.compiler.placement_vllm import kv_bytes_per_token, needed_utilization, size_vllm
 
 GIB = 1 << 30
 
@@ -39,11 +39,18 @@ def test_smallest_tensor_parallel_size_and_free_memory_bound() -> None:
                        allow_cpu=False)  # fmt: skip
     assert choice is not None
     assert (choice.tensor_parallel_size, choice.max_model_len) == (2, 8192)
-    assert choice.utilization == 0.9
+    # the fraction its weights, reserve and KV need (compile_plan hands it the rest later)
+    assert choice.utilization == 0.87
     busy = size_vllm(meta, [gpu(i, 50) for i in range(4)], spec_context=None, margin=GIB,
                      allow_cpu=False)  # fmt: skip
     assert busy is not None and busy.tensor_parallel_size == 4
-    assert busy.utilization == 0.61  # (50 - 1) / 80, rounded down: never more than is free
+    assert busy.utilization == 0.45  # needs 35.8 GiB of 80; at most (50 - 1) / 80 = 0.61
+
+
+def test_needed_utilization_never_exceeds_what_is_free() -> None:
+    gpus = [gpu(0, 50)]
+    assert needed_utilization(30 * GIB, gpus, cap=0.61) == 0.38  # 30 / 80 rounded up
+    assert needed_utilization(60 * GIB, gpus, cap=0.61) == 0.61
 
 
 def test_cpu_offload_only_when_allowed() -> None:

@@ -4,8 +4,40 @@ from __future__ import annotations
 
 from maas.cli.output import table
 from maas.compiler import Plan, PlanDeployment
+from maas.compiler.plan import DeviceTotal
 
 GIB = 1024**3
+MIB = 1024**2
+BAR = 20
+
+
+def size_text(value: int) -> str:
+    return f"{value / GIB:.1f} GiB" if value >= GIB else f"{value / MIB:.0f} MiB"
+
+
+def bar(used: int, usable: int, width: int = BAR) -> str:
+    filled = width if usable <= 0 else min(width, round(width * used / usable))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def device_label(total: DeviceTotal) -> str:
+    if total.device == "host":
+        return "host memory"
+    return f"{total.device.upper()} {total.name.removeprefix('NVIDIA ')}"
+
+
+def totals_lines(plan: Plan) -> list[str]:
+    """One line per GPU and one for host memory: a bar, allocated / usable, headroom."""
+    width = max((len(device_label(t)) for t in plan.totals), default=0)
+    lines = []
+    for t in plan.totals:
+        unknown = f", {len(t.unknown_need)} not estimated" if t.unknown_need else ""
+        lines.append(
+            f"{device_label(t).ljust(width)}  {bar(t.allocated_bytes, t.usable_bytes)} "
+            f"{t.allocated_bytes / GIB:5.1f} / {t.usable_bytes / GIB:.1f} GiB  "
+            f"(headroom {size_text(t.headroom_bytes)}{unknown})"
+        )
+    return lines
 
 
 def placement_text(d: PlanDeployment) -> str:
@@ -30,12 +62,13 @@ def estimate_text(d: PlanDeployment) -> str:
     e = d.estimate
     parts = []
     if e.vram_bytes:
-        parts.append("VRAM " + "+".join(f"{b / GIB:.1f}" for b in e.vram_bytes) + " GiB")
+        parts.append("VRAM " + "+".join(size_text(b) for b in e.vram_bytes))
     if e.ram_bytes is not None:
-        parts.append(f"RAM {e.ram_bytes / GIB:.1f} GiB")
+        parts.append(f"RAM {size_text(e.ram_bytes)}")
     if e.decode_tokens_per_s is not None:
         parts.append(f"~{e.decode_tokens_per_s:.0f} tok/s")
-    return ", ".join(parts) or "unknown"
+    text = ", ".join(parts) or "unknown"
+    return f"{text} x {d.replicas}" if d.replicas > 1 and parts else text
 
 
 def plan_text(plan: Plan) -> str:
@@ -54,9 +87,8 @@ def plan_text(plan: Plan) -> str:
         for d in plan.deployments
     ]
     head = f"node {plan.node}: {len(plan.deployments)} deployment(s)\n\n"
-    return head + table(
-        ["deployment", "backend", "image", "placement", "port", "estimate", "why"], rows
-    )
+    body = table(["deployment", "backend", "image", "placement", "port", "estimate", "why"], rows)
+    return "\n".join([head + body, "", *totals_lines(plan)])
 
 
 def plan_markdown(plan: Plan) -> str:
@@ -71,6 +103,7 @@ def plan_markdown(plan: Plan) -> str:
             f"| `{d.name}` | {d.backend} ({d.backend_rule}) | `{d.image}` | "
             f"{placement_text(d)} | {d.port} | {estimate_text(d)} |"
         )
+    lines += ["", "```", *totals_lines(plan), "```"]
     for d in plan.deployments:
         lines += [
             "",

@@ -1,23 +1,50 @@
 """Compilation: checked Deployments + a Node profile -> a Plan, or every Diagnostic at once.
 
-The whole pipeline is pure: `load -> check -> select node -> place -> allocate ports -> render`.
+The whole pipeline is pure: `load -> check -> select node -> allocate -> ports -> render`.
+Allocation places the deployments one at a time against the node's ledger, in a fixed order:
+higher `priority` first, then deployments the previous plan already ran (so adding an unrelated
+deployment never moves or shrinks them), then those whose need is estimated (a custom backend
+must not take a GPU a known backend then lacks), then by name. vLLM deployments first take the
+fraction of the GPU their context needs; what no deployment takes is then handed to them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from maas.compiler.backends import resolve_backend
+from maas.compiler.allocation import Ledger, charge_of
+from maas.compiler.backends import Backend, BackendRule, resolve_backend
 from maas.compiler.checks import check_deployments
 from maas.compiler.diagnostics import Diagnostic, raise_if_errors
 from maas.compiler.documents import Loaded
 from maas.compiler.metadata import ModelMetadata
-from maas.compiler.models import Deployment, Node
-from maas.compiler.placement import PlacementResult, place
-from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler.models import Deployment, Gpu, Node
+from maas.compiler.placement import PlacementResult, estimated, place
+from maas.compiler.placement_results import vllm_vram
+from maas.compiler.placement_vllm import DEFAULT_UTILIZATION
+from maas.compiler.plan import Estimate, Plan, PlanDeployment
 from maas.compiler.policy import check_policy
 from maas.compiler.ports import allocate_ports
 from maas.compiler.render import CompileOptions, render_deployment
+
+
+@dataclass
+class _Placed:
+    loaded: Loaded[Deployment]
+    backend: Backend
+    rule: BackendRule
+    result: PlacementResult
+    unknown: bool
+
+    @property
+    def name(self) -> str:
+        return self.loaded.model.metadata.name
+
+    @property
+    def replicas(self) -> int:
+        return self.loaded.model.spec.replicas
 
 
 def compile_plan(
@@ -28,62 +55,289 @@ def compile_plan(
     previous: Plan | None = None,
     resolved_files: Mapping[str, str] | None = None,
     models: Mapping[str, ModelMetadata] | None = None,
+    share_leftover: bool = True,
 ) -> Plan:
     """The Plan of `node` for `deployments`; raises `MaasError` with all problems found.
 
     `models` holds the model metadata per deployment name (fetched at the edge); without it a
-    deployment is placed by the foundation rules and its estimate is unknown.
+    deployment is placed by the foundation rules and its estimate is unknown. `share_leftover`
+    hands vLLM deployments the GPU memory nobody else takes (fleet placement asks without it, to
+    charge a node only what each deployment needs).
     """
     options = options or CompileOptions()
+    models = models or {}
     diagnostics = check_deployments(deployments)
-    placed: list[tuple[Loaded[Deployment], PlacementResult]] = []
-    for loaded in deployments:
+    ledger = Ledger(node, options.gpu_margin_bytes)
+    placed: list[_Placed] = []
+    for loaded in _allocation_order(deployments, node, models, previous):
         selector_problem = _selector_mismatch(loaded, node)
         if selector_problem:
             diagnostics.append(selector_problem)
             continue
-        backend, _ = resolve_backend(loaded.model.spec)
-        result = place(
-            loaded,
-            backend,
-            node,
-            metadata=(models or {}).get(loaded.model.metadata.name),
-            gpu_margin_bytes=options.gpu_margin_bytes,
-        )
-        diagnostics.extend(result.diagnostics)
-        if options.policy is not None and result.placement is not None:
-            image = loaded.model.spec.image or backend.image_for(gpu=result.placement.mode != "cpu")
+        entry = _place_one(loaded, node, ledger, options, models, previous)
+        diagnostics.extend(entry.result.diagnostics)
+        placement = entry.result.placement
+        if placement is None:
+            continue
+        if options.policy is not None:
+            image = loaded.model.spec.image or entry.backend.image_for(gpu=bool(placement.gpus))
             diagnostics.extend(
                 check_policy(loaded, options.policy, cache_dir=options.cache_dir, image=image or "")
             )
-        placed.append((loaded, result))
-    raise_if_errors(diagnostics)
-    previous_ports = {d.name: d.ports for d in previous.deployments} if previous else None
-    ports = allocate_ports(
-        {loaded.model.metadata.name: loaded.model.spec.replicas for loaded, _ in placed},
-        options.port_range,
-        previous_ports,
-    )
-    rendered: list[PlanDeployment] = []
-    for loaded, result in placed:
-        assert result.placement is not None
-        backend, rule = resolve_backend(loaded.model.spec)
-        name = loaded.model.metadata.name
-        rendered.append(
-            render_deployment(
-                loaded,
-                backend=backend,
-                rule=rule,
-                placement=result.placement,
-                estimate=result.estimate,
-                ports=ports[name],
-                options=options,
-                resolved_file=(resolved_files or {}).get(name),
-                warnings=[d for d in result.diagnostics if d.severity == "warning"],
+        ledger.charges.append(
+            charge_of(
+                entry.name, placement, entry.result.estimate, entry.replicas, unknown=entry.unknown
             )
         )
+        placed.append(entry)
+    raise_if_errors(diagnostics)
+    if share_leftover:
+        _share_leftover(placed, ledger)
+    previous_ports = {d.name: d.ports for d in previous.deployments} if previous else None
+    ports = allocate_ports({p.name: p.replicas for p in placed}, options.port_range, previous_ports)
+    rendered = [
+        render_deployment(
+            p.loaded,
+            backend=p.backend,
+            rule=p.rule,
+            placement=p.result.placement,
+            estimate=p.result.estimate,
+            ports=ports[p.name],
+            options=options,
+            resolved_file=(resolved_files or {}).get(p.name),
+            warnings=[d for d in p.result.diagnostics if d.severity == "warning"],
+        )
+        for p in placed
+        if p.result.placement is not None
+    ]
     rendered.sort(key=lambda d: d.name)
-    return Plan(node=node.metadata.name, deployments=rendered)
+    return Plan(node=node.metadata.name, deployments=rendered, totals=ledger.totals())
+
+
+def _allocation_order(
+    deployments: Sequence[Loaded[Deployment]],
+    node: Node,
+    models: Mapping[str, ModelMetadata],
+    previous: Plan | None,
+) -> list[Loaded[Deployment]]:
+    running = {d.name for d in previous.deployments} if previous else set()
+
+    def key(loaded: Loaded[Deployment]) -> tuple[int, bool, bool, str]:
+        name = loaded.model.metadata.name
+        backend, _ = resolve_backend(loaded.model.spec)
+        known = estimated(backend, models.get(name), node)
+        return (-loaded.model.spec.priority, name not in running, not known, name)
+
+    return sorted(deployments, key=key)
+
+
+def _place_one(  # noqa: PLR0917
+    loaded: Loaded[Deployment],
+    node: Node,
+    ledger: Ledger,
+    options: CompileOptions,
+    models: Mapping[str, ModelMetadata],
+    previous: Plan | None,
+) -> _Placed:
+    spec = loaded.model.spec
+    name = loaded.model.metadata.name
+    backend, rule = resolve_backend(spec)
+    metadata = models.get(name)
+    unknown = not estimated(backend, metadata, node)
+    gpus, count, problem = _intended_gpus(loaded, node)
+    if problem is not None:
+        return _Placed(loaded, backend, rule, PlacementResult(None, Estimate(), [problem]), unknown)
+    view = ledger.view(gpus, spec.replicas)
+    result = place(
+        loaded,
+        backend,
+        view,
+        metadata=metadata,
+        gpu_margin_bytes=options.gpu_margin_bytes,
+        gpu_count=count,
+    )
+    if result.placement is None:
+        result = _name_holders(loaded, result, ledger, gpus)
+    elif previous is not None:
+        result = _keep_running_share(result, previous.deployment(name), view, options)
+    return _Placed(loaded, backend, rule, result, unknown)
+
+
+def _intended_gpus(
+    loaded: Loaded[Deployment], node: Node
+) -> tuple[list[Gpu], int | None, Diagnostic | None]:
+    """The GPUs the spec's `gpus` lets the deployment use, the exact count it asks for, or why
+    the node cannot give them."""
+    intent = loaded.model.spec.gpus
+    gpus = sorted(node.spec.gpus, key=lambda g: g.index)
+    name = loaded.model.metadata.name
+    if intent == "auto":
+        return gpus, None, None
+    if intent == "none":
+        return [], None, None
+    if isinstance(intent, int):
+        if intent > len(gpus):
+            return (
+                [],
+                None,
+                _gpu_problem(
+                    loaded,
+                    ("spec", "gpus"),
+                    f"'{name}' asks for {intent} GPU(s); node "
+                    f"'{node.metadata.name}' has {len(gpus)}",
+                ),
+            )
+        return gpus, intent, None
+    chosen = []
+    for i, wanted in enumerate(intent):
+        found = next((g for g in gpus if wanted in (g.index, g.uuid, str(g.index))), None)
+        if found is None:
+            have = ", ".join(f"{g.index} ({g.uuid})" for g in gpus) or "none"
+            return (
+                [],
+                None,
+                _gpu_problem(
+                    loaded,
+                    ("spec", "gpus", i),
+                    f"node '{node.metadata.name}' has no GPU '{wanted}' (its GPUs: {have})",
+                ),
+            )
+        chosen.append(found)
+    return chosen, len(chosen), None
+
+
+def _gpu_problem(
+    loaded: Loaded[Deployment], path: tuple[str | int, ...], message: str
+) -> Diagnostic:
+    return Diagnostic(
+        "gpus",
+        message,
+        loaded.doc.at(path),
+        hints=("use 'gpus: auto' to let the compiler choose, or a worker_selector for the node",),
+    )
+
+
+def _name_holders(
+    loaded: Loaded[Deployment], result: PlacementResult, ledger: Ledger, gpus: list[Gpu]
+) -> PlacementResult:
+    """A does-not-fit error says that its figures are per replica, which deployments hold the
+    node's memory, and what helps."""
+    holders = ledger.holders([g.uuid for g in gpus])
+    replicas = loaded.model.spec.replicas
+    if not holders and replicas <= 1:
+        return result
+    each = f" (figures per replica: its {replicas} replicas share what is left)"
+    held = f"; the node's other deployments hold: {', '.join(holders)}"
+    hints = ["or use fewer replicas"] if replicas > 1 else []
+    if holders:
+        hints.append(
+            "or run it on another node (worker_selector), or give it a higher priority than "
+            "the deployments holding the memory"
+        )
+    named = [
+        Diagnostic(
+            d.code,
+            d.message + (each if replicas > 1 else "") + (held if holders else ""),
+            d.position,
+            hints=(*d.hints, *hints),
+        )
+        if d.severity == "error" and d.code == "does-not-fit"
+        else d
+        for d in result.diagnostics
+    ]
+    return PlacementResult(result.placement, result.estimate, named)
+
+
+def _keep_running_share(
+    result: PlacementResult,
+    before: PlanDeployment | None,
+    view: Node,
+    options: CompileOptions,
+) -> PlacementResult:
+    """A vLLM deployment that already runs keeps the memory fraction it was given (vLLM's KV
+    cache fills it), while it still fits: a newcomer gets what is left, it does not shrink it."""
+    placement = result.placement
+    assert placement is not None
+    had = before.placement.gpu_memory_utilization if before else None
+    now = placement.gpu_memory_utilization
+    if had is None or now is None or had <= now or before is None:
+        return result
+    if before.placement.gpus != placement.gpus:
+        return result
+    by_uuid = {g.uuid: g for g in view.spec.gpus}
+    chosen = [by_uuid[u] for u in placement.gpus]
+    if not all(
+        had * g.memory_total_bytes <= g.free_bytes - options.gpu_margin_bytes for g in chosen
+    ):
+        return result
+    return _with_utilization(result, had, chosen)
+
+
+def _with_utilization(
+    result: PlacementResult, utilization: float, gpus: list[Gpu]
+) -> PlacementResult:
+    placement = result.placement
+    assert placement is not None
+    reason = placement.reason.split("; given ")[0]
+    placement = placement.model_copy(
+        update={
+            "gpu_memory_utilization": utilization,
+            "reason": f"{reason}; given {utilization:g} (its KV cache fills the rest)",
+        }
+    )
+    estimate = result.estimate.model_copy(update={"vram_bytes": vllm_vram(utilization, gpus)})
+    return PlacementResult(placement, estimate, result.diagnostics)
+
+
+def _share_leftover(placed: list[_Placed], ledger: Ledger) -> None:
+    """What is left on a GPU after every deployment took its need goes, in equal parts per
+    replica, to the vLLM deployments on it (up to vLLM's default 0.9)."""
+    vllm = [p for p in placed if p.result.placement and p.result.placement.gpu_memory_utilization]
+    if not vllm:
+        return
+    gpus = {g.uuid: g for g in ledger.node.spec.gpus}
+    sharers: dict[str, int] = {}
+    for p in vllm:
+        assert p.result.placement is not None
+        for uuid in p.result.placement.gpus:
+            sharers[uuid] = sharers.get(uuid, 0) + p.replicas
+    # Together they stay within vLLM's own default share of each GPU (0.9).
+    left = {
+        uuid: max(
+            0,
+            min(
+                ledger.gpu_left(gpus[uuid]),
+                int(DEFAULT_UTILIZATION * gpus[uuid].memory_total_bytes) - ledger.gpu_used(uuid),
+            ),
+        )
+        for uuid in sharers
+    }
+    for p in vllm:
+        placement = p.result.placement
+        assert placement is not None and placement.gpu_memory_utilization is not None
+        util = placement.gpu_memory_utilization
+        mine = [gpus[u] for u in placement.gpus]
+        grown = min(
+            # rounded first: the bytes charged were truncated from this very fraction
+            math.floor(
+                round(
+                    (util * g.memory_total_bytes + left[g.uuid] // sharers[g.uuid])
+                    / g.memory_total_bytes
+                    * 100,
+                    6,
+                )
+            )
+            / 100
+            for g in mine
+        )
+        grown = min(DEFAULT_UTILIZATION, grown)
+        if grown <= util:
+            continue
+        p.result = _with_utilization(p.result, grown, mine)
+        index = next(i for i, c in enumerate(ledger.charges) if c.deployment == p.name)
+        ledger.charges[index] = charge_of(
+            p.name, placement, p.result.estimate, p.replicas, unknown=p.unknown
+        )
 
 
 def _selector_mismatch(loaded: Loaded[Deployment], node: Node) -> Diagnostic | None:

@@ -5,7 +5,8 @@ first; `binpack`: fullest node first), and the first on which the deployment fit
 decided by the same compiler that renders the node's Plan (injected as `fit`), and each accepted
 replica takes its estimated VRAM and RAM out of the node, so later replicas see what is left.
 Replicas keep the node a previous assignment gave them while they still fit there: adding an
-unrelated deployment or node moves nothing.
+unrelated deployment or node moves nothing. Each node's memory is kept in the same `Ledger` that
+compiles the node's own Plan, so what the fleet puts on a node fits it as a whole.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from maas.compiler.allocation import Ledger, charge_of
 from maas.compiler.diagnostics import Diagnostic, MaasError
 from maas.compiler.documents import Loaded
-from maas.compiler.models import Deployment, Gpu, Node
+from maas.compiler.models import Deployment, Node
 from maas.compiler.plan import PlanDeployment
 
 Strategy = Literal["spread", "binpack"]
@@ -27,36 +29,30 @@ Assignment = dict[str, list[str]]
 
 @dataclass
 class _NodeState:
-    node: Node
+    """One node while replicas are assigned: its ledger holds what each accepted replica takes."""
+
+    ledger: Ledger
     replicas: int = 0
 
     @property
     def name(self) -> str:
-        return self.node.metadata.name
+        return self.ledger.node.metadata.name
+
+    @property
+    def node(self) -> Node:
+        """The node as the next replica sees it: what is left of each GPU and of host memory."""
+        return self.ledger.view(self.ledger.node.spec.gpus, 1)
 
     def free_bytes(self) -> int:
-        gpu_free = sum(g.free_bytes for g in self.node.spec.gpus)
-        memory = self.node.spec.memory
-        return gpu_free + (memory.available_bytes or memory.total_bytes)
+        gpus = sum(self.ledger.gpu_left(g) for g in self.ledger.node.spec.gpus)
+        return gpus + self.ledger.host_left()
 
     def take(self, planned: PlanDeployment) -> None:
-        """Subtract what one replica of `planned` is estimated to use."""
+        """Charge what one replica of `planned` is estimated to use."""
         self.replicas += 1
-        used = dict(zip(planned.placement.gpus, planned.estimate.vram_bytes, strict=False))
-        gpus = [_less_free(g, used.get(g.uuid, 0)) for g in self.node.spec.gpus]
-        memory = self.node.spec.memory
-        available = memory.available_bytes or memory.total_bytes
-        memory = memory.model_copy(
-            update={"available_bytes": max(0, available - (planned.estimate.ram_bytes or 0))}
+        self.ledger.charges.append(
+            charge_of(planned.name, planned.placement, planned.estimate, 1, unknown=False)
         )
-        spec = self.node.spec.model_copy(update={"gpus": gpus, "memory": memory})
-        self.node = self.node.model_copy(update={"spec": spec})
-
-
-def _less_free(gpu: Gpu, used: int) -> Gpu:
-    return (
-        gpu.model_copy(update={"memory_free_bytes": max(0, gpu.free_bytes - used)}) if used else gpu
-    )
 
 
 @dataclass
@@ -72,9 +68,13 @@ def assign(
     *,
     strategy: Strategy = "spread",
     previous: Mapping[str, Sequence[str]] | None = None,
+    margin: int = 1 << 30,
 ) -> FleetResult:
     """Assign every replica; unschedulable ones become diagnostics naming each node's reason."""
-    states = {n.metadata.name: _NodeState(n) for n in sorted(nodes, key=lambda n: n.metadata.name)}
+    states = {
+        n.metadata.name: _NodeState(Ledger(n, margin))
+        for n in sorted(nodes, key=lambda n: n.metadata.name)
+    }
     result = FleetResult()
     ordered = sorted(deployments, key=lambda d: d.model.metadata.name)
     # Sticky pass first, so that kept replicas reserve their capacity before newcomers place.
@@ -108,7 +108,7 @@ def _place_one(
     selector = loaded.model.spec.worker_selector
     candidates = []
     for state in states:
-        labels = state.node.metadata.labels
+        labels = state.ledger.node.metadata.labels
         missing = [f"{k}={v}" for k, v in sorted(selector.items()) if labels.get(k) != v]
         if missing:
             reasons.append(f"{state.name}: labels do not match {', '.join(missing)}")
@@ -116,9 +116,11 @@ def _place_one(
             candidates.append(state)
     # Nodes with GPUs come first: a model is only put on a CPU-only node when no GPU node fits.
     if strategy == "spread":
-        candidates.sort(key=lambda s: (not s.node.spec.gpus, s.replicas, -s.free_bytes(), s.name))
+        candidates.sort(
+            key=lambda s: (not s.ledger.node.spec.gpus, s.replicas, -s.free_bytes(), s.name)
+        )
     else:
-        candidates.sort(key=lambda s: (not s.node.spec.gpus, s.free_bytes(), s.name))
+        candidates.sort(key=lambda s: (not s.ledger.node.spec.gpus, s.free_bytes(), s.name))
     for state in candidates:
         problem = _try(loaded, state, fit)
         if problem is None:

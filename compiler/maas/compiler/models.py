@@ -73,8 +73,20 @@ class SecretRef(Strict):
 
 
 class Resources(Strict):
-    memory_bytes: Annotated[int, Field(ge=1)] | None = None
+    memory_bytes: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="Container memory limit; also the host memory reserved for a deployment "
+        "whose need the compiler cannot estimate (custom backends, no model metadata).",
+    )
     cpus: Annotated[float, Field(gt=0)] | None = None
+    gpu_memory_bytes: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="GPU memory per GPU reserved for a deployment whose need the compiler "
+        "cannot estimate; estimated deployments ignore it.",
+    )
+
+
+GpuIntent = Literal["auto", "none"] | Annotated[int, Field(ge=1, le=64)] | list[int | str]
 
 
 class Volume(Strict):
@@ -102,6 +114,15 @@ class DeploymentBody(Strict):
     command: str | list[str] | None = None
     backend_parameters: list[str] = Field(default_factory=list)
     allow_cpu_offload: bool = False
+    gpus: GpuIntent = Field(
+        default="auto",
+        description="'auto' (the compiler chooses), 'none' (CPU only: no GPU is handed to the "
+        "container), a number of GPUs, or a list of GPU indexes or UUIDs.",
+    )
+    priority: Annotated[int, Field(ge=-1000, le=1000)] = Field(
+        default=0,
+        description="Higher is placed first when a node's memory is shared out.",
+    )
     replicas: Annotated[int, Field(ge=0, le=64)] = 1
     context_length: Annotated[int, Field(ge=1)] | None = None
     env: dict[str, str | SecretRef] = Field(default_factory=dict)
@@ -121,6 +142,16 @@ class DeploymentBody(Strict):
     generic_proxy: bool = Field(
         default=False, description="Expose /proxy/<name>/<path> on the gateway."
     )
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_list(cls, value: GpuIntent) -> GpuIntent:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("a GPU list needs at least one index or UUID (or use 'none')")
+            if len({str(v) for v in value}) != len(value):
+                raise ValueError("a GPU is listed twice")
+        return value
 
     @field_validator("repo_id")
     @classmethod

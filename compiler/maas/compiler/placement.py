@@ -15,7 +15,9 @@ from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Node
 from maas.compiler.placement_common import (
     PlacementResult,
+    allows_cpu,
     cpu_pinning,
+    gib,
     ram_problem,
     spec_position,
 )
@@ -32,53 +34,119 @@ def place(
     *,
     metadata: ModelMetadata | None = None,
     gpu_margin_bytes: int = DEFAULT_MARGIN,
+    gpu_count: int | None = None,
 ) -> PlacementResult:
-    if metadata is not None and backend.name == "llama-box":
-        return place_llama_box(deployment, node, metadata, gpu_margin_bytes)
-    if metadata is not None and backend.name == "vllm" and node.spec.gpus:
-        return place_vllm(deployment, node, metadata, gpu_margin_bytes)
-    return _foundation(deployment, node, metadata)
+    """Place one replica on `node` as the ledger shows it (each GPU's free memory is what is left
+    for this deployment); `gpu_count` is the spec's `gpus: N`."""
+    if estimated(backend, metadata, node):
+        assert metadata is not None
+        place_known = place_llama_box if backend.name == "llama-box" else place_vllm
+        return place_known(deployment, node, metadata, gpu_margin_bytes, gpu_count)
+    return _foundation(deployment, node, metadata, gpu_margin_bytes, gpu_count or 1)
+
+
+def estimated(backend: Backend, metadata: ModelMetadata | None, node: Node) -> bool:
+    """Whether the deployment's memory need is estimated from its model (else it holds only
+    what its spec declares in `resources`)."""
+    if metadata is None:
+        return False
+    return backend.name == "llama-box" or (backend.name == "vllm" and bool(node.spec.gpus))
 
 
 def _foundation(
-    deployment: Loaded[Deployment], node: Node, metadata: ModelMetadata | None
+    deployment: Loaded[Deployment],
+    node: Node,
+    metadata: ModelMetadata | None,
+    margin: int,
+    count: int,
 ) -> PlacementResult:
+    """The rule for a deployment whose need is not estimated (custom backends, vox-box, or no
+    model metadata): on a GPU node it gets the `count` GPUs with the most memory left, after
+    every estimated deployment has been placed, and holds only `resources.gpu_memory_bytes` on
+    each (else nothing); without GPUs it runs on the CPU."""
     spec = deployment.model.spec
     unknown = "" if spec.backend == "custom" else "; estimate unknown (no model metadata)"
-    gpus = node.spec.gpus
-    if gpus:
-        first = min(gpus, key=lambda g: g.index)
-        reason = f"first GPU of {node.metadata.name}{unknown}"
-        return PlacementResult(
-            Placement(mode="gpu", gpus=[first.uuid], reason=reason), Estimate(), []
-        )
-    if not spec.allow_cpu_offload:
+    if node.spec.gpus:
+        return _shared_gpus(deployment, node, margin, count, unknown)
+    if not allows_cpu(spec):
         message = (
             f"node '{node.metadata.name}' has no GPU and "
             f"'{deployment.model.metadata.name}' does not allow running on the CPU"
         )
-        hint = "set 'allow_cpu_offload: true' to run it on the CPU"
+        hint = "set 'allow_cpu_offload: true' (or 'gpus: none') to run it on the CPU"
         position = spec_position(deployment, "allow_cpu_offload")
         return PlacementResult(
             None, Estimate(), [Diagnostic("no-gpu", message, position, hints=(hint,))]
         )
-    estimate = Estimate()
-    problems: list[Diagnostic] = []
-    if metadata is not None:
-        need = metadata.weight_bytes
-        estimate = Estimate(ram_bytes=need, details={"weight_bytes": need})
-        problem = ram_problem(deployment, node, need)
-        if problem:
-            problems.append(problem)
-    pin = cpu_pinning(node, estimate.ram_bytes or 0)
+    need = metadata.weight_bytes if metadata is not None else spec.resources.memory_bytes
+    estimate = Estimate(ram_bytes=need, details={"weight_bytes": need} if metadata else {})
+    problem = ram_problem(deployment, node, need) if need else None
+    pin = cpu_pinning(node, need or 0)
+    why = (
+        "CPU only (gpus: none)"
+        if spec.gpus == "none"
+        else f"node '{node.metadata.name}' has no GPU"
+    )
     placement = Placement(
         mode="cpu",
         cpuset=pin.cpuset,
         cpuset_mems=pin.mems,
         threads=pin.threads,
-        reason=f"node '{node.metadata.name}' has no GPU{pin.reason}{'' if metadata else unknown}",
+        reason=f"{why}{pin.reason}{'' if metadata else unknown}",
     )
-    return PlacementResult(None if problems else placement, estimate, problems)
+    return PlacementResult(None if problem else placement, estimate, [problem] if problem else [])
 
 
-__all__ = ["DEFAULT_MARGIN", "PlacementResult", "place"]
+def _shared_gpus(
+    deployment: Loaded[Deployment], node: Node, margin: int, count: int, unknown: str
+) -> PlacementResult:
+    spec = deployment.model.spec
+    chosen = sorted(node.spec.gpus, key=lambda g: (-g.free_bytes, g.index))[:count]
+    chosen.sort(key=lambda g: g.index)
+    declared = spec.resources.gpu_memory_bytes
+    which = ", ".join(f"GPU {g.index}" for g in chosen)
+    if declared is None:
+        held = "reserves none (resources.gpu_memory_bytes would)"
+    else:
+        held = f"reserves {gib(declared)} each (resources.gpu_memory_bytes)"
+        short = [g for g in chosen if g.free_bytes - margin < declared]
+        if short:
+            left = ", ".join(
+                f"{gib(max(0, g.free_bytes - margin))} on GPU {g.index}" for g in short
+            )
+            message = (
+                f"'{deployment.model.metadata.name}' declares {gib(declared)} of GPU memory "
+                f"(resources.gpu_memory_bytes) and node '{node.metadata.name}' has {left} left"
+            )
+            position = deployment.doc.at(("spec", "resources", "gpu_memory_bytes"))
+            return PlacementResult(
+                None, Estimate(), [Diagnostic("does-not-fit", message, position)]
+            )
+    placement = Placement(
+        mode="gpu",
+        gpus=[g.uuid for g in chosen],
+        reason=f"need not estimated: {which} (most memory left), {held}{unknown}",
+    )
+    estimate = Estimate(
+        vram_bytes=[declared] * len(chosen) if declared else [],
+        ram_bytes=spec.resources.memory_bytes,
+    )
+    warnings = []
+    if declared is None and spec.gpus == "auto" and spec.backend == "custom":
+        warnings.append(
+            Diagnostic(
+                "gpu-need-unknown",
+                f"'{deployment.model.metadata.name}' is handed {which} but its GPU memory need "
+                "is unknown, so the plan reserves none for it",
+                spec_position(deployment, "gpus"),
+                severity="warning",
+                hints=(
+                    "for an image that runs on the CPU set 'gpus: none'; else set "
+                    "resources.gpu_memory_bytes so the node's plan counts it",
+                ),
+            )
+        )
+    return PlacementResult(placement, estimate, warnings)
+
+
+__all__ = ["DEFAULT_MARGIN", "PlacementResult", "estimated", "place"]

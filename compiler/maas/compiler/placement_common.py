@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from maas.compiler.diagnostics import Diagnostic, Position
 from maas.compiler.documents import Loaded
-from maas.compiler.models import Deployment, Gpu, Node, NumaNode
+from maas.compiler.models import Deployment, DeploymentBody, Gpu, Node, NumaNode
 from maas.compiler.plan import Estimate, Placement
 
 GIB = 1 << 30
@@ -46,6 +46,11 @@ def spec_position(deployment: Loaded[Deployment], key: str) -> Position:
     doc = deployment.doc
     spec = doc.get(("spec",)) or {}
     return doc.at(("spec", key) if key in spec else ("metadata", "name"))
+
+
+def allows_cpu(spec: DeploymentBody) -> bool:
+    """Whether the deployment may run (partly) on the CPU: offload allowed or CPU only asked."""
+    return spec.allow_cpu_offload or spec.gpus == "none"
 
 
 def host_memory(node: Node) -> int:

@@ -44,8 +44,11 @@ class LlamaChoice:
 
 
 class _Fitter:
-    def __init__(self, meta: ModelMetadata, n_ctx: int, budgets: dict[str, int]) -> None:
+    def __init__(
+        self, meta: ModelMetadata, n_ctx: int, budgets: dict[str, int], *, exact: bool
+    ) -> None:
         self.meta, self.n_ctx, self.budgets = meta, n_ctx, budgets
+        self.exact = exact  # use all the GPUs given, not the fewest that fit
 
     def memory(self, layout: LlamaLayout) -> LlamaMemory:
         return llama_memory(self.meta, layout, n_ctx=self.n_ctx)
@@ -80,10 +83,14 @@ def place_llama(
     n_ctx: int,
     margin: int,
     allow_cpu: bool,
+    gpu_count: int | None = None,
 ) -> tuple[LlamaChoice | None, LlamaChoice | None]:
-    """(the full-GPU choice or None, the best offloaded choice or None when nothing fits)."""
-    by_free = sorted(gpus, key=lambda g: (-g.free_bytes, g.index))
-    fitter = _Fitter(meta, n_ctx, {g.uuid: g.free_bytes - margin for g in gpus})
+    """(the full-GPU choice or None, the best offloaded choice or None when nothing fits).
+
+    `gpu_count` (the spec's `gpus: N`) uses exactly the N GPUs with most free memory."""
+    by_free = sorted(gpus, key=lambda g: (-g.free_bytes, g.index))[:gpu_count]
+    budgets = {g.uuid: g.free_bytes - margin for g in gpus}
+    fitter = _Fitter(meta, n_ctx, budgets, exact=gpu_count is not None)
     full = _full_gpu(fitter, by_free)
     if full is not None or (not allow_cpu and not by_free):
         return full, None
@@ -97,14 +104,16 @@ def place_llama(
     return None, offloaded
 
 
-def _device_sets(by_free: Sequence[Gpu]) -> list[list[Gpu]]:
-    """One GPU, then the k GPUs with most free memory, in index order (CUDA device order)."""
-    return [sorted(by_free[:k], key=lambda g: g.index) for k in range(1, len(by_free) + 1)]
+def _device_sets(by_free: Sequence[Gpu], exact: bool) -> list[list[Gpu]]:
+    """One GPU, then the k GPUs with most free memory, in index order (CUDA device order); with
+    `exact`, only all of them."""
+    first = len(by_free) if exact else 1
+    return [sorted(by_free[:k], key=lambda g: g.index) for k in range(first, len(by_free) + 1)]
 
 
 def _full_gpu(fitter: _Fitter, by_free: Sequence[Gpu]) -> LlamaChoice | None:
     n = fitter.meta.block_count
-    for devices in _device_sets(by_free):
+    for devices in _device_sets(by_free, fitter.exact):
         split = proportional_split(n, [fitter.budgets[g.uuid] for g in devices])
         choice = fitter.choice(LlamaLayout(split, output_on_gpu=True), devices, "gpu")
         if choice is not None:
@@ -114,7 +123,7 @@ def _full_gpu(fitter: _Fitter, by_free: Sequence[Gpu]) -> LlamaChoice | None:
 
 def _expert_offload(fitter: _Fitter, by_free: Sequence[Gpu]) -> LlamaChoice | None:
     n = fitter.meta.block_count
-    for devices in _device_sets(by_free):
+    for devices in _device_sets(by_free, fitter.exact):
         split = proportional_split(n, [fitter.budgets[g.uuid] for g in devices])
 
         def layout(k: int, split: tuple[int, ...] = split) -> LlamaLayout:

@@ -7,14 +7,17 @@ Estimate, and, when a model does not fit, an error with the numbers and what
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.documents import Loaded
 from maas.compiler.estimate_llama import bytes_per_token, decode_tokens_per_s
 from maas.compiler.metadata import ModelMetadata
-from maas.compiler.models import Deployment, Node
+from maas.compiler.models import Deployment, Gpu, Node
 from maas.compiler.placement_common import (
     Pinning,
     PlacementResult,
+    allows_cpu,
     cpu_bandwidth,
     cpu_pinning,
     gib,
@@ -35,18 +38,25 @@ def llama_context(deployment: Loaded[Deployment], meta: ModelMetadata) -> int:
 
 
 def place_llama_box(
-    deployment: Loaded[Deployment], node: Node, meta: ModelMetadata, margin: int
+    deployment: Loaded[Deployment],
+    node: Node,
+    meta: ModelMetadata,
+    margin: int,
+    gpu_count: int | None = None,
 ) -> PlacementResult:
     spec = deployment.model.spec
     n_ctx = llama_context(deployment, meta)
     gpus = node.spec.gpus
+    allow_cpu = allows_cpu(spec)
     full, offloaded = place_llama(
-        meta, gpus, n_ctx=n_ctx, margin=margin, allow_cpu=spec.allow_cpu_offload
+        meta, gpus, n_ctx=n_ctx, margin=margin, allow_cpu=allow_cpu, gpu_count=gpu_count
     )
     if full is not None:
         return _llama_result(deployment, node, meta, full, n_ctx, Pinning(None, None, 0, ""))
-    if not spec.allow_cpu_offload:
-        _, would = place_llama(meta, gpus, n_ctx=n_ctx, margin=margin, allow_cpu=True)
+    if not allow_cpu:
+        _, would = place_llama(
+            meta, gpus, n_ctx=n_ctx, margin=margin, allow_cpu=True, gpu_count=gpu_count
+        )
         assert would is not None
         return PlacementResult(
             None, Estimate(), [_no_fit(deployment, node, meta, would, n_ctx, margin)]
@@ -190,15 +200,29 @@ def _no_fit(  # noqa: PLR0917
 
 
 def place_vllm(
-    deployment: Loaded[Deployment], node: Node, meta: ModelMetadata, margin: int
+    deployment: Loaded[Deployment],
+    node: Node,
+    meta: ModelMetadata,
+    margin: int,
+    gpu_count: int | None = None,
 ) -> PlacementResult:
     spec = deployment.model.spec
+    if gpu_count and meta.head_count % gpu_count:
+        problem = Diagnostic(
+            "tensor-parallel",
+            f"'{deployment.model.metadata.name}' asks for {gpu_count} GPUs, but vLLM's tensor "
+            f"parallel size must divide the model's {meta.head_count} attention heads",
+            spec_position(deployment, "gpus"),
+            hints=("use a GPU count that divides the heads (1, 2, 4 or 8 usually)",),
+        )
+        return PlacementResult(None, Estimate(), [problem])
     choice = size_vllm(
         meta,
         node.spec.gpus,
         spec_context=spec.context_length,
         margin=margin,
         allow_cpu=spec.allow_cpu_offload,
+        gpu_count=gpu_count,
     )
     if choice is None:
         return PlacementResult(None, Estimate(), [_vllm_no_fit(deployment, node, meta, margin)])
@@ -235,20 +259,19 @@ def _vllm_placement(choice: VllmChoice) -> Placement:
         reason=(
             f"tensor parallel over {choice.tensor_parallel_size} GPU(s): "
             f"{gib(choice.weight_bytes_per_gpu)} weights + {gib(choice.kv_bytes_per_gpu)} KV for "
-            f"{choice.max_model_len} tokens per GPU within {choice.utilization:g} of its memory"
+            f"{choice.max_model_len} tokens per GPU need {choice.utilization:g} of its memory"
             f"{offload}"
         ),
     )
 
 
 def _vllm_estimate(meta: ModelMetadata, choice: VllmChoice) -> Estimate:
-    per_gpu = choice.weight_bytes_per_gpu + choice.kv_bytes_per_gpu + ACTIVATION_RESERVE
     bandwidth = gpu_bandwidth(choice.gpus)
     speed = None
     if bandwidth and not choice.cpu_offload_gb:
         speed = round(bandwidth / choice.weight_bytes_per_gpu, 1)
     return Estimate(
-        vram_bytes=[per_gpu - choice.cpu_offload_gb * (1 << 30)] * len(choice.gpus),
+        vram_bytes=vllm_vram(choice.utilization, choice.gpus),
         ram_bytes=choice.cpu_offload_gb * (1 << 30) * len(choice.gpus) or None,
         decode_tokens_per_s=speed,
         details={
@@ -258,6 +281,12 @@ def _vllm_estimate(meta: ModelMetadata, choice: VllmChoice) -> Estimate:
             "context_length": choice.max_model_len,
         },
     )
+
+
+def vllm_vram(utilization: float, gpus: Sequence[Gpu]) -> list[int]:
+    """What vLLM takes on each GPU: `--gpu-memory-utilization` x the GPU's total memory (its KV
+    cache fills whatever its weights and activations leave of that share)."""
+    return [int(utilization * g.memory_total_bytes) for g in gpus]
 
 
 def _lowered(deployment: Loaded[Deployment], choice: VllmChoice) -> Diagnostic:

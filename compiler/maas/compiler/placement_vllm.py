@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Gpu
@@ -51,14 +51,21 @@ def wanted_context(meta: ModelMetadata, spec_context: int | None) -> int:
     return spec_context or min(meta.context_length or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
 
 
-def _tp_sizes(meta: ModelMetadata, n_gpus: int) -> list[int]:
-    sizes = [1, 2, 4, 8, 16]
+def _tp_sizes(meta: ModelMetadata, n_gpus: int, exact: int | None) -> list[int]:
+    sizes = [exact] if exact else [1, 2, 4, 8, 16]
     return [tp for tp in sizes if tp <= n_gpus and meta.head_count % tp == 0]
 
 
 def _utilization(gpus: Sequence[Gpu], margin: int) -> float:
     fractions = [(g.free_bytes - margin) / g.memory_total_bytes for g in gpus]
     return max(0.0, min(DEFAULT_UTILIZATION, math.floor(min(fractions) * 100) / 100))
+
+
+def needed_utilization(need_bytes: int, gpus: Sequence[Gpu], cap: float) -> float:
+    """The smallest fraction (in hundredths) of each GPU's total memory that holds `need_bytes`,
+    never above `cap`; the rest of the GPU stays free for the node's other deployments."""
+    smallest = min(g.memory_total_bytes for g in gpus)
+    return min(cap, math.ceil(need_bytes / smallest * 100) / 100)
 
 
 def size_vllm(
@@ -68,33 +75,40 @@ def size_vllm(
     spec_context: int | None,
     margin: int,
     allow_cpu: bool,
+    gpu_count: int | None = None,
 ) -> VllmChoice | None:
-    """The smallest tensor-parallel size that holds weights, reserve and KV; None if none can."""
+    """The smallest tensor-parallel size that holds weights, reserve and KV; None if none can.
+
+    `gpus` carry what is left of each GPU for this deployment; the fraction chosen is the one its
+    weights, reserve and KV cache for the wanted context need (`compile_plan` later hands it what
+    the node's other deployments leave). `gpu_count` (the spec's `gpus: N`) fixes the size."""
     wanted = wanted_context(meta, spec_context)
     by_free = sorted(gpus, key=lambda g: (-g.free_bytes, g.index))
     best_short: VllmChoice | None = None
-    for tp in _tp_sizes(meta, len(by_free)):
+    sizes = _tp_sizes(meta, len(by_free), gpu_count)
+    for tp in sizes:
         chosen = tuple(sorted(by_free[:tp], key=lambda g: g.index))
-        util = _utilization(chosen, margin)
-        budget = int(util * min(g.memory_total_bytes for g in chosen))
+        cap = _utilization(chosen, margin)
+        budget = int(cap * min(g.memory_total_bytes for g in chosen))
         weights = -(-meta.weight_bytes // tp)
         room = budget - weights - ACTIVATION_RESERVE
         per_token = kv_bytes_per_token(meta, tp)
         fitting = min(wanted, room // per_token // CONTEXT_STEP * CONTEXT_STEP) if room > 0 else 0
-        choice = VllmChoice(chosen, tp, fitting, util, 0, weights, fitting * per_token, wanted)
+        kv = fitting * per_token
+        util = needed_utilization(weights + ACTIVATION_RESERVE + kv, chosen, cap)
+        choice = VllmChoice(chosen, tp, fitting, util, 0, weights, kv, wanted)
         if fitting >= wanted:
             return choice
         if fitting >= MIN_CONTEXT and best_short is None:
-            best_short = choice
-    if best_short is not None or not allow_cpu or not by_free:
+            best_short = replace(choice, utilization=cap)
+    if best_short is not None or not allow_cpu or not by_free or not sizes:
         return best_short
-    return _cpu_offload(meta, by_free, wanted, margin)
+    return _cpu_offload(meta, by_free, wanted, margin, max(sizes))
 
 
 def _cpu_offload(
-    meta: ModelMetadata, by_free: Sequence[Gpu], wanted: int, margin: int
+    meta: ModelMetadata, by_free: Sequence[Gpu], wanted: int, margin: int, tp: int
 ) -> VllmChoice | None:
-    tp = max(_tp_sizes(meta, len(by_free)) or [1])
     chosen = tuple(sorted(by_free[:tp], key=lambda g: g.index))
     util = _utilization(chosen, margin)
     budget = int(util * min(g.memory_total_bytes for g in chosen))

@@ -111,6 +111,23 @@ class PlanDeployment(PlanModel):
     diagnostics: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class DeviceTotal(PlanModel):
+    """What the plan puts on one device of the node (a GPU or the host's memory)."""
+
+    device: str = Field(description="'gpu<index>' or 'host'.")
+    uuid: str | None = None
+    name: str
+    usable_bytes: int = Field(description="GPU: free memory minus the margin; host: available.")
+    allocated_bytes: int = Field(description="All deployments and replicas together.")
+    headroom_bytes: int
+    by_deployment: dict[str, int] = Field(default_factory=dict)
+    unknown_need: list[str] = Field(
+        default_factory=list,
+        description="Deployments on this device whose need is not estimated (they hold what "
+        "they declare in resources, else nothing).",
+    )
+
+
 class Plan(PlanModel):
     model_config = ConfigDict(
         json_schema_extra={"title": "MaaS-Base Plan", "$id": "plan.schema.json"}
@@ -118,6 +135,9 @@ class Plan(PlanModel):
     format_version: Literal[1] = 1
     node: str
     deployments: list[PlanDeployment] = Field(default_factory=list)
+    totals: list[DeviceTotal] = Field(
+        default_factory=list, description="Per GPU and host memory, in that order."
+    )
 
     def deployment(self, name: str) -> PlanDeployment | None:
         return next((d for d in self.deployments if d.name == name), None)

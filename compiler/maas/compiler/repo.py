@@ -120,7 +120,8 @@ def compile_repo(
     nodes = [n.model for n in documents.nodes]
 
     def fit(loaded: Loaded[Deployment], node: Node) -> PlanDeployment:
-        return compile_plan([loaded], node, options=options, models=models).deployments[0]
+        plan = compile_plan([loaded], node, options=options, models=models, share_leftover=False)
+        return plan.deployments[0]
 
     result = assign(
         documents.deployments,
@@ -128,6 +129,7 @@ def compile_repo(
         fit,
         strategy=settings.strategy,
         previous=previous.assignment if previous else None,
+        margin=settings.gpu_margin_bytes,
     )
     raise_if_errors(result.diagnostics)
     counts = replicas_per_node(result.assignment)

@@ -1,0 +1,143 @@
+"""The node's ledger: what each GPU and the host's memory can still give, and who holds the rest.
+
+`compile_plan` places the deployments of a node one at a time against what the ledger says is
+left, so that the node's plan fits as a whole: every placement is charged (all its replicas) before
+the next one is chosen. Usable memory is a GPU's free memory minus the per-GPU margin, and the
+host's available memory. The ledger also gives the plan's per-device totals and, when something
+does not fit, names the deployments that hold the memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from maas.compiler.models import Gpu, Node
+from maas.compiler.placement_common import gib, host_memory
+from maas.compiler.plan import DeviceTotal, Estimate, Placement
+
+HOST = "host"
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one deployment holds, all replicas together: bytes per GPU UUID and host bytes."""
+
+    deployment: str
+    gpu_bytes: dict[str, int]
+    host_bytes: int
+    unknown: bool  # its need could not be estimated: it holds only what it declared
+
+
+def charge_of(
+    name: str, placement: Placement, estimate: Estimate, replicas: int, *, unknown: bool
+) -> Charge:
+    per_gpu = dict(zip(placement.gpus, estimate.vram_bytes, strict=False))
+    return Charge(
+        deployment=name,
+        gpu_bytes={uuid: per_gpu.get(uuid, 0) * replicas for uuid in placement.gpus},
+        host_bytes=(estimate.ram_bytes or 0) * replicas,
+        unknown=unknown,
+    )
+
+
+@dataclass
+class Ledger:
+    node: Node
+    margin: int
+    charges: list[Charge] = field(default_factory=list)
+
+    def gpu_usable(self, gpu: Gpu) -> int:
+        return max(0, gpu.free_bytes - self.margin)
+
+    def host_usable(self) -> int:
+        return host_memory(self.node)
+
+    def gpu_used(self, uuid: str) -> int:
+        return sum(c.gpu_bytes.get(uuid, 0) for c in self.charges)
+
+    def host_used(self) -> int:
+        return sum(c.host_bytes for c in self.charges)
+
+    def gpu_left(self, gpu: Gpu) -> int:
+        return max(0, self.gpu_usable(gpu) - self.gpu_used(gpu.uuid))
+
+    def host_left(self) -> int:
+        return max(0, self.host_usable() - self.host_used())
+
+    def view(self, gpus: Sequence[Gpu], replicas: int) -> Node:
+        """The node as one replica of the next deployment sees it: only `gpus`, each with what is
+        left of it shared by the replicas (plus the margin, which placement subtracts again), and
+        the host memory that is left, shared the same way."""
+        share = max(1, replicas)
+        seen = [
+            g.model_copy(update={"memory_free_bytes": self.gpu_left(g) // share + self.margin})
+            for g in gpus
+        ]
+        memory = self.node.spec.memory.model_copy(
+            update={"available_bytes": self.host_left() // share}
+        )
+        spec = self.node.spec.model_copy(update={"gpus": seen, "memory": memory})
+        return self.node.model_copy(update={"spec": spec})
+
+    def holders(self, uuids: Sequence[str]) -> list[str]:
+        """'name (X GiB on GPU i)' for each deployment holding memory on `uuids` or the host."""
+        index = {g.uuid: g.index for g in self.node.spec.gpus}
+        found = []
+        for c in self.charges:
+            parts = [
+                f"{gib(b)} on GPU {index[u]}" for u, b in c.gpu_bytes.items() if b and u in uuids
+            ]
+            if c.host_bytes:
+                parts.append(f"{gib(c.host_bytes)} of host memory")
+            if parts:
+                found.append(f"{c.deployment} ({', '.join(parts)})")
+        return found
+
+    def totals(self) -> list[DeviceTotal]:
+        rows = []
+        for gpu in sorted(self.node.spec.gpus, key=lambda g: g.index):
+            held = [c for c in self.charges if gpu.uuid in c.gpu_bytes]
+            rows.append(
+                _total(
+                    f"gpu{gpu.index}",
+                    gpu.name,
+                    self.gpu_usable(gpu),
+                    {c.deployment: c.gpu_bytes[gpu.uuid] for c in held},
+                    [c.deployment for c in held if c.unknown],
+                    uuid=gpu.uuid,
+                )
+            )
+        held = [c for c in self.charges if c.host_bytes or (c.unknown and not c.gpu_bytes)]
+        rows.append(
+            _total(
+                HOST,
+                "host memory",
+                self.host_usable(),
+                {c.deployment: c.host_bytes for c in held},
+                [c.deployment for c in held if c.unknown],
+            )
+        )
+        return rows
+
+
+def _total(
+    device: str,
+    name: str,
+    usable: int,
+    by_deployment: dict[str, int],
+    unknown: list[str],
+    *,
+    uuid: str | None = None,
+) -> DeviceTotal:
+    allocated = sum(by_deployment.values())
+    return DeviceTotal(
+        device=device,
+        uuid=uuid,
+        name=name,
+        usable_bytes=usable,
+        allocated_bytes=allocated,
+        headroom_bytes=usable - allocated,
+        by_deployment=dict(sorted(by_deployment.items())),
+        unknown_need=sorted(unknown),
+    )
