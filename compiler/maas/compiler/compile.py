@@ -37,6 +37,7 @@ class _Placed:
     rule: BackendRule
     result: PlacementResult
     unknown: bool
+    kept: bool = False  # a running vLLM deployment kept its previous memory fraction
 
     @property
     def name(self) -> str:
@@ -147,7 +148,36 @@ def _place_one(  # noqa: PLR0917
     gpus, count, problem = _intended_gpus(loaded, node)
     if problem is not None:
         return _Placed(loaded, backend, rule, PlacementResult(None, Estimate(), [problem]), unknown)
-    view = ledger.view(gpus, spec.replicas)
+    before = previous.deployment(name) if previous else None
+    if before is not None and before.placement.gpus:
+        # What runs stays where it is when it still can, even where another GPU now has more
+        # room: its GPUs are tried first.
+        same = [g for g in gpus if g.uuid in before.placement.gpus]
+        if len(same) == len(before.placement.gpus):
+            placed = _placed_on(loaded, backend, same, count, ledger, options, metadata, before)
+            if placed.result.placement == before.placement:
+                return _Placed(loaded, backend, rule, placed.result, unknown, kept=placed.kept)
+    placed = _placed_on(loaded, backend, gpus, count, ledger, options, metadata, before)
+    return _Placed(loaded, backend, rule, placed.result, unknown, kept=placed.kept)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    result: PlacementResult
+    kept: bool
+
+
+def _placed_on(  # noqa: PLR0917
+    loaded: Loaded[Deployment],
+    backend: Backend,
+    gpus: list[Gpu],
+    count: int | None,
+    ledger: Ledger,
+    options: CompileOptions,
+    metadata: ModelMetadata | None,
+    before: PlanDeployment | None,
+) -> _Attempt:
+    view = ledger.view(gpus, loaded.model.spec.replicas)
     result = place(
         loaded,
         backend,
@@ -157,10 +187,9 @@ def _place_one(  # noqa: PLR0917
         gpu_count=count,
     )
     if result.placement is None:
-        result = _name_holders(loaded, result, ledger, gpus)
-    elif previous is not None:
-        result = _keep_running_share(result, previous.deployment(name), view, options)
-    return _Placed(loaded, backend, rule, result, unknown)
+        return _Attempt(_name_holders(loaded, result, ledger, gpus), kept=False)
+    kept = _keep_running_share(result, before, view, options)
+    return _Attempt(kept or result, kept=kept is not None)
 
 
 def _intended_gpus(
@@ -253,24 +282,24 @@ def _keep_running_share(
     before: PlanDeployment | None,
     view: Node,
     options: CompileOptions,
-) -> PlacementResult:
-    """A vLLM deployment that already runs keeps the memory fraction it was given (vLLM's KV
-    cache fills it), while it still fits: a newcomer gets what is left, it does not shrink it."""
+) -> PlacementResult | None:
+    """A vLLM deployment that already runs keeps the memory fraction it was given (its KV cache
+    fills it) while that still fits, claimed as soon as it is placed: a newcomer gets what is
+    left and never shrinks or grows it. None when there is nothing to keep."""
     placement = result.placement
     assert placement is not None
-    had = before.placement.gpu_memory_utilization if before else None
     now = placement.gpu_memory_utilization
-    if had is None or now is None or had <= now or before is None:
-        return result
-    if before.placement.gpus != placement.gpus:
-        return result
+    if before is None or now is None or before.placement.gpus != placement.gpus:
+        return None
+    had = before.placement.gpu_memory_utilization
+    if had is None or had < now:
+        return None
     by_uuid = {g.uuid: g for g in view.spec.gpus}
     chosen = [by_uuid[u] for u in placement.gpus]
-    if not all(
-        had * g.memory_total_bytes <= g.free_bytes - options.gpu_margin_bytes for g in chosen
-    ):
-        return result
-    return _with_utilization(result, had, chosen)
+    margin = options.gpu_margin_bytes
+    if any(had * g.memory_total_bytes > g.free_bytes - margin for g in chosen):
+        return None
+    return result if had == now else _with_utilization(result, had, chosen)
 
 
 def _with_utilization(
@@ -291,8 +320,16 @@ def _with_utilization(
 
 def _share_leftover(placed: list[_Placed], ledger: Ledger) -> None:
     """What is left on a GPU after every deployment took its need goes, in equal parts per
-    replica, to the vLLM deployments on it (up to vLLM's default 0.9)."""
-    vllm = [p for p in placed if p.result.placement and p.result.placement.gpu_memory_utilization]
+    replica, to the vLLM deployments on it (up to vLLM's default 0.9 together), except to those
+    that kept the fraction a previous plan gave them."""
+    vllm = [
+        p
+        for p in placed
+        if not p.kept
+        and p.replicas
+        and p.result.placement
+        and p.result.placement.gpu_memory_utilization
+    ]
     if not vllm:
         return
     gpus = {g.uuid: g for g in ledger.node.spec.gpus}
