@@ -80,19 +80,22 @@ class Ledger:
         spec = self.node.spec.model_copy(update={"gpus": seen, "memory": memory})
         return self.node.model_copy(update={"spec": spec})
 
-    def holders(self, uuids: Sequence[str]) -> list[str]:
-        """'name (X GiB on GPU i)' for each deployment holding memory on `uuids` or the host."""
+    def holders(self, uuids: Sequence[str], most: int = 5) -> list[str]:
+        """'name (X GiB on GPU i)' for the `most` deployments holding the most memory on `uuids`
+        or the host, largest first, and how many more there are."""
         index = {g.uuid: g.index for g in self.node.spec.gpus}
         found = []
         for c in self.charges:
-            parts = [
-                f"{gib(b)} on GPU {index[u]}" for u, b in c.gpu_bytes.items() if b and u in uuids
-            ]
+            held = {u: b for u, b in c.gpu_bytes.items() if b and u in uuids}
+            parts = [f"{gib(b)} on GPU {index[u]}" for u, b in held.items()]
             if c.host_bytes:
                 parts.append(f"{gib(c.host_bytes)} of host memory")
             if parts:
-                found.append(f"{c.deployment} ({', '.join(parts)})")
-        return found
+                size = sum(held.values()) + c.host_bytes
+                found.append((-size, c.deployment, f"{c.deployment} ({', '.join(parts)})"))
+        found.sort()
+        named = [text for _, _, text in found[:most]]
+        return named + ([f"{len(found) - most} more"] if len(found) > most else [])
 
     def totals(self) -> list[DeviceTotal]:
         rows = []
