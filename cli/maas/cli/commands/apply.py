@@ -14,7 +14,8 @@ def add_socket(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--socket",
         metavar="PATH",
-        help="the agent's socket (default: $MAAS_AGENT_SOCKET or /run/maas/agent.sock)",
+        help="the agent's socket (default: $MAAS_AGENT_SOCKET, then .run/agent.sock of the "
+        "run directory, then /run/maas/agent.sock; see maasctl --help)",
     )
 
 
