@@ -12,6 +12,7 @@ command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2

@@ -20,6 +20,7 @@ class Job:
     phase: str = "pulling"  # pulling, downloading, done, failed
     progress: str = ""
     error: str | None = None
+    retryable: bool = True
     thread: threading.Thread | None = field(default=None, repr=False)
 
 
@@ -40,7 +41,13 @@ def download_model(planned: PlanDeployment, progress: Callable[[str], None]) -> 
             "put the model in the cache or use local_path",
         )
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     target = Path(model.path)
     local_dir = target if not target.suffix else target.parent
@@ -52,6 +59,17 @@ def download_model(planned: PlanDeployment, progress: Callable[[str], None]) -> 
             local_dir=local_dir,
             allow_patterns=[model.file] if model.file else None,
         )
+    except GatedRepoError as exc:  # before its base class
+        raise MaasError.single(
+            "download",
+            f"cannot download {model.repo_id}: access denied ({exc})",
+            hints=("accept the model's licence on the hub and give the agent a token",),
+        ) from exc
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
+        # The hub answered that it does not exist (404): trying again will not change that.
+        raise MaasError.single(
+            "download", f"cannot download {model.repo_id}: {exc}", retryable=False
+        ) from exc
     except (HfHubHTTPError, OSError, ValueError) as exc:
         raise MaasError.single(
             "download", f"cannot download {model.repo_id}: {exc}", retryable=True
@@ -108,5 +126,6 @@ class Preparer:
             job.phase = "done"
         except MaasError as exc:
             job.error = exc.diagnostics[0].message
+            job.retryable = exc.retryable
             job.phase = "failed"
         self.done()

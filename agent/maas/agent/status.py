@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from maas.agent.health import ReplicaHealth
@@ -18,8 +19,26 @@ def _container(c: ObservedContainer, health: ReplicaHealth | None) -> dict[str, 
         "state": c.state,
         "port": c.port,
         "restarts": health.restarts if health else 0,
+        "rollouts": health.rollouts if health else 0,
         "ready": bool(health and health.ready and c.running and health.container_id == c.id),
         "spec_hash": c.spec_hash,
+    }
+
+
+def _replica(index: int, health: ReplicaHealth | None, now: float) -> dict[str, Any]:
+    """What the agent knows of one replica, container or not (a failed pull has none)."""
+    h = health or ReplicaHealth()
+    return {
+        "replica": index,
+        "phase": h.phase,
+        "spec_hash": h.spec_hash,
+        "attempts": h.attempts,
+        "last_error": h.last_error,
+        "permanent": h.permanent,
+        "crash_loop": h.crash_loop,
+        "next_retry_at": h.next_retry_at(now),
+        "restarts": h.restarts,
+        "rollouts": h.rollouts,
     }
 
 
@@ -27,6 +46,7 @@ def deployment_status(
     planned: PlanDeployment,
     observed: list[ObservedContainer],
     health: dict[tuple[str, int], ReplicaHealth],
+    now: float | None = None,
 ) -> dict[str, Any]:
     mine = [c for c in observed if c.deployment == planned.name and c.replica < planned.replicas]
     containers = [_container(c, health.get((c.deployment, c.replica))) for c in mine]
@@ -63,6 +83,10 @@ def deployment_status(
         "spec_hash": planned.spec_hash,
         "gpus": list(planned.placement.gpus),
         "containers": containers,
+        "replica_states": [
+            _replica(r, h, time.time() if now is None else now)
+            for r, h in enumerate(replica_health)
+        ],
     }
 
 

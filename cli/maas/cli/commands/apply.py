@@ -8,6 +8,7 @@ import time
 
 from maas.cli import exitcodes
 from maas.cli.client import AgentClient
+from maas.cli.waiting import attempt_line, hopeless
 
 
 def add_socket(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +104,9 @@ def wait_ready(client: AgentClient, hashes: dict[str, str], timeout: float) -> i
             if d["ready_replicas"] < d["replicas"] or d["spec_hash"] != hashes[d["name"]]
         ]
         line = ", ".join(
-            f"{d['name']} {d['state']} {d['ready_replicas']}/{d['replicas']}" for d in pending
+            f"{d['name']} {d['state']} {d['ready_replicas']}/{d['replicas']}"
+            + (f" ({attempt_line(d)})" if d["state"] == "failed" else "")
+            for d in pending
         )
         if line != last and line:
             print(f"waiting: {line}", file=sys.stderr)
@@ -111,6 +114,12 @@ def wait_ready(client: AgentClient, hashes: dict[str, str], timeout: float) -> i
         if not pending and len(mine) == len(hashes):
             print("all replicas ready")
             return exitcodes.OK
+        reasons = [r for d in pending if (r := hopeless(d, hashes[d["name"]]))]
+        if reasons:
+            for reason in reasons:
+                print(f"error: {reason}", file=sys.stderr)
+            print("error: stopped waiting: this will not resolve by waiting", file=sys.stderr)
+            return exitcodes.FAILED
         failed = [d for d in pending if d["state"] == "failed" and d["last_error"]]
         if time.monotonic() > deadline:
             for d in failed or pending:
