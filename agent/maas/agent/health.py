@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 BACKOFF_START_S = 10.0
 BACKOFF_MAX_S = 300.0
@@ -47,6 +48,7 @@ class ReplicaHealth:
     last_error: str | None = None
     phase: str = "pending"  # pending, pulling, downloading, starting, running, failed
     progress: str = ""
+    bar: Any = None  # the preparation's Progress (maas.agent.progress), shared with its thread
     history: list[str] = field(default_factory=list)
 
     def started(self, container_id: str, now: float, spec_hash: str | None = None) -> None:

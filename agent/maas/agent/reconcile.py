@@ -332,7 +332,7 @@ class Reconciler:
                 "prepare", job.error or "preparation failed", retryable=job.retryable
             )
         if job.phase != "done":
-            health.phase, health.progress = job.phase, job.progress
+            health.phase, health.progress, health.bar = job.phase, job.progress, job.bar
             return
         spec = container_spec(
             planned,

@@ -7,6 +7,7 @@ from typing import Any
 
 from maas.agent.health import ReplicaHealth
 from maas.agent.observe import ObservedContainer
+from maas.agent.progress import Progress
 from maas.compiler.plan import Plan, PlanDeployment
 
 PHASE_ORDER = ("failed", "pulling", "downloading", "pending", "starting", "running")
@@ -25,7 +26,19 @@ def _container(c: ObservedContainer, health: ReplicaHealth | None) -> dict[str, 
     }
 
 
-def _replica(index: int, health: ReplicaHealth | None, now: float) -> dict[str, Any]:
+def _bar(h: ReplicaHealth, budget_s: float, now: float) -> dict[str, Any] | None:
+    """The replica's work in figures: the pull or download going on, or the startup budget."""
+    if h.phase in ("pulling", "downloading") and isinstance(h.bar, Progress):
+        return h.bar.as_dict()
+    if h.phase == "starting" and h.started_at is not None:
+        elapsed = round(max(0.0, now - h.started_at), 1)
+        return Progress("startup", elapsed, budget_s, "s").as_dict()
+    return None
+
+
+def _replica(
+    index: int, health: ReplicaHealth | None, now: float, budget_s: float
+) -> dict[str, Any]:
     """What the agent knows of one replica, container or not (a failed pull has none)."""
     h = health or ReplicaHealth()
     return {
@@ -39,6 +52,7 @@ def _replica(index: int, health: ReplicaHealth | None, now: float) -> dict[str, 
         "next_retry_at": h.next_retry_at(now),
         "restarts": h.restarts,
         "rollouts": h.rollouts,
+        "progress": _bar(h, budget_s, now),
     }
 
 
@@ -69,6 +83,9 @@ def deployment_status(
         ),
         None,
     )
+    at = time.time() if now is None else now
+    budget = float(planned.health.startup_timeout_s)
+    replica_states = [_replica(r, h, at, budget) for r, h in enumerate(replica_health)]
     return {
         "name": planned.name,
         "state": state,
@@ -83,10 +100,8 @@ def deployment_status(
         "spec_hash": planned.spec_hash,
         "gpus": list(planned.placement.gpus),
         "containers": containers,
-        "replica_states": [
-            _replica(r, h, time.time() if now is None else now)
-            for r, h in enumerate(replica_health)
-        ],
+        "replica_states": replica_states,
+        "progress_bar": next((r["progress"] for r in replica_states if r["progress"]), None),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 from maas.cli import exitcodes
 from maas.cli.client import AgentClient
@@ -93,6 +94,16 @@ def _confirmed() -> bool:
 
 def wait_ready(client: AgentClient, hashes: dict[str, str], timeout: float) -> int:
     """Wait until every named deployment runs the applied spec hash on all its replicas."""
+    from maas.cli.progressview import WaitView
+
+    view = WaitView()
+    try:
+        return _wait(client, hashes, timeout, view)
+    finally:
+        view.close()
+
+
+def _wait(client: AgentClient, hashes: dict[str, str], timeout: float, view: Any) -> int:
     deadline = time.monotonic() + timeout
     last = ""
     while True:
@@ -111,6 +122,7 @@ def wait_ready(client: AgentClient, hashes: dict[str, str], timeout: float) -> i
         if line != last and line:
             print(f"waiting: {line}", file=sys.stderr)
             last = line
+        view.update(pending)
         if not pending and len(mine) == len(hashes):
             print("all replicas ready")
             return exitcodes.OK

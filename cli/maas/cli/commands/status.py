@@ -72,4 +72,7 @@ def run(args: argparse.Namespace) -> int:
         if rows
         else "no deployments"
     )
+    from maas.cli.progressview import print_status_bars
+
+    print_status_bars(status["deployments"])
     return exitcodes.OK
