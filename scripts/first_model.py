@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from support.gguf_factory import write_tiny_llama  # noqa: E402
-from support.images import llama_server_image  # noqa: E402
+from support.gguf_factory import write_tiny_llama
+from support.images import llama_server_image
 
 SPEC = """\
 # The README's first model: llama.cpp serving a tiny random-weights GGUF on the CPU.
