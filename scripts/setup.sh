@@ -11,6 +11,8 @@ command -v git >/dev/null 2>&1 || need_apt+=(git)
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2
@@ -30,6 +32,12 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# Installed once per pyproject.toml: run.sh calls this on every start, and an unchanged
+# project needs no second install (nor the network).
+stamp=".venv/.maas-setup-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -e "$stamp" ] || ! .venv/bin/python -c 'import maas.cli, maas.agent' 2>/dev/null; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+  rm -f .venv/.maas-setup-* && touch "$stamp"
+fi
 echo "setup: ready (.venv/bin/maasctl, .venv/bin/maas-agent)" >&2

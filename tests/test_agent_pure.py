@@ -104,14 +104,59 @@ def test_crash_loop_backoff_kubelet_rule() -> None:
     health = ReplicaHealth()
     delays = []
     for t in range(7):
-        health.fail("crash", now=1000.0 * t)
+        health.fail("crash", 1000.0 * t, "crash")
         delays.append(health.hold_until - 1000.0 * t)
     assert delays == [0, 10, 20, 40, 80, 160, 300]
     health.started("c1", now=10_000)
     health.probe_result(True, 10_001, startup_timeout_s=60)
     health.probe_result(True, 10_700, startup_timeout_s=60)  # 10 minutes healthy
-    health.fail("crash", now=10_800)
+    health.fail("crash", 10_800, "crash")
     assert health.hold_until == 10_800  # reset: restarted at once again
+    assert health.restarts == 8 and health.rollouts == 0
+
+
+def test_crash_loop_past_the_first_backoff_and_permanent_failures() -> None:
+    health = ReplicaHealth()
+    health.started("c", now=0, spec_hash="v1:a")
+    health.fail("exit 1", 1, "crash")  # restarted at once
+    health.fail("exit 1", 2, "crash")  # the first back-off, 10 s
+    assert not health.crash_loop and health.next_retry_at(2) == 12
+    health.fail("exit 1", 13, "crash")  # failed again after it
+    assert health.crash_loop and health.attempts == 3 and health.restarts == 3
+    health.rolled_out("v1:b")  # a new spec: counted apart, its back-off starts afresh
+    assert (health.rollouts, health.attempts, health.restarts) == (1, 0, 3)
+    assert not health.crash_loop and not health.held(14)
+    health.fail("invalid reference format", 20, "pull", permanent=True)
+    assert health.held(1e12) and health.next_retry_at(20) is None
+    assert health.restarts == 3  # a failed pull is no restart
+    assert not health.crash_loop  # twice transient pull failures are no crash loop either
+    health.retry()  # submitted again
+    assert not health.held(21) and health.phase == "pending"
+
+
+def test_wait_stops_on_permanent_failure_and_crash_loop_of_the_applied_spec() -> None:
+    from maas.cli.waiting import failure_line, hopeless
+
+    def replica(**kw: object) -> dict[str, object]:
+        base = {"replica": 0, "phase": "failed", "spec_hash": "v1:a", "attempts": 1,
+                "last_error": "boom", "permanent": False, "crash_loop": False,
+                "next_retry_at": 110.0}
+        return {**base, **kw}
+
+    def deployment(*replicas: dict[str, object]) -> dict[str, object]:
+        return {"name": "web", "last_error": "boom", "replica_states": list(replicas)}
+
+    assert hopeless(deployment(replica()), "v1:a") is None  # transient: keep waiting
+    permanent = deployment(replica(permanent=True, last_error="invalid reference format"))
+    assert hopeless(permanent, "v1:a") == (
+        "web replica 0: invalid reference format (permanent: not retried until applied again)"
+    )
+    assert hopeless(permanent, "v1:b") is None  # an older spec's failure says nothing
+    looping = deployment(replica(crash_loop=True, attempts=3))
+    assert "attempt 3, crash loop, next retry in 10 s" in (hopeless(looping, "v1:a", now=100) or "")
+    assert failure_line(deployment(replica(attempts=2)), now=100) == (
+        "boom (attempt 2, next retry in 10 s)"
+    )
 
 
 def test_startup_budget_and_liveness() -> None:

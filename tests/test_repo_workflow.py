@@ -200,3 +200,65 @@ def test_init_scaffolds_a_valid_repository(tmp_path: Path) -> None:
     assert again.returncode == 1 and "refusing to overwrite" in again.stderr
     plan = maasctl("plan", str(target), "-o", "json", cwd=tmp_path)
     assert json.loads(plan.stdout)["summary"]["create"] == 1
+
+
+def _yaml(path: Path) -> object:
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(path.read_text())
+
+
+def test_init_scaffold_works_on_the_day_it_is_made(tmp_path: Path) -> None:
+    """git init done; $schema resolves to a file in the repository, which validates the example
+    offline; the hook and the workflow install from a git URL pinned to a commit that exists and
+    carries the hook, and pip resolves the workflow's requirement."""
+    target = tmp_path / "fleet"
+    result = maasctl("init", str(target), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (target / ".git").is_dir()
+    subprocess.run(["git", "-C", str(target), "status"], capture_output=True, check=True)
+    example = target / "deployments" / "qwen2-5-0-5b.yaml"
+    reference = example.read_text().splitlines()[0].split("$schema=", 1)[1]
+    schema = (example.parent / reference).resolve()
+    assert schema == target / "schemas" / "deployment.schema.json"
+    assert schema.read_text() == maasctl("schema", "deployment", cwd=tmp_path).stdout
+    checked = subprocess.run(
+        [str(Path(sys.executable).parent / "check-jsonschema"), "--schemafile", str(schema),
+         str(example)],
+        capture_output=True, text=True, check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    (hook,) = _yaml(target / ".pre-commit-config.yaml")["repos"]  # type: ignore[index]
+    assert hook["hooks"] == [{"id": "maasctl-validate"}]
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", hook["repo"], str(clone)], check=True)
+    hooks = subprocess.run(
+        ["git", "-C", str(clone), "show", f"{hook['rev']}:.pre-commit-hooks.yaml"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "id: maasctl-validate" in hooks
+    workflow = (target / ".github" / "workflows" / "maas-plan.yaml").read_text()
+    requirement = f"maas-base @ git+{hook['repo']}@{hook['rev']}"
+    assert f'pip install "{requirement}"' in workflow and "pip install maas-base\n" not in workflow
+    assert "${{ github.base_ref }}" in workflow
+    downloaded = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(tmp_path / "dl"),
+         requirement],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert downloaded.returncode == 0, downloaded.stderr[-2000:]
+
+
+def test_init_with_a_version_or_a_named_repository(tmp_path: Path) -> None:
+    versioned = maasctl("init", str(tmp_path / "v"), "--version", "0.1.0", cwd=tmp_path)
+    assert versioned.returncode == 0, versioned.stderr
+    (local,) = _yaml(tmp_path / "v" / ".pre-commit-config.yaml")["repos"]  # type: ignore[index]
+    assert local["repo"] == "local"
+    assert local["hooks"][0]["additional_dependencies"] == ["maas-base==0.1.0"]
+    named = maasctl(
+        "init", str(tmp_path / "g"), "--git-url", "https://git.example/ops/maas-base.git",
+        "--rev", "v0.1.0", cwd=tmp_path,
+    )
+    assert named.returncode == 0 and "warning" not in named.stdout
+    workflow = (tmp_path / "g" / ".github" / "workflows" / "maas-plan.yaml").read_text()
+    assert 'pip install "maas-base @ git+https://git.example/ops/maas-base.git@v0.1.0"' in workflow

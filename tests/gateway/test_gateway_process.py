@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,76 @@ def test_unit_file() -> None:
     assert "docker" not in UNIT.read_text().split("[Service]")[1]
     assert "maas-agent.service" in parser["Unit"]["After"]
     assert float(service["TimeoutStopSec"].rstrip("s")) > 30  # streams drain for 30 s first
+
+
+def _post_chat(port: int) -> tuple[int, dict[str, Any], str | None]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        data=json.dumps({"model": "a", "messages": []}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.load(response), None
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc), exc.headers.get("Retry-After")
+
+
+def test_unreachable_agent_is_503_and_a_later_agent_is_found(tmp_path: Path) -> None:
+    """No --agent-socket: the gateway follows MAAS_AGENT_SOCKET, answers 503 agent_unreachable
+    (not 404 model_not_found) while nothing listens there, and finds the agent once it starts."""
+    port = free_port()
+    sock = tmp_path / "later.sock"
+    (tmp_path / "gateway.yaml").write_text(json.dumps({"port": port, "poll_interval_s": 0.1}))
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            gateway_command(
+                "--config", str(tmp_path / "gateway.yaml"), "--keys-file", str(tmp_path / "none")
+            ),
+            env={**os.environ, "MAAS_AGENT_SOCKET": str(sock)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    document = json.dumps(status(deployment("a", [1], ready=False)))
+    agent = subprocess.Popen([sys.executable, "-c", _STATUS_SERVER, str(sock), document])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                code, body, retry_after = _post_chat(port)
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        assert code == 503, body
+        assert body["error"]["code"] == "agent_unreachable"
+        assert str(sock) in body["error"]["message"] and retry_after
+        # The agent comes up: the model is known (its replica is not ready: 503 model_not_ready).
+        (sock.parent / "go").touch()
+        deadline = time.monotonic() + 30
+        while body["error"]["code"] == "agent_unreachable":
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+            code, body, _ = _post_chat(port)
+        assert code == 503 and body["error"]["code"] == "model_not_ready", body
+    finally:
+        for child in (process, agent):
+            child.terminate()
+            child.wait(timeout=30)
+
+
+# A stand-in for the agent's status API (the gateway only reads GET /v1/status): it binds its
+# socket once the test creates `go` beside it.
+_STATUS_SERVER = """
+import pathlib, sys, time
+from aiohttp import web
+sock, document = sys.argv[1], sys.argv[2]
+while not (pathlib.Path(sock).parent / "go").exists():
+    time.sleep(0.05)
+async def status(request):
+    return web.Response(text=document, content_type="application/json")
+app = web.Application()
+app.add_routes([web.get("/v1/status", status)])
+web.run_app(app, path=sock, print=None)
+"""

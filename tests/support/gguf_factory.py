@@ -7,7 +7,7 @@ Two kinds:
   with only the header and tensor table written, extended to its full size as a sparse file.
   Metadata readers and llama.cpp's `llama-fit-params` see the real model; it costs no disk.
 
-The keys and tensors are the ones llama.cpp requires (shared/docs/TEST-IMAGES.md). Shapes here are
+The keys and tensors are the ones llama.cpp requires (docs/test-images.md). Shapes here are
 numpy order, the reverse of ggml's `ne`.
 """
 

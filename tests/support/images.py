@@ -1,4 +1,4 @@
-"""Test images built locally, without a registry (see shared/docs/TEST-IMAGES.md).
+"""Test images built locally, without a registry (see docs/test-images.md).
 
 Each image is tagged with a hash of its recipe, so it is built once per machine and reused.
 """

@@ -108,6 +108,7 @@ class Agent:
                 "refused_commit": state.refused_commit,
                 "error": [d.render() for d in state.error],
             }
+        extra["removal_errors"] = dict(r.removal_errors)
         return status_report(r.node_name, r.plan, r.observed, r.health, extra)
 
     # loops ----------------------------------------------------------------------------------

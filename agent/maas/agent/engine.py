@@ -100,15 +100,15 @@ class Engine:
             return False
         return True
 
-    def pull(self, image: str, progress: Callable[[str], None]) -> None:
+    def pull(self, image: str, progress: Callable[[dict[str, Any]], None]) -> None:
+        """Pull `image`, handing each of the engine's progress events (a dict with `id`,
+        `status`, `progress`, `progressDetail`) to `progress`."""
+
         def run() -> None:
             for event in self._client.api.pull(image, stream=True, decode=True):
                 if "error" in event:
                     raise docker.errors.APIError(event["error"])
-                status = event.get("status", "")
-                if event.get("progress"):
-                    status += " " + event["progress"]
-                progress(status)
+                progress(event)
 
         _wrap(f"pull {image}", run)
 

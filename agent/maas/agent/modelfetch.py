@@ -78,6 +78,9 @@ def fetch_models(
             result.warnings.append(_unknown(name, fetcher.why or "no model metadata"))
         else:
             result.models[name] = meta
+    from maas.compiler.checks import check_models
+
+    result.warnings.extend(check_models(deployments, result.models))
     return result
 
 
@@ -219,6 +222,10 @@ __all__ = ["FetchResult", "default_metadata_cache", "fetch_models", "read_gguf_f
 
 
 def fetch_repo_models(sources: Mapping[str, str], *, offline: bool) -> dict[str, ModelMetadata]:
+    return dict(fetch_repo_metadata(sources, offline=offline).models)
+
+
+def fetch_repo_metadata(sources: Mapping[str, str], *, offline: bool) -> FetchResult:
     """Model metadata for the deployments of a config repository's sources (best effort: a
     source that does not parse is left to `compile_repo` to report)."""
     from maas.compiler.sources import load_sources
@@ -226,4 +233,4 @@ def fetch_repo_models(sources: Mapping[str, str], *, offline: bool) -> dict[str,
     documents = load_sources(
         {k: v for k, v in sources.items() if k.startswith("deployments/")}, kinds=("Deployment",)
     )
-    return dict(fetch_models(documents.deployments, offline=offline).models)
+    return fetch_models(documents.deployments, offline=offline)

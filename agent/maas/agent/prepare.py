@@ -9,8 +9,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from maas.agent.engine import Engine
+from maas.agent.progress import Progress, PullProgress, download_bar
 from maas.compiler.diagnostics import MaasError
 from maas.compiler.plan import PlanDeployment
 
@@ -20,6 +22,8 @@ class Job:
     phase: str = "pulling"  # pulling, downloading, done, failed
     progress: str = ""
     error: str | None = None
+    retryable: bool = True
+    bar: Progress | None = None  # updated by the worker thread while status reads it
     thread: threading.Thread | None = field(default=None, repr=False)
 
 
@@ -28,7 +32,9 @@ def needs_download(planned: PlanDeployment) -> bool:
     return model.download and planned.backend != "custom" and not Path(model.path).exists()
 
 
-def download_model(planned: PlanDeployment, progress: Callable[[str], None]) -> None:
+def download_model(
+    planned: PlanDeployment, progress: Callable[[str], None], bar: Progress | None = None
+) -> None:
     """Fetch a hub model into the cache path the plan mounts (huggingface_hub)."""
     model = planned.model
     if not needs_download(planned):
@@ -40,7 +46,13 @@ def download_model(planned: PlanDeployment, progress: Callable[[str], None]) -> 
             "put the model in the cache or use local_path",
         )
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     target = Path(model.path)
     local_dir = target if not target.suffix else target.parent
@@ -51,7 +63,19 @@ def download_model(planned: PlanDeployment, progress: Callable[[str], None]) -> 
             revision=model.revision,
             local_dir=local_dir,
             allow_patterns=[model.file] if model.file else None,
+            tqdm_class=download_bar(bar) if bar is not None else None,
         )
+    except GatedRepoError as exc:  # before its base class
+        raise MaasError.single(
+            "download",
+            f"cannot download {model.repo_id}: access denied ({exc})",
+            hints=("accept the model's licence on the hub and give the agent a token",),
+        ) from exc
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
+        # The hub answered that it does not exist (404): trying again will not change that.
+        raise MaasError.single(
+            "download", f"cannot download {model.repo_id}: {exc}", retryable=False
+        ) from exc
     except (HfHubHTTPError, OSError, ValueError) as exc:
         raise MaasError.single(
             "download", f"cannot download {model.repo_id}: {exc}", retryable=True
@@ -101,12 +125,21 @@ class Preparer:
 
         try:
             if not self.engine.has_image(planned.image):
-                job.phase = "pulling"
-                self.engine.pull(planned.image, progress)
-            job.phase = "downloading"
-            download_model(planned, progress)
+                job.phase, job.bar = "pulling", Progress("pull")
+                fold = PullProgress(job.bar)
+
+                def pulled(event: dict[str, Any]) -> None:
+                    fold.event(event)
+                    progress(" ".join(str(event.get(k, "")) for k in ("status", "progress")))
+
+                self.engine.pull(planned.image, pulled)
+            if needs_download(planned):
+                job.phase, job.bar = "downloading", Progress("download")
+                self.done()  # the loop shows the new phase now, not at its next pass
+                download_model(planned, progress, job.bar)
             job.phase = "done"
         except MaasError as exc:
             job.error = exc.diagnostics[0].message
+            job.retryable = exc.retryable
             job.phase = "failed"
         self.done()

@@ -18,6 +18,7 @@ import structlog
 
 from maas.agent.config import AgentConfig
 from maas.agent.containers import container_spec
+from maas.agent.counters import Counters
 from maas.agent.diff import Action, Replica, diff
 from maas.agent.engine import Engine
 from maas.agent.health import ReplicaHealth
@@ -87,6 +88,9 @@ class Reconciler:
         self.store = Store(config.state_dir)
         self.preparer = Preparer(engine, done=wake)
         self.health: dict[Replica, ReplicaHealth] = {}
+        self.counters = Counters(config.state_dir)
+        # Deployments whose containers could not be removed: {name: {error, permanent}}.
+        self.removal_errors: dict[str, dict[str, object]] = {}
         self.observed: list[ObservedContainer] = []
         self.plan: Plan | None = None
         self.applied_at: float | None = None  # when the desired state was last submitted
@@ -154,6 +158,8 @@ class Reconciler:
             if stored.sources != desired.sources or stored.plan != plan:  # else: nothing to write
                 update = {"plan": plan, "applied_at": time.time()}
                 self.store.save(desired.model_copy(update=update))
+            for health in list(self.health.values()):
+                health.retry()  # submitting again is how a permanent failure is retried
             return plan
 
     def stored_plan(self) -> Plan | None:
@@ -177,9 +183,9 @@ class Reconciler:
                 return self._finish(result)
             self.plan = plan
             self._notice_crashes(time.time())
-            held = {k for k, h in self.health.items() if h.held(time.time())}
-            result.actions = diff(plan, self.observed, held)
             planned = {d.name: d for d in plan.deployments}
+            held = {k for k, h in self.health.items() if self._held(k, h, planned, time.time())}
+            result.actions = diff(plan, self.observed, held)
             # Stops first (they free GPUs and ports), a few at a time: one by one, a hundred
             # backends that wait out the stop timeout take minutes, yet dockerd 20.10's
             # libnetwork has deadlocked on a hundred simultaneous exits. Creations and starts
@@ -199,7 +205,26 @@ class Reconciler:
             self.observed = observe(self.engine.list_ours(self.owner), self.owner)
         return self.observed
 
+    @staticmethod
+    def _held(
+        key: Replica, health: ReplicaHealth, planned: dict[str, PlanDeployment], now: float
+    ) -> bool:
+        if health.permanent:
+            # Held for good, but only the spec that failed: a new spec is tried at once.
+            wanted = planned.get(key[0])
+            return wanted is None or wanted.spec_hash == health.spec_hash
+        return health.held(now)
+
+    def replica_health(self, key: Replica) -> ReplicaHealth:
+        """The replica's health; a new one starts from the counters kept in the state folder."""
+        health = self.health.get(key)
+        if health is None:
+            health = self.health[key] = ReplicaHealth()
+            health.restarts, health.rollouts = self.counters.get(key)
+        return health
+
     def _finish(self, result: PassResult) -> PassResult:
+        self.counters.save(self.health)
         result.duration_s = time.time() - result.started
         self.last = result
         self.passes += 1
@@ -208,11 +233,12 @@ class Reconciler:
     def _notice_crashes(self, now: float) -> None:
         for container in self.observed:
             key = (container.deployment, container.replica)
-            health = self.health.setdefault(key, ReplicaHealth())
+            health = self.replica_health(key)
             if health.container_id is None:
                 # Adopted after an agent restart: trust Docker's view of it.
                 health.container_id = container.id
                 health.started_at = now
+                health.spec_hash = container.spec_hash
                 health.phase = "starting" if container.running else "failed"
             elif (
                 container.id == health.container_id
@@ -223,6 +249,7 @@ class Reconciler:
                     f"container {container.state} with exit code {container.exit_code}"
                     + (f": {container.error}" if container.error else ""),
                     now,
+                    "crash",
                 )
                 log.warning(
                     "replica crashed",
@@ -234,7 +261,7 @@ class Reconciler:
 
     def _execute(self, action: Action, planned: PlanDeployment | None) -> None:
         key = (action.deployment, action.replica)
-        health = self.health.setdefault(key, ReplicaHealth())
+        health = self.replica_health(key)
         now = time.time()
         log.info(
             "action",
@@ -247,17 +274,21 @@ class Reconciler:
             assert planned is not None
             if action.kind == "start" and action.container_id:
                 self.engine.start(action.container_id)
-                health.restarts += 1
                 health.started(action.container_id, now)
                 return
+            if action.kind == "recreate":
+                health.rolled_out(planned.spec_hash)
+            health.spec_hash = planned.spec_hash
             self._create(planned, action.replica, health)
         except MaasError as exc:
-            health.fail(exc.diagnostics[0].message, now)
+            cause = "pull" if exc.diagnostics[0].code in ("prepare", "image") else "create"
+            health.fail(exc.diagnostics[0].message, now, cause, permanent=not exc.retryable)
             log.error(
                 "action failed",
                 deployment=action.deployment,
                 replica=action.replica,
                 error=exc.diagnostics[0].message,
+                permanent=not exc.retryable,
                 backoff_s=health.backoff_s,
             )
 
@@ -279,8 +310,15 @@ class Reconciler:
         try:
             self.engine.remove(action.container_id, stop_timeout=self.config.stop_timeout_s)
         except MaasError as exc:
-            health = self.health.setdefault((action.deployment, action.replica), ReplicaHealth())
-            health.fail(exc.diagnostics[0].message, time.time())
+            health = self.replica_health((action.deployment, action.replica))
+            health.fail(
+                exc.diagnostics[0].message, time.time(), "remove", permanent=not exc.retryable
+            )
+            if action.kind == "remove":
+                self.removal_errors[action.deployment] = {
+                    "error": exc.diagnostics[0].message,
+                    "permanent": not exc.retryable,
+                }
             log.error(
                 "remove failed", deployment=action.deployment, error=exc.diagnostics[0].message
             )
@@ -290,9 +328,11 @@ class Reconciler:
     def _create(self, planned: PlanDeployment, replica: int, health: ReplicaHealth) -> None:
         job = self.preparer.ready(planned)
         if job.phase == "failed":
-            raise MaasError.single("prepare", job.error or "preparation failed", retryable=True)
+            raise MaasError.single(
+                "prepare", job.error or "preparation failed", retryable=job.retryable
+            )
         if job.phase != "done":
-            health.phase, health.progress = job.phase, job.progress
+            health.phase, health.progress, health.bar = job.phase, job.progress, job.bar
             return
         spec = container_spec(
             planned,
@@ -307,11 +347,12 @@ class Reconciler:
             if exc.diagnostics[0].code == "image":
                 self.preparer.forget(planned.name)  # removed meanwhile: pull it again
             raise
-        if health.container_id is not None:
-            health.restarts += 1
-        health.started(container_id, time.time())
+        health.started(container_id, time.time(), planned.spec_hash)
 
     def _forget_removed(self, plan: Plan) -> None:
+        present = {c.deployment for c in self.observed}
+        for name in [n for n in self.removal_errors if n not in present]:
+            del self.removal_errors[name]
         wanted = {(d.name, r) for d in plan.deployments for r in range(d.replicas)}
         for key in [k for k in self.health if k not in wanted]:
             del self.health[key]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from maas.agent.health import ReplicaHealth
 from maas.agent.observe import ObservedContainer
+from maas.agent.progress import Progress
 from maas.compiler.plan import Plan, PlanDeployment
 
 PHASE_ORDER = ("failed", "pulling", "downloading", "pending", "starting", "running")
@@ -18,8 +20,39 @@ def _container(c: ObservedContainer, health: ReplicaHealth | None) -> dict[str, 
         "state": c.state,
         "port": c.port,
         "restarts": health.restarts if health else 0,
+        "rollouts": health.rollouts if health else 0,
         "ready": bool(health and health.ready and c.running and health.container_id == c.id),
         "spec_hash": c.spec_hash,
+    }
+
+
+def _bar(h: ReplicaHealth, budget_s: float, now: float) -> dict[str, Any] | None:
+    """The replica's work in figures: the pull or download going on, or the startup budget."""
+    if h.phase in ("pulling", "downloading") and isinstance(h.bar, Progress):
+        return h.bar.as_dict()
+    if h.phase == "starting" and h.started_at is not None:
+        elapsed = round(max(0.0, now - h.started_at), 1)
+        return Progress("startup", elapsed, budget_s, "s").as_dict()
+    return None
+
+
+def _replica(
+    index: int, health: ReplicaHealth | None, now: float, budget_s: float
+) -> dict[str, Any]:
+    """What the agent knows of one replica, container or not (a failed pull has none)."""
+    h = health or ReplicaHealth()
+    return {
+        "replica": index,
+        "phase": h.phase,
+        "spec_hash": h.spec_hash,
+        "attempts": h.attempts,
+        "last_error": h.last_error,
+        "permanent": h.permanent,
+        "crash_loop": h.crash_loop,
+        "next_retry_at": h.next_retry_at(now),
+        "restarts": h.restarts,
+        "rollouts": h.rollouts,
+        "progress": _bar(h, budget_s, now),
     }
 
 
@@ -27,6 +60,7 @@ def deployment_status(
     planned: PlanDeployment,
     observed: list[ObservedContainer],
     health: dict[tuple[str, int], ReplicaHealth],
+    now: float | None = None,
 ) -> dict[str, Any]:
     mine = [c for c in observed if c.deployment == planned.name and c.replica < planned.replicas]
     containers = [_container(c, health.get((c.deployment, c.replica))) for c in mine]
@@ -49,6 +83,9 @@ def deployment_status(
         ),
         None,
     )
+    at = time.time() if now is None else now
+    budget = float(planned.health.startup_timeout_s)
+    replica_states = [_replica(r, h, at, budget) for r, h in enumerate(replica_health)]
     return {
         "name": planned.name,
         "state": state,
@@ -63,6 +100,8 @@ def deployment_status(
         "spec_hash": planned.spec_hash,
         "gpus": list(planned.placement.gpus),
         "containers": containers,
+        "replica_states": replica_states,
+        "progress_bar": next((r["progress"] for r in replica_states if r["progress"]), None),
     }
 
 

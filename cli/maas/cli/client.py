@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 from collections.abc import Iterator
 from typing import Any
 
+from maas.agent.discovery import ORDER, agent_socket
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position
-
-DEFAULT_SOCKET = "/run/maas/agent.sock"
 
 
 class NoAgent(MaasError):
@@ -31,7 +29,9 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def socket_path(flag: str | None) -> str:
-    return flag or os.environ.get("MAAS_AGENT_SOCKET") or DEFAULT_SOCKET
+    """The agent's socket: see maas.agent.discovery for the order (flag, environment, the local
+    run directory, the system socket)."""
+    return str(agent_socket(flag))
 
 
 class AgentClient:
@@ -68,8 +68,9 @@ class AgentClient:
                         f"no agent answers on {self.path} ({exc.strerror})",
                         Position(self.path),
                         hints=(
-                            "start it: systemctl start maas-agent (or run maas-agent yourself)",
-                            "point elsewhere with --socket or MAAS_AGENT_SOCKET",
+                            "start it: `bash scripts/run.sh` in the checkout, "
+                            "or systemctl start maas-agent",
+                            ORDER,
                         ),
                     )
                 ],

@@ -12,6 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from maas.agent.discovery import ORDER
 from maas.cli import exitcodes
 
 COMMANDS = ("validate", "plan", "probe", "schema", "init", "apply", "status", "delete", "logs")
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Declarative model deployments for GPU and CPU inference hosts.",
         epilog="Exit status: 0 success, 1 invalid input or failed operation, 2 usage error, "
         "69 no agent answers, 70 internal error. "
-        "Run 'maasctl COMMAND --help' for a command's options.",
+        "Run 'maasctl COMMAND --help' for a command's options. "
+        f"Finding the agent: {ORDER}.",
     )
     parser.add_argument("--version", action="version", version=f"maasctl {VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

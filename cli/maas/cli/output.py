@@ -31,12 +31,30 @@ def print_diagnostics(
         print(text, file=stream)
 
 
+def summary_line(diagnostics: Sequence[Any]) -> str | None:
+    """`2 errors and 1 warning in 3 files`, or None when there is nothing to sum up."""
+    if not diagnostics:
+        return None
+    errors = sum(1 for d in diagnostics if d.severity == "error")
+    warnings = len(diagnostics) - errors
+    files = {d.position.file for d in diagnostics if d.position is not None}
+    parts = [_count(errors, "error")] + ([_count(warnings, "warning")] if warnings else [])
+    where = f" in {_count(len(files), 'file')}" if files else ""
+    return " and ".join(parts) + where
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def report_error(exc: BaseException) -> int:
     """MaasError -> its diagnostics and exit 1; anything else is our bug -> a short note and 70."""
     from maas.compiler.diagnostics import MaasError
 
     if isinstance(exc, MaasError):
         print_diagnostics(exc.diagnostics)
+        if any(d.position is not None and d.position.line for d in exc.diagnostics):
+            print(summary_line(exc.diagnostics), file=sys.stderr)  # problems of files
         from maas.cli.client import NoAgent
 
         return exitcodes.UNAVAILABLE if isinstance(exc, NoAgent) else exitcodes.FAILED

@@ -5,12 +5,14 @@ Run after schema validation; every problem is positioned and all are collected.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from maas.compiler.backends import flag_name, resolve_backend
 from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.documents import Loaded
+from maas.compiler.imageref import reference_problem
 from maas.compiler.loader import SourceDoc
+from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, DeploymentBody
 from maas.compiler.template import check_template, split_command
 
@@ -38,12 +40,74 @@ def check_deployments(deployments: Sequence[Loaded[Deployment]]) -> list[Diagnos
 
 def check_deployment(loaded: Loaded[Deployment]) -> list[Diagnostic]:
     spec, doc = loaded.model.spec, loaded.doc
-    found = _check_source(spec, doc) + _check_backend(spec, doc)
+    found = _check_source(spec, doc) + _check_backend(spec, doc) + _check_image(spec, doc)
     if spec.command is not None:
         template, errors = split_command(spec.command, doc, ("spec", "command"))
         found.extend(errors)
         if template is not None:
             found.extend(check_template(template, doc))
+            found.extend(_check_port(spec, doc, template.has("port")))
+    return found
+
+
+def _check_image(spec: DeploymentBody, doc: SourceDoc) -> list[Diagnostic]:
+    if spec.image is None:
+        return []
+    problem = reference_problem(spec.image)
+    if problem is None:
+        return []
+    return [
+        Diagnostic(
+            "image-reference",
+            f"'{spec.image}' is not a valid image reference: {problem}",
+            doc.at(("spec", "image")),
+            hints=("e.g. ghcr.io/org/name:tag or name:tag (Docker's reference grammar)",),
+        )
+    ]
+
+
+def _check_port(spec: DeploymentBody, doc: SourceDoc, has_port: bool) -> list[Diagnostic]:
+    """A custom command must tell the server the port the agent probes and the gateway uses."""
+    backend, _ = resolve_backend(spec)
+    if backend.name != "custom" or has_port or spec.host_network:
+        return []
+    return [
+        Diagnostic(
+            "no-port",
+            "the command has no '{{port}}': the server will not listen on the port the agent "
+            "probes and the gateway routes to",
+            doc.at(("spec", "command")),
+            "warning",
+            hints=("pass it with the server's own flag, e.g. '--port {{port}}'",),
+        )
+    ]
+
+
+def check_models(
+    deployments: Sequence[Loaded[Deployment]], models: Mapping[str, ModelMetadata]
+) -> list[Diagnostic]:
+    """What the model metadata (when known) says about the specs: a context longer than the
+    model was trained for."""
+    found: list[Diagnostic] = []
+    for loaded in deployments:
+        spec = loaded.model.spec
+        meta = models.get(loaded.model.metadata.name)
+        if meta is None or meta.context_length is None or spec.context_length is None:
+            continue
+        if spec.context_length > meta.context_length:
+            found.append(
+                Diagnostic(
+                    "context-length",
+                    f"context_length {spec.context_length} is longer than the "
+                    f"{meta.context_length} tokens the model was trained for",
+                    loaded.doc.at(("spec", "context_length")),
+                    "warning",
+                    hints=(
+                        "answers past the trained length degrade unless the backend scales "
+                        "RoPE; set context_length to at most the trained length",
+                    ),
+                )
+            )
     return found
 
 

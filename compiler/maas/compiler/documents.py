@@ -165,18 +165,29 @@ def _data_path(doc: SourceDoc, loc: tuple[Any, ...], *, keep_missing: bool) -> P
     return tuple(path)
 
 
+def _unknown_field(path: PathKey, doc: SourceDoc, model_cls: type[BaseModel]) -> Diagnostic:
+    field = str(path[-1])
+    if len(path) == 1 and field in _fields_at(model_cls, ("spec",)):
+        # Dedented out of spec: the commonest way to get here, worth saying so.
+        return Diagnostic(
+            "misplaced-field",
+            f"field '{field}' belongs under 'spec:'",
+            doc.at(path, key=True),
+            hints=("indent it like the other fields of spec",),
+        )
+    return Diagnostic(
+        "unknown-field",
+        f"unknown field '{_dotted(path)}'",
+        doc.at(path, key=True),
+        hints=did_you_mean(field, _fields_at(model_cls, path[:-1])),
+    )
+
+
 def _diagnostic(err: Any, path: PathKey, doc: SourceDoc, model_cls: type[BaseModel]) -> Diagnostic:
     kind = err["type"]
     name = _dotted(path)
     if kind == "extra_forbidden":
-        field = str(path[-1])
-        allowed = _fields_at(model_cls, path[:-1])
-        return Diagnostic(
-            "unknown-field",
-            f"unknown field '{name}'",
-            doc.at(path, key=True),
-            hints=did_you_mean(field, allowed),
-        )
+        return _unknown_field(path, doc, model_cls)
     if kind == "missing":
         return Diagnostic(
             "missing-field", f"missing required field '{name}'", doc.at(path[:-1], key=True)

@@ -78,10 +78,11 @@ def _host_access(spec: DeploymentBody, policy: Policy) -> list[Violation]:
 
 
 def _mounts(spec: DeploymentBody, roots: list[str]) -> list[Violation]:
+    allowed = ", ".join(roots) if roots else "none"
     found: list[Violation] = [
         (
             "allowed_mount_roots",
-            f"bind mount of '{v.host_path}' is outside the allowed roots",
+            f"bind mount of '{v.host_path}' is outside the allowed roots ({allowed})",
             ("volumes", i, "host_path"),
         )
         for i, v in enumerate(spec.volumes)
@@ -91,7 +92,7 @@ def _mounts(spec: DeploymentBody, roots: list[str]) -> list[Violation]:
         found.append(
             (
                 "allowed_mount_roots",
-                f"model path '{spec.path}' is outside the allowed roots",
+                f"model path '{spec.path}' is outside the allowed roots ({allowed})",
                 ("path",),
             )
         )

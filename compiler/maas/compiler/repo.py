@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from maas.compiler.checks import check_deployments
 from maas.compiler.compile import compile_plan
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position, raise_if_errors
 from maas.compiler.documents import Loaded, diagnostics_from_validation
@@ -108,7 +109,8 @@ def compile_repo(
     """
     settings = load_settings(sources)
     documents = load_sources({root + k: v for k, v in sources.items() if k != CONFIG_FILE})
-    raise_if_errors(documents.diagnostics)
+    # Every file's problems at once: the specs that parsed are checked even when others did not.
+    raise_if_errors(documents.diagnostics + check_deployments(documents.deployments))
     misplaced = _misplaced(documents.deployments, documents.nodes, root)
     raise_if_errors(misplaced)
     options = CompileOptions(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from maas.compiler.diagnostics import Diagnostic, MaasError
+from maas.compiler.diagnostics import Diagnostic, MaasError, Position
 from maas.compiler.documents import Documents, parse_documents
 from maas.compiler.loader import load_text
 
@@ -19,6 +19,16 @@ def load_sources(
             docs = load_text(sources[file], file)
         except MaasError as exc:
             result.diagnostics.extend(exc.diagnostics)
+            continue
+        if not docs:
+            result.diagnostics.append(
+                Diagnostic(
+                    "empty-file",
+                    "the file holds no document: nothing in it is deployed",
+                    Position(file),
+                    "warning",
+                )
+            )
             continue
         parsed = parse_documents(docs, kinds)
         result.deployments.extend(parsed.deployments)

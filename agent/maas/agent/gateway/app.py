@@ -163,6 +163,12 @@ class Gateway:
     async def dispatch(self, call: Call, model: str, attempt: Attempt[R], answer: Answer[R]) -> R:
         decision = self.balancer.choose(self.source.table, model, call.started)
         if isinstance(decision, UnknownModel):
+            unreachable = self.source.unreachable
+            if unreachable is not None:
+                # Not knowing the model proves nothing while the routes cannot be read.
+                self.metrics.error(UNKNOWN, call.label, "agent_unreachable")
+                reply = errors.agent_unreachable(unreachable, self.config.retry_after_s)
+                return self._answer(call, UNKNOWN, reply, answer)
             self.metrics.error(UNKNOWN, call.label, "unknown_model")
             return self._answer(call, UNKNOWN, errors.unknown_model(model), answer)
         return await self.serve(call, decision, attempt, answer)

@@ -22,7 +22,10 @@ class GatewayConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    agent_socket: Path = Path("/run/maas/agent.sock")
+    agent_socket: Path | None = Field(
+        default=None,
+        description="Default: found like maasctl finds it (maas.agent.discovery).",
+    )
     upstream_host: str = Field(
         default="127.0.0.1", description="Where replicas' published ports answer."
     )

@@ -58,6 +58,15 @@ def unknown_model(model: str) -> Reply:
     )
 
 
+def agent_unreachable(why: str, retry_after_s: int) -> Reply:
+    return openai_error(
+        503,
+        f"The model routes are unavailable: {why}; is maas-agent running? Retry later.",
+        code="agent_unreachable",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
 def no_ready_replica(model: str, state: str, retry_after_s: int) -> Reply:
     return openai_error(
         503,

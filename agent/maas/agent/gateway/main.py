@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from maas.agent import discovery
 from maas.agent.gateway.app import Gateway
 from maas.agent.gateway.config import (
     DEFAULT_KEYS_FILE,
@@ -41,7 +42,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="default /etc/maas/gateway.yaml if it exists")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
-    parser.add_argument("--agent-socket", type=Path, help="default /run/maas/agent.sock")
+    parser.add_argument(
+        "--agent-socket",
+        type=Path,
+        help="the agent's socket; default: $MAAS_AGENT_SOCKET, then the run directory's "
+        "agent.sock ($MAAS_RUN_DIR, .run/ of the current directory or of this checkout) when "
+        "one exists, then /run/maas/agent.sock",
+    )
     parser.add_argument("--keys-file", type=Path, help="default /etc/maas/gateway.keys")
     parser.add_argument(
         "--allow-unauthenticated-remote",
@@ -92,10 +99,12 @@ def key_command(args: argparse.Namespace) -> int:
 
 
 async def serve(config: GatewayConfig, keys: KeyRing) -> None:
+    named = config.agent_socket
     source = AgentRouteSource(
-        config.agent_socket,
+        discovery.agent_socket(named),
         upstream_host=config.upstream_host,
         interval_s=config.poll_interval_s,
+        locate=None if named else lambda: discovery.agent_socket(None),
     )
     gateway = Gateway(config, source, keys)
     notifier = Notifier()

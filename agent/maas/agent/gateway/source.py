@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +24,11 @@ log = structlog.get_logger("maas.gateway")
 class RouteSource(Protocol):
     table: RouteTable
 
+    @property
+    def unreachable(self) -> str | None:
+        """Why the routes may be incomplete (the agent cannot be reached), or None."""
+        ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -33,6 +39,10 @@ class StaticRouteSource:
 
     def __init__(self, status: dict[str, Any], upstream_host: str = "127.0.0.1") -> None:
         self.table = route_table_from_status(status, upstream_host)
+
+    @property
+    def unreachable(self) -> str | None:
+        return None
 
     def update(self, status: dict[str, Any], upstream_host: str = "127.0.0.1") -> None:
         self.table = route_table_from_status(status, upstream_host)
@@ -45,10 +55,22 @@ class StaticRouteSource:
 
 
 class AgentRouteSource:
-    """Polls `GET /v1/status` on the agent's unix socket every `interval_s`."""
+    """Polls `GET /v1/status` on the agent's unix socket every `interval_s`.
 
-    def __init__(self, socket: Path, *, upstream_host: str, interval_s: float = 1.0) -> None:
+    `locate` (maas.agent.discovery) is asked again after every failed poll when the socket was not
+    named: an agent started after the gateway (scripts/run.sh starts both) is still found."""
+
+    def __init__(
+        self,
+        socket: Path,
+        *,
+        upstream_host: str,
+        interval_s: float = 1.0,
+        locate: Callable[[], Path] | None = None,
+    ) -> None:
         self.socket = socket
+        self.locate = locate
+        self.error = "not polled yet"
         self.upstream_host = upstream_host
         self.interval_s = interval_s
         self.table = RouteTable()
@@ -56,11 +78,20 @@ class AgentRouteSource:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    @property
+    def unreachable(self) -> str | None:
+        if self.healthy:
+            return None
+        return f"the gateway cannot reach the node agent at {self.socket} ({self.error})"
+
+    def _open(self) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.UnixConnector(path=str(self.socket)),
             timeout=aiohttp.ClientTimeout(total=max(5.0, self.interval_s * 5)),
         )
+
+    async def start(self) -> None:
+        self._open()
         await self.refresh()
         self._task = asyncio.create_task(self._poll(), name="gateway-route-source")
 
@@ -76,12 +107,25 @@ class AgentRouteSource:
             if self.healthy is not False:
                 log.warning("agent_unreachable", socket=str(self.socket), error=str(exc))
             self.healthy = False
+            self.error = str(exc) or type(exc).__name__
+            await self._relocate()
             return False
         if self.healthy is not True:
             log.info("agent_reachable", socket=str(self.socket), models=len(table.routes))
         self.healthy = True
         self.table = table
         return True
+
+    async def _relocate(self) -> None:
+        if self.locate is None:
+            return
+        found = self.locate()
+        if found != self.socket:
+            log.info("agent_socket", socket=str(found), previous=str(self.socket))
+            self.socket = found
+            if self._session is not None:
+                await self._session.close()
+            self._open()
 
     async def _poll(self) -> None:
         while True:

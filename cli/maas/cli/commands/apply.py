@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 from maas.cli import exitcodes
 from maas.cli.client import AgentClient
+from maas.cli.waiting import attempt_line, hopeless
 
 
 def add_socket(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--socket",
         metavar="PATH",
-        help="the agent's socket (default: $MAAS_AGENT_SOCKET or /run/maas/agent.sock)",
+        help="the agent's socket (default: $MAAS_AGENT_SOCKET, then .run/agent.sock of the "
+        "run directory, then /run/maas/agent.sock; see maasctl --help)",
     )
 
 
@@ -91,6 +94,16 @@ def _confirmed() -> bool:
 
 def wait_ready(client: AgentClient, hashes: dict[str, str], timeout: float) -> int:
     """Wait until every named deployment runs the applied spec hash on all its replicas."""
+    from maas.cli.progressview import WaitView
+
+    view = WaitView()
+    try:
+        return _wait(client, hashes, timeout, view)
+    finally:
+        view.close()
+
+
+def _wait(client: AgentClient, hashes: dict[str, str], timeout: float, view: Any) -> int:
     deadline = time.monotonic() + timeout
     last = ""
     while True:
@@ -102,14 +115,23 @@ def wait_ready(client: AgentClient, hashes: dict[str, str], timeout: float) -> i
             if d["ready_replicas"] < d["replicas"] or d["spec_hash"] != hashes[d["name"]]
         ]
         line = ", ".join(
-            f"{d['name']} {d['state']} {d['ready_replicas']}/{d['replicas']}" for d in pending
+            f"{d['name']} {d['state']} {d['ready_replicas']}/{d['replicas']}"
+            + (f" ({attempt_line(d)})" if d["state"] == "failed" else "")
+            for d in pending
         )
         if line != last and line:
             print(f"waiting: {line}", file=sys.stderr)
             last = line
+        view.update(pending)
         if not pending and len(mine) == len(hashes):
             print("all replicas ready")
             return exitcodes.OK
+        reasons = [r for d in pending if (r := hopeless(d, hashes[d["name"]]))]
+        if reasons:
+            for reason in reasons:
+                print(f"error: {reason}", file=sys.stderr)
+            print("error: stopped waiting: this will not resolve by waiting", file=sys.stderr)
+            return exitcodes.FAILED
         failed = [d for d in pending if d["state"] == "failed" and d["last_error"]]
         if time.monotonic() > deadline:
             for d in failed or pending:

@@ -38,6 +38,11 @@ def run(args: argparse.Namespace) -> int:
         gone = all(d["name"] != args.name for d in status["deployments"])
         if gone and args.name not in status.get("removing", []):
             return exitcodes.OK
+        problem = status.get("removal_errors", {}).get(args.name)
+        if problem and problem["permanent"]:
+            print(f"error: cannot remove {args.name}: {problem['error']}", file=sys.stderr)
+            print("error: stopped waiting: this will not resolve by waiting", file=sys.stderr)
+            return exitcodes.FAILED
         time.sleep(0.5)
     print(
         f"error: containers of {args.name} still present after {args.timeout:.0f} s",

@@ -64,12 +64,21 @@ def run(args: argparse.Namespace) -> int:
     from maas.cli.nodes import load_node, probe_node, single_node
     from maas.cli.output import print_diagnostics
     from maas.cli.render_plan import plan_markdown, plan_text
-    from maas.compiler import CompileOptions, Diagnostic, compile_plan, load_sources, plan_to_json
+    from maas.compiler import (
+        CompileOptions,
+        Diagnostic,
+        check_deployments,
+        compile_plan,
+        load_sources,
+        plan_to_json,
+    )
     from maas.compiler.diagnostics import raise_if_errors
     from maas.compiler.policy import Policy
 
     documents = load_sources(read_sources(args.paths))
-    raise_if_errors(documents.diagnostics)
+    # Every file's problems at once: the specs that parsed are checked even when others did not.
+    checked = documents.diagnostics + check_deployments(documents.deployments)
+    raise_if_errors(checked)
     if args.node:
         node = load_node(args.node)
     elif documents.nodes:
@@ -85,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         options=CompileOptions(policy=Policy()),
         models=fetched.models,
     )
-    warnings = fetched.warnings + [
+    warnings = [d for d in checked if d.severity == "warning"] + fetched.warnings + [
         Diagnostic(code=str(w["code"]), message=str(w["message"]), severity="warning")
         for d in plan.deployments
         for w in d.diagnostics

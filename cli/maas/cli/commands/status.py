@@ -14,8 +14,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "status",
         help="show what runs on this node",
         description="Show deployments on this node: state (pending, pulling, "
-        "downloading, starting, running, failed), ready replicas, ports, "
-        "restarts and the last error.",
+        "downloading, starting, running, failed), ready replicas, ports, restarts (crashes and "
+        "failed probes), roll-outs (recreations for a new spec) and the last error with its "
+        "attempt count and the next retry.",
     )
     parser.add_argument("name", nargs="?", help="one deployment")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from maas.cli.client import AgentClient, socket_path
     from maas.cli.output import table
+    from maas.cli.waiting import failure_line
     from maas.compiler import MaasError
 
     status = AgentClient(socket_path(args.socket), timeout=30).call("GET", "/v1/status")
@@ -42,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
             d["state"],
             f"{d['ready_replicas']}/{d['replicas']}",
             ",".join(str(c["port"]) for c in d["containers"]),
-            str(sum(c["restarts"] for c in d["containers"])),
-            d["last_error"] or d.get("progress") or "",
+            str(sum(r.get("restarts", 0) for r in d.get("replica_states", d["containers"]))),
+            str(sum(r.get("rollouts", 0) for r in d.get("replica_states", []))),
+            failure_line(d) or d.get("progress") or "",
         ]
         for d in status["deployments"]
     ]
@@ -63,8 +66,13 @@ def run(args: argparse.Namespace) -> int:
         for hint in warning["hints"]:
             print(f"  hint: {hint}")
     print(
-        table(["deployment", "state", "ready", "ports", "restarts", "last error"], rows)
+        table(
+            ["deployment", "state", "ready", "ports", "restarts", "rollouts", "last error"], rows
+        )
         if rows
         else "no deployments"
     )
+    from maas.cli.progressview import print_status_bars
+
+    print_status_bars(status["deployments"])
     return exitcodes.OK

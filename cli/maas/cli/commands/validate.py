@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maas.cli import exitcodes
+
+if TYPE_CHECKING:
+    from maas.compiler.diagnostics import Diagnostic
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,11 +45,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from maas.agent.gitrepo import is_repository, read_worktree
+    from maas.agent.gitrepo import is_repository
     from maas.cli.inputs import read_sources
-    from maas.cli.output import print_diagnostics
+    from maas.cli.output import print_diagnostics, summary_line
     from maas.compiler import (
         CompileOptions,
         MaasError,
@@ -53,22 +57,13 @@ def run(args: argparse.Namespace) -> int:
     )
     from maas.compiler.diagnostics import errors_only
     from maas.compiler.policy import Policy
-    from maas.compiler.repo import compile_repo
 
     try:
         if len(args.paths) == 1 and is_repository(Path(args.paths[0])) and not args.node:
-            root = Path(args.paths[0])
-            from maas.agent.modelfetch import fetch_repo_models
-
-            sources = read_worktree(root)
-            compile_repo(
-                sources,
-                root=repo_prefix(args.paths[0]),
-                models=fetch_repo_models(sources, offline=args.offline),
-            )
-            return exitcodes.OK
-        documents = load_sources(read_sources(args.paths))
-        diagnostics = documents.diagnostics + check_deployments(documents.deployments)
+            diagnostics = validate_repo(Path(args.paths[0]), args)
+        else:
+            documents = load_sources(read_sources(args.paths))
+            diagnostics = documents.diagnostics + check_deployments(documents.deployments)
         if args.node and not errors_only(diagnostics):
             from maas.agent.modelfetch import fetch_models
             from maas.cli.nodes import load_node
@@ -84,13 +79,41 @@ def run(args: argparse.Namespace) -> int:
                     models=fetched.models,
                 )
             except MaasError as exc:
-                diagnostics = list(exc.diagnostics)
+                diagnostics = [d for d in diagnostics if d.severity == "warning"]
+                diagnostics += list(exc.diagnostics)
     except MaasError as exc:
         diagnostics = list(exc.diagnostics)
     print_diagnostics(diagnostics, args.format)
+    line = summary_line(diagnostics)
+    if line and args.format == "text":
+        print(line, file=sys.stderr)
     if errors_only(diagnostics):
         return exitcodes.FAILED
     return exitcodes.OK
+
+
+def validate_repo(root: Path, args: argparse.Namespace) -> list[Diagnostic]:
+    """Every file's problems, warnings included; the fleet is compiled only when no file has an
+    error (compile_repo raises the first kind of problem it meets)."""
+    from maas.agent.gitrepo import read_worktree
+    from maas.agent.modelfetch import fetch_repo_metadata
+    from maas.compiler import MaasError, check_deployments, load_sources
+    from maas.compiler.diagnostics import errors_only
+    from maas.compiler.repo import CONFIG_FILE, compile_repo
+
+    prefix = repo_prefix(str(args.paths[0]))
+    sources = read_worktree(root)
+    documents = load_sources({prefix + k: v for k, v in sources.items() if k != CONFIG_FILE})
+    found = documents.diagnostics + check_deployments(documents.deployments)
+    if errors_only(found):
+        return found
+    fetched = fetch_repo_metadata(sources, offline=args.offline)
+    found += fetched.warnings
+    try:
+        compile_repo(sources, root=prefix, models=fetched.models)
+    except MaasError as exc:
+        found += [d for d in exc.diagnostics if d not in found]
+    return found
 
 
 def repo_prefix(path: str) -> str:
