@@ -151,7 +151,8 @@ def test_platform_environment_names_are_denied_unless_allowed(name: str) -> None
 
 
 def test_plain_environment_names_pass() -> None:
-    assert not denial(CUSTOM + "  image: x/y\n  env: {HF_HOME: /x, NVIDIA: '1', LDX: '2'}\n", Policy())
+    spec = CUSTOM + "  image: x/y\n  env: {HF_HOME: /x, NVIDIA: '1', LDX: '2'}\n"
+    assert not denial(spec, Policy())
 
 
 def test_mounts_into_the_cache() -> None:

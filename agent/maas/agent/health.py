@@ -73,5 +73,13 @@ class ReplicaHealth:
             BACKOFF_START_S if self.next_delay_s == 0 else min(self.next_delay_s * 2, BACKOFF_MAX_S)
         )
 
+    def refuse(self, error: str) -> None:
+        """Refused before creation (policy, secrets): failed, without back-off, until fixed."""
+        self.ready = False
+        self.ready_since = None
+        self.phase = "failed"
+        self.last_error = error
+        self.progress = ""
+
     def held(self, now: float) -> bool:
         return now < self.hold_until

@@ -1,7 +1,8 @@
 """Node-local secrets for `env: {KEY: {secret: NAME}}`: one file per secret in a root-only folder.
 
 Values are read at container creation only, never stored, logged or reported; errors name the
-secret and the file, never a value.
+secret and the file, never a value. A value that is not UTF-8 text, or holds a NUL byte, cannot
+be an environment value: it is refused here, before the runtime would echo it in an error.
 """
 
 from __future__ import annotations
@@ -50,4 +51,19 @@ def read_secret(directory: Path, name: str) -> str:
         data = handle.read(64 * 1024 + 1)
     if len(data) > 64 * 1024:
         raise MaasError.single("secret", f"secret '{name}' is larger than 64 KiB")
-    return data.decode("utf-8", errors="strict").rstrip("\n")
+    try:
+        value = data.decode("utf-8", errors="strict").rstrip("\n")
+    except UnicodeDecodeError:
+        raise MaasError.single(
+            "secret",
+            f"secret '{name}' is not UTF-8 text",
+            position=Position(str(path)),
+            hints=("an environment value is text; store binary secrets base64-encoded",),
+        ) from None
+    if "\0" in value:
+        raise MaasError.single(
+            "secret",
+            f"secret '{name}' holds a NUL byte, which no environment variable can carry",
+            position=Position(str(path)),
+        )
+    return value

@@ -277,8 +277,9 @@ def parse_registry_entry(entry: str) -> ImageName | None:
     if not text:
         return None
     first = text.split("/", 1)[0]
+    components: tuple[str, ...] = ()
     if "/" not in text and (any(c in first for c in ".:") or first == "localhost"):
-        host, components = first.lower(), ()
+        host = first.lower()
     else:
         host, rest = _split_host(text)
         components = tuple(rest.split("/"))
