@@ -62,7 +62,9 @@ def test_symlinks_never_lead_a_bind_mount_out_of_the_allowed_roots(
         assert "allowed_mount_roots" in error
         assert [c["Names"] for c in agent.containers()] == [f"maas-{agent.node}-good-0"]
         time.sleep(5)  # a few resyncs: re-checked, neither retried at the engine nor logged again
-        assert agent.log.read_text().count('"replica refused"') == 1
+        log = agent.log.read_text()
+        assert log.count('"replica refused"') == 1
+        assert log.count('"deployment": "thief"') == 2  # the one action, the one refusal
         assert state_of(agent, "thief")["state"] == "failed"
         # Fixed on the host: the next pass takes it, without a new apply.
         (models / "etc").unlink()

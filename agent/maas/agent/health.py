@@ -30,6 +30,7 @@ class ReplicaHealth:
     last_error: str | None = None
     phase: str = "pending"  # pending, pulling, downloading, starting, running, failed
     progress: str = ""
+    refused: bool = False  # by the policy before creation; re-checked quietly each pass
     history: list[str] = field(default_factory=list)
 
     def started(self, container_id: str, now: float) -> None:
@@ -39,6 +40,7 @@ class ReplicaHealth:
         self.ready_since = None
         self.failures_in_row = 0
         self.phase = "starting"
+        self.refused = False
 
     def probe_result(self, ok: bool, now: float, *, startup_timeout_s: float) -> bool:
         """Record a readiness probe; True when the replica must be restarted."""
@@ -80,6 +82,7 @@ class ReplicaHealth:
         self.phase = "failed"
         self.last_error = error
         self.progress = ""
+        self.refused = True
 
     def held(self, now: float) -> bool:
         return now < self.hold_until

@@ -295,13 +295,14 @@ class Reconciler:
         key = (action.deployment, action.replica)
         health = self.health.setdefault(key, ReplicaHealth())
         now = time.time()
-        log.info(
-            "action",
-            kind=action.kind,
-            deployment=action.deployment,
-            replica=action.replica,
-            reason=action.reason,
-        )
+        if not health.refused:  # a refusal is logged once, when it happens or changes
+            log.info(
+                "action",
+                kind=action.kind,
+                deployment=action.deployment,
+                replica=action.replica,
+                reason=action.reason,
+            )
         try:
             assert planned is not None
             if action.kind == "start" and action.container_id:
@@ -382,7 +383,7 @@ class Reconciler:
         """A permanent refusal before the engine is asked: recorded once; each pass checks
         again (a fixed link or secret is taken at once) without back-off or a log line."""
         message = self.scrub(exc.diagnostics[0].message)
-        if health.phase != "failed" or health.last_error != message:
+        if not health.refused or health.last_error != message:
             log.error("replica refused", deployment=name, replica=replica, error=message)
         health.refuse(message)
 
