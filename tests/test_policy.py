@@ -239,3 +239,31 @@ def test_a_repository_policy_only_narrows_the_node_policy() -> None:
         "ghcr.io/org",
         "docker.io",
     ]
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "repo_id: ../..",
+        "repo_id: a/..",
+        "file: ../../../etc/x.json",
+        "file: /etc/x",
+        "revision: ../../../../tmp",
+    ],
+)
+def test_hub_names_cannot_leave_the_caches(field: str) -> None:
+    """repo_id, file and revision become host paths under the agent's caches (the metadata
+    cache is written as root): a '..' or an absolute path is an error at its line."""
+    text = (
+        "apiVersion: maas/v1\nkind: Deployment\nmetadata: {name: demo}\nspec:\n"
+        "  source: huggingface\n  repo_id: a/b\n  allow_cpu_offload: true\n"
+    )
+    key = field.split(":", maxsplit=1)[0]
+    text = (
+        text.replace("  repo_id: a/b\n", f"  repo_id: a/b\n  {field}\n")
+        if key != "repo_id"
+        else text.replace("repo_id: a/b", field)
+    )
+    (diagnostic,) = load_sources({"d.yaml": text}).diagnostics
+    assert diagnostic.position is not None
+    assert diagnostic.position.line == (6 if key == "repo_id" else 7)
