@@ -86,6 +86,16 @@ def test_bind_sources_are_resolved_and_admitted(tmp_path: Path) -> None:
             )
         assert why in caught.value.diagnostics[0].message
         assert not caught.value.retryable
+    (models / "loop").symlink_to(models / "loop")
+    (cache / "models" / "file").write_text("")
+    for source, why in (
+        (models / "loop", "cannot be resolved"),
+        (cache / "models" / "file" / "x", "cannot create"),
+    ):
+        with pytest.raises(MaasError, match=why):
+            resolved_mounts(
+                planned("a", Mount(source=str(source), target="/m")), policy=policy, cache_dir=cache
+            )
     assert admitted(models / "inner", policy=policy, cache_dir=cache, deployment="a")
     assert not admitted(models / "up", policy=policy, cache_dir=cache, deployment="a")
 
@@ -104,3 +114,13 @@ def test_secrets_no_environment_can_carry(tmp_path: Path, data: bytes, message: 
     (diagnostic,) = caught.value.diagnostics
     assert f"secret 'tok' {message}" in diagnostic.message
     assert "def" not in diagnostic.render() and "caf" not in diagnostic.render()
+
+
+def test_a_secret_that_is_no_regular_file_is_refused_at_once(tmp_path: Path) -> None:
+    folder = tmp_path / "secrets"
+    folder.mkdir(mode=0o700)
+    os.mkfifo(folder / "pipe", 0o600)
+    (folder / "dir").mkdir(mode=0o700)
+    for name in ("pipe", "dir"):
+        with pytest.raises(MaasError, match=f"secret '{name}' is not a regular file"):
+            read_secret(folder, name)

@@ -45,7 +45,12 @@ def resolved_mounts(planned: PlanDeployment, *, policy: Policy, cache_dir: Path)
         if source == own or source.startswith(store + "/"):
             # The platform's folders; an empty one is harmless (a custom backend's model folder
             # stays empty: such backends download into their own folder).
-            Path(source).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(source).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _refusal(
+                    f"deployment '{planned.name}': cannot create '{source}': {exc.strerror}"
+                ) from None
         try:
             target = os.path.realpath(source, strict=True)
         except FileNotFoundError:
@@ -100,7 +105,8 @@ def read_regular(path: Path, size: int | None = None) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise MaasError.single("model-metadata", f"cannot read {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a folder itself
+        os.close(fd)
+        raise MaasError.single("model-metadata", f"{path} is not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise MaasError.single("model-metadata", f"{path} is not a regular file")
         return handle.read() if size is None else handle.read(size)

@@ -37,7 +37,8 @@ def read_secret(directory: Path, name: str) -> str:
     try:
         _check_private(directory, directory.stat())
         path = directory / name
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # Non-blocking: a FIFO in the secrets folder must not hang the pass (refused below).
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise MaasError.single(
             "secret",
@@ -46,8 +47,14 @@ def read_secret(directory: Path, name: str) -> str:
         ) from None
     except OSError as exc:
         raise MaasError.single("secret", f"cannot read secret '{name}': {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise MaasError.single(
+            "secret", f"secret '{name}' is not a regular file", position=Position(str(path))
+        )
     with os.fdopen(fd, "rb") as handle:
-        _check_private(path, os.fstat(handle.fileno()))
+        _check_private(path, st)
         data = handle.read(64 * 1024 + 1)
     if len(data) > 64 * 1024:
         raise MaasError.single("secret", f"secret '{name}' is larger than 64 KiB")
