@@ -96,8 +96,10 @@ def test_bind_sources_are_resolved_and_admitted(tmp_path: Path) -> None:
             resolved_mounts(
                 planned("a", Mount(source=str(source), target="/m")), policy=policy, cache_dir=cache
             )
-    assert admitted(models / "inner", policy=policy, cache_dir=cache, deployment="a")
-    assert not admitted(models / "up", policy=policy, cache_dir=cache, deployment="a")
+    assert admitted(models / "inner", policy=policy, cache_dir=cache, deployment="a") == (
+        models / "real"
+    )
+    assert admitted(models / "up", policy=policy, cache_dir=cache, deployment="a") is None
 
 
 @pytest.mark.parametrize(

@@ -83,19 +83,17 @@ def resolved_mounts(planned: PlanDeployment, *, policy: Policy, cache_dir: Path)
     return mounts
 
 
-def admitted(path: Path, *, policy: Policy, cache_dir: Path, deployment: str) -> bool:
-    """Whether the policy lets a deployment read `path` (a local_path model) where it resolves."""
+def admitted(path: Path, *, policy: Policy, cache_dir: Path, deployment: str) -> Path | None:
+    """The real path of a local_path model when the policy lets `deployment` read it there."""
     target = os.path.realpath(path)
-    return (
-        mount_denial(
-            target,
-            read_only=True,
-            deployment=deployment,
-            policy=_real_policy(policy),
-            cache_dir=os.path.realpath(cache_dir),
-        )
-        is None
+    why = mount_denial(
+        target,
+        read_only=True,
+        deployment=deployment,
+        policy=_real_policy(policy),
+        cache_dir=os.path.realpath(cache_dir),
     )
+    return Path(target) if why is None else None
 
 
 def read_regular(path: Path, size: int | None = None) -> bytes:

@@ -28,7 +28,7 @@ from maas.compiler.models import Deployment, DeploymentBody
 SPLIT = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 FIRST_READ = 1 << 20
 ReadRange = Callable[[str, int], bytes]  # (file name, byte count) -> prefix of that file
-Admit = Callable[[str, Path], bool]  # (deployment, local model path) -> may it be read
+Admit = Callable[[str, Path], Path | None]  # (deployment, local path) -> the real path to read
 
 
 @dataclass
@@ -70,14 +70,15 @@ def fetch_models(
         spec, name = loaded.model.spec, loaded.model.metadata.name
         if resolve_backend(spec)[0].name not in ("llama-box", "vllm"):
             continue
-        if (
-            admit is not None
-            and spec.source == "local_path"
-            and spec.path
-            and not admit(name, Path(spec.path))
-        ):
-            result.warnings.append(_unknown(name, "the model path is not admitted by the policy"))
-            continue
+        local = None
+        if admit is not None and spec.source == "local_path" and spec.path:
+            # The path it resolves to now is the one read: a link swapped later changes nothing.
+            local = admit(name, Path(spec.path))
+            if local is None:
+                result.warnings.append(
+                    _unknown(name, "the model path is not admitted by the policy")
+                )
+                continue
         offline = offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         fetcher = _Fetcher(
             offline,
@@ -86,7 +87,7 @@ def fetch_models(
             model_cache,
         )
         try:
-            meta = fetcher.fetch(spec)
+            meta = fetcher.fetch(spec, local)
         except MaasError as exc:
             if not exc.retryable:
                 raise
@@ -114,10 +115,10 @@ class _Fetcher:
         )
         self.why = ""
 
-    def fetch(self, spec: DeploymentBody) -> ModelMetadata | None:
+    def fetch(self, spec: DeploymentBody, local: Path | None = None) -> ModelMetadata | None:
         if spec.source == "local_path":
             assert spec.path is not None
-            return read_local(Path(spec.path))
+            return read_local(local or Path(spec.path))
         if spec.source != "huggingface" or spec.repo_id is None:
             self.why = f"reading {spec.source} models is not supported"
             return None

@@ -38,7 +38,7 @@ from maas.compiler.compile import compile_plan
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position
 from maas.compiler.documents import Loaded
 from maas.compiler.metadata import ModelMetadata
-from maas.compiler.models import Deployment, Node
+from maas.compiler.models import Deployment, Node, SecretRef
 from maas.compiler.plan import Plan, PlanDeployment
 from maas.compiler.policy import Policy, narrow
 from maas.compiler.render import CompileOptions
@@ -306,6 +306,7 @@ class Reconciler:
         try:
             assert planned is not None
             if action.kind == "start" and action.container_id:
+                self._learn_secrets(planned)  # an error of this start may quote them
                 self.engine.start(action.container_id)
                 health.restarts += 1
                 health.started(action.container_id, now)
@@ -393,6 +394,13 @@ class Reconciler:
             # As the engine may quote it (Go's %q, JSON): scrubbed in each form.
             self._secrets.update({value, repr(value)[1:-1], json.dumps(value)[1:-1]})
         return value
+
+    def _learn_secrets(self, planned: PlanDeployment) -> None:
+        """The values of a container created before this agent started, for `scrub`."""
+        for value in planned.env.values():
+            if isinstance(value, SecretRef):
+                with contextlib.suppress(MaasError):
+                    self._secret(value.secret)
 
     def scrub(self, text: str) -> str:
         """`text` without any secret value this agent resolved (longest first)."""
