@@ -125,7 +125,9 @@ def main() -> None:
         print(f"plan: {len(plan.deployments)} deployments placed; {gpus}")
     else:
         print(f"plan: refused ({refused} deployments do not fit)")
-    print(f"compile_plan, whole node: median {median:.3f} s (min {min(whole):.3f}) over {args.runs}")
+    print(
+        f"compile_plan, whole node: median {median:.3f} s (min {min(whole):.3f}) over {args.runs}"
+    )
     print(f"each deployment alone:     median {statistics.median(alone):.3f} s")
     print(f"goal <= {GOAL_S:.1f} s: {'met' if median <= GOAL_S else 'MISSED'}")
 

@@ -158,7 +158,9 @@ def assert_fits(plan: Plan, node_gpus: list[tuple[int, float]], host_gib: int) -
 @SETTINGS
 @given(nodes, st.lists(deployment, min_size=1, max_size=6))
 def test_no_device_is_ever_overcommitted(
-    tmp_path_factory: object, node: tuple[list[tuple[int, float]], int], specs: list[dict[str, object]]
+    tmp_path_factory: object,
+    node: tuple[list[tuple[int, float]], int],
+    specs: list[dict[str, object]],
 ) -> None:
     tmp = Path(str(tmp_path_factory.getbasetemp()))  # type: ignore[attr-defined]
     plan = compile_all(specs, node_text(*node), tmp)

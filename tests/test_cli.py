@@ -86,7 +86,7 @@ def test_plan_json_contract() -> None:
         "--model-id",
         "BAAI/bge-large-en-v1.5",
         "--huggingface-hub-cache",
-        "/var/lib/maas/cache/huggingface",
+        "/var/lib/maas/cache/deployments/bge-large/huggingface",
         "--port",
         str(port),
     ]

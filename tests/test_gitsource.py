@@ -63,16 +63,27 @@ def push(work: Path, rel: str, text: str) -> str:
     return run(work, "rev-parse", "HEAD")
 
 
+def accept(source: GitSource) -> dict[str, int] | None:
+    """Poll; when a commit is found, take it as the agent does when its compile succeeds.
+
+    The deployments assigned to this node, with their replicas."""
+    found = source.poll()
+    if found is None:
+        return None
+    desired, fleet = found
+    assert desired.source_commit is not None
+    source.applied(desired.source_commit, fleet)
+    return desired.assigned
+
+
 def test_pull_applies_new_commits_and_refuses_bad_ones(upstream: Path, tmp_path: Path) -> None:
     source = GitSource(
         url=str(tmp_path / "remote.git"), node="node-a", workdir=tmp_path / "state" / "git"
     )
-    plan = source.poll()
-    assert plan is not None and [d.name for d in plan.deployments] == ["chat"]
+    assert accept(source) == {"chat": 1}
     assert source.poll() is None  # nothing moved
     good = push(upstream, "deployments/embed.yaml", deployment("embed"))
-    plan = source.poll()
-    assert plan is not None and [d.name for d in plan.deployments] == ["chat", "embed"]
+    assert accept(source) == {"chat": 1, "embed": 1}
     assert source.state.applied_commit == good
     bad = push(upstream, "deployments/broken.yaml", deployment("broken", replicas="many"))
     assert source.poll() is None
@@ -81,9 +92,28 @@ def test_pull_applies_new_commits_and_refuses_bad_ones(upstream: Path, tmp_path:
     assert f"{bad[:12]}:deployments/broken.yaml:9:13: error:" in source.state.error[0].render()
     assert source.poll() is None  # the bad commit is not retried
     fixed = push(upstream, "deployments/broken.yaml", deployment("broken"))
-    plan = source.poll()
-    assert plan is not None and len(plan.deployments) == 3
+    assert accept(source) == {"broken": 1, "chat": 1, "embed": 1}
     assert source.state.applied_commit == fixed and not source.state.error
+
+
+def test_the_node_share_of_a_commit(upstream: Path, tmp_path: Path) -> None:
+    """What pull mode stores: the sources of the deployments assigned to this node, keyed by
+    commit, their replicas, and only the policy rules maas.yaml states."""
+    (upstream / "nodes" / "node-b.yaml").write_text(NODE.replace("node-a", "node-b"))
+    push(upstream, "deployments/two.yaml", deployment("two", replicas="2"))
+    commit = push(
+        upstream,
+        "maas.yaml",
+        "apiVersion: maas/v1\nkind: Config\nspec: {policy: {allowed_registries: [x]}}\n",
+    )
+    source = GitSource(url=str(tmp_path / "remote.git"), node="node-a", workdir=tmp_path / "g")
+    found = source.poll()
+    assert found is not None
+    desired = found[0]
+    assert desired.source_commit == commit and desired.policy == {"allowed_registries": ["x"]}
+    assert desired.assigned is not None and set(desired.assigned) <= {"chat", "two"}
+    assert desired.assigned.get("two") == 1  # spread: one replica on each node
+    assert set(desired.sources) == {f"{commit[:12]}:deployments/{n}.yaml" for n in desired.assigned}
 
 
 def test_unreachable_remote_is_retryable(tmp_path: Path) -> None:

@@ -24,7 +24,13 @@ from maas.compiler import (
 )
 from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.loader import SourceDoc
-from maas.compiler.policy import Policy
+from maas.compiler.policy import (
+    Policy,
+    mount_denial,
+    narrow,
+    parse_image,
+    parse_registry_entry,
+)
 from maas.compiler.template import check_template, render, split_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,10 +73,24 @@ def example_deployments() -> tuple[Loaded[Deployment], ...]:
     return tuple(load_sources(texts, kinds=("Deployment",)).deployments)
 
 
+# A policy that exercises every rule: registries matched on parsed references, environment
+# names, mount roots that include the cache's parent (another deployment's folder stays denied).
+STRICT = Policy(
+    allowed_registries=["ghcr.io/org", "docker.io/library", "registry.local:5000"],
+    allowed_mount_roots=["/models", "/var/lib"],
+    allowed_env=["LD_PRELOAD"],
+)
+
+
 def compile_everywhere(deployments: Sequence[Loaded[Deployment]], nodes: Sequence[Node]) -> None:
-    """Compile against each node, with and without the default admission policy."""
+    """Compile against each node, without a policy, with the default one and a strict one."""
     for node in nodes:
-        for options in (CompileOptions(), CompileOptions(policy=Policy())):
+        policies = (
+            CompileOptions(),
+            CompileOptions(policy=Policy()),
+            CompileOptions(policy=STRICT),
+        )
+        for options in policies:
             try:
                 plan = compile_plan(deployments, node, options=options)
             except MaasError as exc:
@@ -156,9 +176,55 @@ def safetensors_pipeline(data: bytes) -> None:
             check_error(exc, "")
 
 
+def policy_pipeline(data: bytes) -> None:
+    """Lines as image references, registry entries and host paths: parsing never raises, and a
+    policy narrowed by another allows nothing that either of them denies."""
+    lines = data.decode("utf-8", "replace").splitlines()[:64]
+    images = [parse_image(line) for line in lines]
+    entries = [line for line in lines if parse_registry_entry(line) is not None]
+    paths = [line for line in lines if line.startswith("/")]
+    half = len(lines) // 2
+    a = Policy(
+        allowed_registries=entries[: len(entries) // 2] or None,
+        allowed_mount_roots=paths[: len(paths) // 2],
+        allowed_env=lines[:half],
+    )
+    b = Policy(
+        allowed_registries=entries[len(entries) // 2 :],
+        allowed_mount_roots=paths[len(paths) // 2 :],
+        allowed_env=lines[half:],
+    )
+    met = narrow(a, b)
+    for policy in (a, b):
+        for path in paths:
+            for read_only in (True, False):
+                allowed = [
+                    mount_denial(
+                        path, read_only=read_only, deployment="d", policy=p, cache_dir="/c"
+                    )
+                    is None
+                    for p in (met, policy)
+                ]
+                assert allowed[1] or not allowed[0], (path, met, policy)
+        for image in images:
+            if image is None:
+                continue
+            allowed = [
+                p.allowed_registries is None
+                or any(
+                    (entry := parse_registry_entry(e)) is not None and image.within(entry)
+                    for e in p.allowed_registries
+                )
+                for p in (met, policy)
+            ]
+            assert allowed[1] or not allowed[0], (image, met, policy)
+        assert set(met.allowed_env) <= set(policy.allowed_env)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "yaml": lambda data: yaml_pipeline(data.decode("utf-8", "replace")),
     "template": lambda data: template_pipeline(data.decode("utf-8", "replace")),
     "gguf": gguf_pipeline,
     "safetensors": safetensors_pipeline,
+    "policy": policy_pipeline,
 }

@@ -192,3 +192,34 @@ def load_sources_or_raise(text: str) -> None:
     documents = load_sources({"fuzz.yaml": text})
     if documents.diagnostics:
         raise MaasError(documents.diagnostics)
+
+
+reference_part = st.sampled_from(
+    [
+        "ghcr.io",
+        "ghcr.io.evil.example",
+        "org",
+        "orgevil",
+        "localhost:5000",
+        "docker.io",
+        "x",
+        "..",
+        "",
+        "UPPER",
+        "a-b",
+        "a__b",
+        ":1",
+        "@sha256:" + "a" * 32,
+        "/",
+        "/models",
+        "/c",
+    ]
+)
+
+
+@SETTINGS
+@given(st.lists(st.lists(reference_part, max_size=4).map("/".join), max_size=12))
+def test_policy_parsing_and_narrowing(lines: list[str]) -> None:
+    """Image references, registry entries and mount roots built from hostile parts: parsing never
+    raises, and a narrowed policy allows nothing either of its two policies denies."""
+    TARGETS["policy"]("\n".join(lines).encode())

@@ -34,6 +34,7 @@ from maas.agent.sdnotify import Notifier
 from maas.agent.status import status_report
 from maas.agent.store import Desired
 from maas.compiler.diagnostics import Diagnostic, MaasError
+from maas.compiler.repo import FleetPlan
 
 log = structlog.get_logger("maas.agent")
 
@@ -173,19 +174,12 @@ class Agent:
         assert self.source is not None and self.config.source is not None
         while not self.stopping.is_set():
             try:
-                plan = await asyncio.to_thread(self.source.poll)
+                found = await asyncio.to_thread(self.source.poll)
             except MaasError as exc:
                 log.warning("git fetch failed", error=exc.diagnostics[0].message)
-                plan = None
-            if plan is not None:
-                desired = Desired(
-                    plan=plan.model_copy(update={"node": self.reconciler.node_name}),
-                    applied_at=time.time(),
-                    source_commit=self.source.state.applied_commit,
-                )
-                await asyncio.to_thread(self.reconciler.store.save, desired)
-                log.info("applied commit", commit=self.source.state.applied_commit)
-                self.wake()
+                found = None
+            if found is not None:
+                await asyncio.to_thread(self._submit_commit, *found)
             elif self.source.state.error:
                 log.error(
                     "refused commit",
@@ -194,6 +188,27 @@ class Agent:
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=self.config.source.interval_s)
+
+    def _submit_commit(self, desired: Desired, fleet: FleetPlan) -> None:
+        """A commit's share for this node, compiled and stored as a push is (the node's live
+        probe, its own policy, cache and ports); refused when that compile fails."""
+        assert self.source is not None and desired.source_commit is not None
+        try:
+            self.reconciler.submit(desired)
+        except MaasError as exc:
+            if exc.retryable:
+                log.warning("cannot store commit", error=exc.diagnostics[0].message)
+                return  # tried again at the next poll
+            self.source.refused(desired.source_commit, exc)
+            log.error(
+                "refused commit",
+                commit=desired.source_commit,
+                error=exc.diagnostics[0].render(),
+            )
+            return
+        self.source.applied(desired.source_commit, fleet)
+        log.info("applied commit", commit=desired.source_commit)
+        self.wake()
 
     # lifecycle ------------------------------------------------------------------------------
     async def run(self) -> None:

@@ -2,8 +2,13 @@
 
 `GitSource.poll()` fetches the branch with the git CLI into the agent's state directory, and when
 the branch moved, verifies the commit's signature (optional), compiles the whole repository
-(`compile_repo`) and returns this node's Plan. A revision that fails validation or verification
-is refused: the last good Plan stays in force and the error is kept for `maasctl status`.
+(`compile_repo`: the fleet's view, which assigns replicas to nodes) and returns this node's share
+as desired state: the sources of the deployments assigned to it, their replica counts, the
+commit and the rules the repository's policy states. The agent stores and compiles that exactly
+as it does a push (`Reconciler.submit`: live probe, the node's own policy, cache and ports, which
+the repository's policy can only narrow). A revision that fails validation, verification or the
+node's compile is refused: the last good state stays in force and the error is kept for
+`maasctl status`.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from pathlib import Path
 
 from maas.agent.gitrepo import git, read_revision
 from maas.agent.modelfetch import fetch_repo_models
+from maas.agent.store import Desired
 from maas.compiler.diagnostics import Diagnostic, MaasError
-from maas.compiler.plan import Plan
-from maas.compiler.repo import FleetPlan, compile_repo
+from maas.compiler.fleet import replicas_per_node
+from maas.compiler.repo import FleetPlan, compile_repo, load_settings
+from maas.compiler.sources import load_sources
 
 
 @dataclass
@@ -37,8 +44,10 @@ class GitSource:
     state: SourceState = field(default_factory=SourceState)
     _fleet: FleetPlan | None = None
 
-    def poll(self) -> Plan | None:
-        """This node's new Plan when the branch moved to a good commit; None when nothing to do.
+    def poll(self) -> tuple[Desired, FleetPlan] | None:
+        """This node's desired state (and the fleet it came from) when the branch moved to a
+        commit the repository accepts; None when there is nothing to do. The caller submits it,
+        then calls `applied` or `refused`.
 
         Raises MaasError (retryable) only when the repository cannot be fetched at all.
         """
@@ -49,19 +58,39 @@ class GitSource:
             if self.verify_signatures:
                 git(self.workdir, "verify-commit", commit)
             sources = read_revision(self.workdir, commit)
+            root = f"{commit[:12]}:"
             fleet = compile_repo(
                 sources,
                 previous=self._fleet,
-                root=f"{commit[:12]}:",
+                root=root,
                 models=fetch_repo_models(sources, offline=False),
             )
+            settings = load_settings(sources)
         except MaasError as exc:
-            self.state.refused_commit = commit
-            self.state.error = list(exc.diagnostics)
+            self.refused(commit, exc)
             return None
+        assigned = replicas_per_node(fleet.assignment).get(self.node, {})
+        deployments = load_sources(
+            {root + k: v for k, v in sources.items() if k.startswith("deployments/")},
+            kinds=("Deployment",),
+        ).deployments
+        files = {d.doc.file for d in deployments if d.model.metadata.name in assigned}
+        stated = settings.policy.model_fields_set if "policy" in settings.model_fields_set else None
+        desired = Desired(
+            sources={f: sources[f.removeprefix(root)] for f in sorted(files)},
+            assigned=dict(sorted(assigned.items())),
+            policy=None if stated is None else settings.policy.model_dump(include=stated),
+            source_commit=commit,
+        )
+        return desired, fleet
+
+    def applied(self, commit: str, fleet: FleetPlan) -> None:
         self._fleet = fleet
         self.state = SourceState(applied_commit=commit)
-        return fleet.plans.get(self.node, Plan(node=self.node))
+
+    def refused(self, commit: str, exc: MaasError) -> None:
+        self.state.refused_commit = commit
+        self.state.error = list(exc.diagnostics)
 
     def _fetch(self) -> str:
         if not (self.workdir / "HEAD").exists():

@@ -49,6 +49,7 @@ class ReplicaHealth:
     phase: str = "pending"  # pending, pulling, downloading, starting, running, failed
     progress: str = ""
     bar: Any = None  # the preparation's Progress (maas.agent.progress), shared with its thread
+    refused: bool = False  # by the policy before creation; re-checked quietly each pass
     history: list[str] = field(default_factory=list)
 
     def started(self, container_id: str, now: float, spec_hash: str | None = None) -> None:
@@ -59,6 +60,7 @@ class ReplicaHealth:
         self.ready_since = None
         self.failures_in_row = 0
         self.phase = "starting"
+        self.refused = False
 
     def probe_result(self, ok: bool, now: float, *, startup_timeout_s: float) -> bool:
         """Record a readiness probe; True when the replica must be restarted."""
@@ -119,6 +121,16 @@ class ReplicaHealth:
     @property
     def crash_loop(self) -> bool:
         return self.cause in CRASHES and self.attempts >= CRASH_LOOP_FAILURES
+
+    def refuse(self, error: str) -> None:
+        """Refused before creation (policy, secrets): failed, without back-off, until fixed."""
+        self.ready = False
+        self.ready_since = None
+        self.phase = "failed"
+        self.last_error = error
+        self.progress = ""
+        self.refused = True
+        self.permanent = True  # waiting cannot help: the host or the policy must change
 
     def held(self, now: float) -> bool:
         return now < self.hold_until

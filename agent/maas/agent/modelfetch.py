@@ -3,7 +3,9 @@
 Bytes come from local files, from files in the Hugging Face cache layout
 (`models--ORG--NAME/snapshots/REV/`), from the agent's own model cache, or, online, from HTTP range
 requests through huggingface_hub (a prefix that grows while the header needs more; never the
-whole file). The pure parsers in maas.compiler.metadata turn bytes into `ModelMetadata`, which is
+whole file). Local files are opened only as regular files, never waited on (`read_regular`), and
+the agent reads a local_path model only when its policy admits the path it resolves to. The pure
+parsers in maas.compiler.metadata turn bytes into `ModelMetadata`, which is
 cached as JSON per repo revision. `offline=True` never touches the network: without a cached or
 local copy the estimate is unknown and the plan still compiles.
 """
@@ -17,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from maas.agent.hostpaths import read_regular
 from maas.compiler.diagnostics import Diagnostic, MaasError
 from maas.compiler.documents import Loaded
 from maas.compiler.metadata import ModelMetadata
@@ -25,6 +28,7 @@ from maas.compiler.models import Deployment, DeploymentBody
 SPLIT = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 FIRST_READ = 1 << 20
 ReadRange = Callable[[str, int], bytes]  # (file name, byte count) -> prefix of that file
+Admit = Callable[[str, Path], Path | None]  # (deployment, local path) -> the real path to read
 
 
 @dataclass
@@ -52,8 +56,13 @@ def fetch_models(
     metadata_cache: Path | None = None,
     hf_cache: Path | None = None,
     model_cache: Path | None = None,
+    admit: Admit | None = None,
 ) -> FetchResult:
-    """Metadata per deployment name for llama-box/vLLM deployments; problems become warnings."""
+    """Metadata per deployment name for llama-box/vLLM deployments; problems become warnings.
+
+    With `admit` (the agent's policy), a local_path model it does not admit is never opened: the
+    compile's policy check reports it, or the container's creation refuses it.
+    """
     from maas.compiler.backends import resolve_backend
 
     result = FetchResult()
@@ -61,6 +70,15 @@ def fetch_models(
         spec, name = loaded.model.spec, loaded.model.metadata.name
         if resolve_backend(spec)[0].name not in ("llama-box", "vllm"):
             continue
+        local = None
+        if admit is not None and spec.source == "local_path" and spec.path:
+            # The path it resolves to now is the one read: a link swapped later changes nothing.
+            local = admit(name, Path(spec.path))
+            if local is None:
+                result.warnings.append(
+                    _unknown(name, "the model path is not admitted by the policy")
+                )
+                continue
         offline = offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         fetcher = _Fetcher(
             offline,
@@ -69,7 +87,7 @@ def fetch_models(
             model_cache,
         )
         try:
-            meta = fetcher.fetch(spec)
+            meta = fetcher.fetch(spec, local)
         except MaasError as exc:
             if not exc.retryable:
                 raise
@@ -100,10 +118,10 @@ class _Fetcher:
         )
         self.why = ""
 
-    def fetch(self, spec: DeploymentBody) -> ModelMetadata | None:
+    def fetch(self, spec: DeploymentBody, local: Path | None = None) -> ModelMetadata | None:
         if spec.source == "local_path":
             assert spec.path is not None
-            return read_local(Path(spec.path))
+            return read_local(local or Path(spec.path))
         if spec.source != "huggingface" or spec.repo_id is None:
             self.why = f"reading {spec.source} models is not supported"
             return None
@@ -172,11 +190,7 @@ def split_siblings(path: Path) -> list[Path]:
 
 
 def _prefix(path: Path, size: int) -> bytes:
-    try:
-        with path.open("rb") as f:
-            return f.read(size)
-    except OSError as exc:
-        raise MaasError.single("model-metadata", f"cannot read {path}: {exc.strerror}") from exc
+    return read_regular(path, size)
 
 
 def read_gguf_files(names: Sequence[str], read: ReadRange, sizes: dict[str, int]) -> ModelMetadata:
@@ -209,13 +223,13 @@ def _read_safetensors_dir(folder: Path) -> ModelMetadata:
         raise MaasError.single("model-metadata", f"{folder} has no config.json")
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        total = index_total_size(index.read_bytes(), name=str(index))
+        total = index_total_size(read_regular(index), name=str(index))
     else:
         total = 0
         for file in sorted(folder.glob("*.safetensors")):
             need = header_length(_prefix(file, 8), name=str(file))
             total += safetensors_weight_bytes(_prefix(file, need), name=str(file))
-    return from_config(config.read_bytes(), weight_bytes=total, name=str(config))
+    return from_config(read_regular(config), weight_bytes=total, name=str(config))
 
 
 __all__ = ["FetchResult", "default_metadata_cache", "fetch_models", "read_gguf_files", "read_local"]

@@ -3,11 +3,17 @@
 Level-triggered: every pass compares the whole Plan with everything Docker reports for this node.
 Failures of single actions are recorded on the replica (with back-off) and never stop the pass;
 a corrupt store or an engine that does not answer stops the pass before anything is touched.
+A container the policy refuses right before its creation (a bind source that resolves outside the
+allowed roots, a secret that cannot be passed) is recorded on its replica once and re-checked on
+each pass without touching the engine: no back-off, no restarts counted, nothing logged again.
+Secret values the agent resolved are scrubbed from every error text it stores or logs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
+from pydantic import ValidationError
 
 from maas.agent.config import AgentConfig
 from maas.agent.containers import container_spec
@@ -22,17 +29,20 @@ from maas.agent.counters import Counters
 from maas.agent.diff import Action, Replica, diff
 from maas.agent.engine import Engine
 from maas.agent.health import ReplicaHealth
+from maas.agent.hostpaths import admitted, resolved_mounts
 from maas.agent.modelfetch import fetch_models
 from maas.agent.observe import ObservedContainer, Owner, observe
 from maas.agent.prepare import Preparer
 from maas.agent.secrets import read_secret
 from maas.agent.store import Desired, Store
 from maas.compiler.compile import compile_plan
-from maas.compiler.diagnostics import Diagnostic, MaasError
+from maas.compiler.diagnostics import Diagnostic, MaasError, Position
 from maas.compiler.documents import Loaded
 from maas.compiler.metadata import ModelMetadata
-from maas.compiler.models import Deployment, Node
+from maas.compiler.models import Deployment, Node, SecretRef
 from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler.policy import Policy, narrow
+from maas.compiler.render import CompileOptions
 from maas.compiler.sources import load_sources
 
 log = structlog.get_logger("maas.agent")
@@ -48,24 +58,42 @@ class PassResult:
     ok: bool = True
 
 
-def load_deployments(sources: dict[str, str]) -> list[Loaded[Deployment]]:
-    """The Deployment documents of the desired sources; any error among them raises."""
+def load_deployments(
+    sources: dict[str, str], assigned: dict[str, int] | None = None
+) -> list[Loaded[Deployment]]:
+    """The Deployment documents of the desired sources; any error among them raises.
+
+    With `assigned` (pull mode), only the deployments the fleet gave this node, with the number
+    of replicas it gave.
+    """
     documents = load_sources(sources, kinds=("Deployment",))
     if [d for d in documents.diagnostics if d.severity == "error"]:
         raise MaasError(documents.diagnostics)
-    return documents.deployments
+    if assigned is None:
+        return documents.deployments
+    chosen = []
+    for loaded in documents.deployments:
+        replicas = assigned.get(loaded.model.metadata.name)
+        if replicas is not None:
+            spec = loaded.model.spec.model_copy(update={"replicas": replicas})
+            chosen.append(Loaded(loaded.model.model_copy(update={"spec": spec}), loaded.doc))
+    return chosen
 
 
 def fetch_metadata(
-    deployments: list[Loaded[Deployment]], config: AgentConfig
+    deployments: list[Loaded[Deployment]], config: AgentConfig, policy: Policy
 ) -> dict[str, ModelMetadata]:
     """Model metadata for placement (GGUF/safetensors headers: local files, caches, or range
-    requests to the hub); a model it cannot read is placed without an estimate."""
+    requests to the hub); a model it cannot read is placed without an estimate. A local model
+    is opened only when `policy` admits the path it resolves to."""
     fetched = fetch_models(
         deployments,
         offline=False,
         metadata_cache=config.state_dir / "metadata",
         model_cache=config.cache_dir,
+        admit=lambda name, path: admitted(
+            path, policy=policy, cache_dir=config.cache_dir, deployment=name
+        ),
     )
     for warning in fetched.warnings:
         log.warning("model metadata", warning=warning.render())
@@ -95,7 +123,9 @@ class Reconciler:
         self.plan: Plan | None = None
         self.applied_at: float | None = None  # when the desired state was last submitted
         self._memo: tuple[tuple[object, ...], Plan] | None = None
-        self._models: tuple[dict[str, str], dict[str, ModelMetadata]] | None = None
+        self._models: tuple[object, dict[str, ModelMetadata]] | None = None
+        self.policy: Policy = config.policy  # in force: the node's, narrowed by a repository's
+        self._secrets: set[str] = set()  # values resolved so far, scrubbed from error texts
         self.errors: list[Diagnostic] = []
         self.last: PassResult = PassResult()
         self.passes = 0
@@ -112,10 +142,15 @@ class Reconciler:
         with self.state_lock:
             desired = self.store.load()
             self.applied_at = desired.applied_at
-            if not desired.sources:
+            policy = self._options(desired).policy
+            assert policy is not None
+            self.policy = policy  # what containers are checked against at creation
+            if not desired.sources and desired.assigned is None:
+                # Only an old state file has a plan without sources; a plan is never trusted
+                # past the checks at container creation.
                 return desired.plan or Plan(node=self.node_name)
             try:
-                return self._compiled(desired.sources, desired.plan)
+                return self._compiled(desired, desired.plan)
             except MaasError as exc:
                 if desired.plan is None:
                     raise
@@ -124,25 +159,47 @@ class Reconciler:
 
     def compile(self, desired: Desired) -> Plan:
         with self.state_lock:
-            return self._compiled(desired.sources, self.stored_plan())
+            return self._compiled(desired, self.stored_plan())
 
-    def _compiled(self, sources: dict[str, str], previous: Plan | None) -> Plan:
-        """The one place the agent compiles (desired sources x live node x its own policy),
-        remembered: a resync with the same sources, node and options (most of them) reuses the
-        last plan instead of compiling again."""
+    def _options(self, desired: Desired) -> CompileOptions:
+        """The node's own options (cache, ports, margin) and policy, which a repository's policy
+        can only narrow."""
+        node = self.config.policy
+        policy = node
+        if desired.policy is not None:
+            try:
+                stated = Policy.model_validate({**node.model_dump(), **desired.policy})
+            except ValidationError:
+                raise MaasError.single(
+                    "store-corrupt",
+                    "the stored repository policy is not a policy; refusing to act",
+                    position=Position(str(self.store.path)),
+                ) from None
+            policy = narrow(node, stated)
+        return dataclasses.replace(self.config.compile_options(), policy=policy)
+
+    def _compiled(self, desired: Desired, previous: Plan | None) -> Plan:
+        """The one place the agent compiles, for push and pull mode alike (desired sources x
+        live node x its own options and policy), remembered: a resync with the same sources,
+        node and options (most of them) reuses the last plan instead of compiling again."""
+        sources, assigned = desired.sources, desired.assigned
         node = self.node_source()
+        options = self._options(desired)
         ports = {d.name: d.ports for d in previous.deployments} if previous else {}
-        key = (sources, node, self.config.compile_options(), ports)
+        frozen = json.dumps(assigned, sort_keys=True)
+        key = (sources, frozen, node, options, ports)
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
-        deployments = load_deployments(sources)
-        if self._models is None or self._models[0] != sources:
+        deployments = load_deployments(sources, assigned)
+        assert options.policy is not None
+        if self._models is None or self._models[0] != (sources, frozen, options.policy):
             # Fetched once per set of sources: the hub is not asked again on every resync.
-            self._models = (sources, fetch_metadata(deployments, self.config))
+            models = fetch_metadata(deployments, self.config, options.policy)
+            self._models = ((sources, frozen, options.policy), models)
         plan = compile_plan(
             deployments,
             node,
-            options=self.config.compile_options(),
+            options=options,
             previous=previous,
             models=self._models[1],
         )
@@ -155,7 +212,9 @@ class Reconciler:
         with self.state_lock:
             plan = self.compile(desired)
             stored = self.store.load()
-            if stored.sources != desired.sources or stored.plan != plan:  # else: nothing to write
+            if stored.model_copy(update={"applied_at": None}) != desired.model_copy(
+                update={"plan": plan, "applied_at": None}
+            ):  # else: nothing to write
                 update = {"plan": plan, "applied_at": time.time()}
                 self.store.save(desired.model_copy(update=update))
             for health in list(self.health.values()):
@@ -247,7 +306,7 @@ class Reconciler:
             ):
                 health.fail(
                     f"container {container.state} with exit code {container.exit_code}"
-                    + (f": {container.error}" if container.error else ""),
+                    + (f": {self.scrub(container.error)}" if container.error else ""),
                     now,
                     "crash",
                 )
@@ -263,16 +322,18 @@ class Reconciler:
         key = (action.deployment, action.replica)
         health = self.replica_health(key)
         now = time.time()
-        log.info(
-            "action",
-            kind=action.kind,
-            deployment=action.deployment,
-            replica=action.replica,
-            reason=action.reason,
-        )
+        if not health.refused:  # a refusal is logged once, when it happens or changes
+            log.info(
+                "action",
+                kind=action.kind,
+                deployment=action.deployment,
+                replica=action.replica,
+                reason=action.reason,
+            )
         try:
             assert planned is not None
             if action.kind == "start" and action.container_id:
+                self._learn_secrets(planned)  # an error of this start may quote them
                 self.engine.start(action.container_id)
                 health.started(action.container_id, now)
                 return
@@ -282,12 +343,13 @@ class Reconciler:
             self._create(planned, action.replica, health)
         except MaasError as exc:
             cause = "pull" if exc.diagnostics[0].code in ("prepare", "image") else "create"
-            health.fail(exc.diagnostics[0].message, now, cause, permanent=not exc.retryable)
+            message = self.scrub(exc.diagnostics[0].message)
+            health.fail(message, now, cause, permanent=not exc.retryable)
             log.error(
                 "action failed",
                 deployment=action.deployment,
                 replica=action.replica,
-                error=exc.diagnostics[0].message,
+                error=message,
                 permanent=not exc.retryable,
                 backoff_s=health.backoff_s,
             )
@@ -311,17 +373,14 @@ class Reconciler:
             self.engine.remove(action.container_id, stop_timeout=self.config.stop_timeout_s)
         except MaasError as exc:
             health = self.replica_health((action.deployment, action.replica))
-            health.fail(
-                exc.diagnostics[0].message, time.time(), "remove", permanent=not exc.retryable
-            )
+            message = self.scrub(exc.diagnostics[0].message)
+            health.fail(message, time.time(), "remove", permanent=not exc.retryable)
             if action.kind == "remove":
                 self.removal_errors[action.deployment] = {
-                    "error": exc.diagnostics[0].message,
+                    "error": message,
                     "permanent": not exc.retryable,
                 }
-            log.error(
-                "remove failed", deployment=action.deployment, error=exc.diagnostics[0].message
-            )
+            log.error("remove failed", deployment=action.deployment, error=message)
             return None
         return action
 
@@ -334,13 +393,21 @@ class Reconciler:
         if job.phase != "done":
             health.phase, health.progress, health.bar = job.phase, job.progress, job.bar
             return
-        spec = container_spec(
-            planned,
-            replica,
-            owner=self.owner,
-            bind_address=self.config.bind_address,
-            secret=lambda name: read_secret(self.config.secrets_dir, name),
-        )
+        try:
+            # Right before creation: a link can appear under an allowed root after planning.
+            mounts = resolved_mounts(planned, policy=self.policy, cache_dir=self.config.cache_dir)
+            spec = container_spec(
+                planned.model_copy(update={"mounts": mounts}),
+                replica,
+                owner=self.owner,
+                bind_address=self.config.bind_address,
+                secret=self._secret,
+            )
+        except MaasError as exc:
+            if exc.retryable:
+                raise
+            self._refuse(planned.name, replica, health, exc)
+            return
         try:
             container_id = self.engine.create_and_start(spec)
         except MaasError as exc:
@@ -348,6 +415,34 @@ class Reconciler:
                 self.preparer.forget(planned.name)  # removed meanwhile: pull it again
             raise
         health.started(container_id, time.time(), planned.spec_hash)
+
+    def _refuse(self, name: str, replica: int, health: ReplicaHealth, exc: MaasError) -> None:
+        """A permanent refusal before the engine is asked: recorded once; each pass checks
+        again (a fixed link or secret is taken at once) without back-off or a log line."""
+        message = self.scrub(exc.diagnostics[0].message)
+        if not health.refused or health.last_error != message:
+            log.error("replica refused", deployment=name, replica=replica, error=message)
+        health.refuse(message)
+
+    def _secret(self, name: str) -> str:
+        value = read_secret(self.config.secrets_dir, name)
+        if value:
+            # As the engine may quote it (Go's %q, JSON): scrubbed in each form.
+            self._secrets.update({value, repr(value)[1:-1], json.dumps(value)[1:-1]})
+        return value
+
+    def _learn_secrets(self, planned: PlanDeployment) -> None:
+        """The values of a container created before this agent started, for `scrub`."""
+        for value in planned.env.values():
+            if isinstance(value, SecretRef):
+                with contextlib.suppress(MaasError):
+                    self._secret(value.secret)
+
+    def scrub(self, text: str) -> str:
+        """`text` without any secret value this agent resolved (longest first)."""
+        for value in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(value, "<secret>")
+        return text
 
     def _forget_removed(self, plan: Plan) -> None:
         present = {c.deployment for c in self.observed}
@@ -369,4 +464,4 @@ class Reconciler:
             try:
                 self.engine.stop(health.container_id)
             except MaasError as exc:
-                log.error("stop failed", error=exc.diagnostics[0].message)
+                log.error("stop failed", error=self.scrub(exc.diagnostics[0].message))

@@ -1,7 +1,8 @@
 """Node-local secrets for `env: {KEY: {secret: NAME}}`: one file per secret in a root-only folder.
 
 Values are read at container creation only, never stored, logged or reported; errors name the
-secret and the file, never a value.
+secret and the file, never a value. A value that is not UTF-8 text, or holds a NUL byte, cannot
+be an environment value: it is refused here, before the runtime would echo it in an error.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def read_secret(directory: Path, name: str) -> str:
     try:
         _check_private(directory, directory.stat())
         path = directory / name
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # Non-blocking: a FIFO in the secrets folder must not hang the pass (refused below).
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise MaasError.single(
             "secret",
@@ -45,9 +47,30 @@ def read_secret(directory: Path, name: str) -> str:
         ) from None
     except OSError as exc:
         raise MaasError.single("secret", f"cannot read secret '{name}': {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise MaasError.single(
+            "secret", f"secret '{name}' is not a regular file", position=Position(str(path))
+        )
     with os.fdopen(fd, "rb") as handle:
-        _check_private(path, os.fstat(handle.fileno()))
+        _check_private(path, st)
         data = handle.read(64 * 1024 + 1)
     if len(data) > 64 * 1024:
         raise MaasError.single("secret", f"secret '{name}' is larger than 64 KiB")
-    return data.decode("utf-8", errors="strict").rstrip("\n")
+    try:
+        value = data.decode("utf-8", errors="strict").rstrip("\n")
+    except UnicodeDecodeError:
+        raise MaasError.single(
+            "secret",
+            f"secret '{name}' is not UTF-8 text",
+            position=Position(str(path)),
+            hints=("an environment value is text; store binary secrets base64-encoded",),
+        ) from None
+    if "\0" in value:
+        raise MaasError.single(
+            "secret",
+            f"secret '{name}' holds a NUL byte, which no environment variable can carry",
+            position=Position(str(path)),
+        )
+    return value

@@ -1,9 +1,10 @@
 """The state directory: desired state written atomically, read back strictly.
 
-`desired.json` holds the submitted spec sources and the last compiled Plan. Writes go to a temp
-file in the same folder, are fsynced, then renamed over the old file (and the folder fsynced), so a
-crash or a full disk leaves the old file whole. A file that cannot be parsed makes the agent
-refuse to act (never "empty desired state", which would delete every container).
+`desired.json` holds the submitted spec sources (in pull mode: those of the commit, with the
+replicas assigned to this node and the repository's policy) and the last compiled Plan. Writes go
+to a temp file in the same folder, are fsynced, then renamed over the old file (and the folder
+fsynced), so a crash or a full disk leaves the old file whole. A file that cannot be parsed makes
+the agent refuse to act (never "empty desired state", which would delete every container).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class Desired(BaseModel):
     plan: Plan | None = None
     applied_at: float | None = None
     source_commit: str | None = None
+    # Pull mode: the replicas of each deployment the fleet assigned to this node (None: all of
+    # them, push mode), and the repository's policy, which can only narrow the node's.
+    assigned: dict[str, int] | None = None
+    policy: dict[str, Any] | None = None  # the rules maas.yaml states, as it states them
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -156,8 +156,18 @@ class DeploymentBody(Strict):
     @field_validator("repo_id")
     @classmethod
     def _repo_id(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[\w.-]+/[\w.-]+$", value):
+        # '..' is forbidden as on the hub (huggingface_hub.utils.validate_repo_id): the id
+        # becomes a host path under the agent's caches.
+        if value is not None and (not re.match(r"^[\w.-]+/[\w.-]+$", value) or ".." in value):
             raise ValueError(f"'{value}' is not ORG/NAME")
+        return value
+
+    @field_validator("file", "revision")
+    @classmethod
+    def _inside(cls, value: str | None) -> str | None:
+        # Both become parts of host paths under the agent's caches: they must stay inside.
+        if value is not None and (value.startswith("/") or ".." in value.split("/")):
+            raise ValueError(f"'{value}' must be a relative name without '..'")
         return value
 
     @field_validator("path")

@@ -2,6 +2,11 @@
 
 Produces image, argv (never interpreted by a shell), env, mounts, limits, health and the model
 reference the agent fetches, then stamps the spec hash.
+
+Mounts give a container only what it needs: its model read-only (the repository's folder in the
+cache's model store, or the local_path), its own writable folder under the cache when its backend
+downloads by itself (custom backends, or a command that uses `{{hf_cache}}`), and the spec's
+volumes; never the whole cache, which deployments would share.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from maas.compiler.plan import (
     Security,
     spec_hash,
 )
-from maas.compiler.policy import Policy
-from maas.compiler.template import render, split_command
+from maas.compiler.policy import Policy, model_store, work_dir
+from maas.compiler.template import placeholders, render, split_command
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -38,9 +43,14 @@ class CompileOptions:
     gpu_margin_bytes: int = 1 << 30
     policy: Policy | None = None  # None: no admission check (the CLI and agent pass one)
 
-    @property
-    def hf_cache(self) -> str:
-        return f"{self.cache_dir}/huggingface"
+    def hf_cache(self, deployment: str) -> str:
+        """The Hugging Face cache of a backend that downloads by itself: in its own folder."""
+        return f"{work_dir(self.cache_dir, deployment)}/huggingface"
+
+
+def model_dir(options: CompileOptions, source: str, repo_id: str) -> str:
+    """A hub repository's folder in the model store (where the agent downloads it)."""
+    return f"{model_store(options.cache_dir)}/{source}/{repo_id}"
 
 
 def model_ref(spec: DeploymentBody, options: CompileOptions, resolved_file: str | None) -> ModelRef:
@@ -48,7 +58,7 @@ def model_ref(spec: DeploymentBody, options: CompileOptions, resolved_file: str 
         assert spec.path is not None
         return ModelRef(source="local_path", path=spec.path, download=False)
     assert spec.repo_id is not None
-    base = f"{options.cache_dir}/models/{spec.source}/{spec.repo_id}"
+    base = model_dir(options, spec.source, spec.repo_id)
     file = resolved_file or spec.file
     path = f"{base}/{file}" if file and not (GLOB_CHARS & set(file)) else base
     return ModelRef(
@@ -80,7 +90,7 @@ def render_deployment(
         "port": str(ports[0]),
         "model_path": model.path,
         "model_name": deployment.metadata.name,
-        "hf_cache": options.hf_cache,
+        "hf_cache": options.hf_cache(deployment.metadata.name),
         "gpu_ids": ",".join(placement.gpus),
         "gpu_count": str(len(placement.gpus)),
     }
@@ -93,9 +103,15 @@ def render_deployment(
     command += list(spec.backend_parameters)
     image = spec.image or backend.image_for(gpu=placement.mode != "cpu")
     assert image is not None, "checked: custom backends carry an image"
-    mounts = [Mount(source=options.cache_dir, target=options.cache_dir)]
     if spec.source == "local_path":
-        mounts.append(Mount(source=model.path, target=model.path, read_only=True))
+        mounts = [Mount(source=model.path, target=model.path, read_only=True)]
+    else:
+        assert spec.repo_id is not None
+        folder = model_dir(options, spec.source, spec.repo_id)
+        mounts = [Mount(source=folder, target=folder, read_only=True)]
+    if backend.name == "custom" or "hf_cache" in placeholders(base):
+        own = work_dir(options.cache_dir, deployment.metadata.name)
+        mounts.append(Mount(source=own, target=own))
     mounts += [
         Mount(source=v.host_path, target=v.container_path, read_only=v.read_only)
         for v in spec.volumes

@@ -36,8 +36,15 @@ class RepoSettings(Strict):
         list[Annotated[int, Field(ge=1, le=65535)]], Field(min_length=2, max_length=2)
     ] = Field(default_factory=lambda: [40000, 40999])
     gpu_margin_bytes: Annotated[int, Field(ge=0)] = 1 << 30
-    cache_dir: str = "/var/lib/maas/cache"
-    policy: Policy = Field(default_factory=Policy)
+    cache_dir: str = Field(
+        default="/var/lib/maas/cache",
+        description="For plans made from the repository; an agent uses its own.",
+    )
+    policy: Policy = Field(
+        default_factory=Policy,
+        description="Checked when the repository is planned; an agent applies the rules stated "
+        "here only to narrow its own policy.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> RepoSettings:

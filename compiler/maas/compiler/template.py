@@ -141,6 +141,11 @@ def _nth(doc: SourceDoc, path: PathKey, arg: str, needle: str, offset: int) -> P
     return locate(doc, path, needle, arg[:offset].count(needle))
 
 
+def placeholders(template: Sequence[str]) -> set[str]:
+    """The placeholder names the arguments use."""
+    return {m.group(1).strip() for arg in template for m in _TOKEN.finditer(arg)}
+
+
 def render(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
     return [
         _TOKEN.sub(lambda m: values.get(m.group(1).strip(), m.group(0)), arg) for arg in template
