@@ -75,6 +75,8 @@ class Api:
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
             body = await request.json()
+        except RecursionError:
+            raise web.HTTPBadRequest(reason="the body is nested too deeply") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise web.HTTPBadRequest(reason="the body is not JSON") from None
         if not isinstance(body, dict):

@@ -16,8 +16,9 @@ def merge(stored: dict[str, str], submitted: dict[str, str]) -> dict[str, str]:
     names = set()
     for file, text in submitted.items():
         for doc in load_text(text, file):
-            if isinstance(doc.data, dict) and doc.data.get("kind") == "Deployment":
-                names.add(str((doc.data.get("metadata") or {}).get("name")))
+            name = _name(doc.data)
+            if name is not None:
+                names.add(name)
     merged = {f: t for f, t in stored.items() if f not in submitted}
     for name in names:
         merged = remove_deployment(merged, name)[0]
@@ -45,13 +46,18 @@ def remove_deployment(sources: dict[str, str], name: str) -> tuple[dict[str, str
     return out, found
 
 
+def _name(data: object) -> str | None:
+    """The name of a Deployment document; None for anything else, however malformed (the
+    compile reports it)."""
+    if not isinstance(data, dict) or data.get("kind") != "Deployment":
+        return None
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def _is(data: object, name: str) -> bool:
-    return (
-        isinstance(data, dict)
-        and data.get("kind") == "Deployment"
-        and isinstance(data.get("metadata"), dict)
-        and data["metadata"].get("name") == name
-    )
+    return _name(data) == name
 
 
 def _only(text: str, indices: list[int]) -> str:

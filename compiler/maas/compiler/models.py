@@ -74,7 +74,7 @@ class SecretRef(Strict):
 
 class Resources(Strict):
     memory_bytes: Annotated[int, Field(ge=1)] | None = None
-    cpus: Annotated[float, Field(gt=0)] | None = None
+    cpus: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
 
 class Volume(Strict):
@@ -97,7 +97,7 @@ class DeploymentBody(Strict):
     path: str | None = Field(default=None, description="Absolute host path for local_path.")
     revision: str | None = None
     backend: BackendName = "auto"
-    image: str | None = None
+    image: Annotated[str, Field(min_length=1)] | None = None
     entrypoint: list[str] | None = None
     command: str | list[str] | None = None
     backend_parameters: list[str] = Field(default_factory=list)
