@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from maas.agent.diff import diff
@@ -19,6 +20,7 @@ from maas.agent.sources_edit import merge, remove_deployment
 from maas.agent.store import Desired
 from maas.compiler.diagnostics import MaasError
 
+log = structlog.get_logger("maas.agent")
 MAX_BODY = 8 * 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -40,6 +42,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except MaasError as exc:
         status = 503 if exc.retryable else 422
         return error(status, exc.diagnostics[0].message, [d.as_dict() for d in exc.diagnostics])
+    except Exception as exc:
+        # A bug: the journal gets the traceback, the client a JSON error (never a traceback).
+        log.error("request_crashed", method=request.method, path=request.path, exc_info=exc)
+        return error(500, f"internal error ({type(exc).__name__}); the agent's journal has details")
 
 
 class Api:

@@ -8,14 +8,19 @@ is refused: the last good Plan stays in force and the error is kept for `maasctl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import structlog
 
 from maas.agent.gitrepo import git, read_revision
 from maas.agent.modelfetch import fetch_repo_models
 from maas.compiler.diagnostics import Diagnostic, MaasError
 from maas.compiler.plan import Plan
 from maas.compiler.repo import FleetPlan, compile_repo
+
+log = structlog.get_logger("maas.agent")
 
 
 @dataclass
@@ -25,6 +30,9 @@ class SourceState:
     applied_commit: str | None = None
     refused_commit: str | None = None
     error: list[Diagnostic] = field(default_factory=list)
+    fetch_error: list[Diagnostic] = field(default_factory=list)  # the repository is unreachable
+    fetched_at: float | None = None  # the last fetch that worked
+    reported: str | None = None  # the refused commit already logged
 
 
 @dataclass
@@ -40,7 +48,8 @@ class GitSource:
     def poll(self) -> Plan | None:
         """This node's new Plan when the branch moved to a good commit; None when nothing to do.
 
-        Raises MaasError (retryable) only when the repository cannot be fetched at all.
+        Raises MaasError (retryable) only when the repository cannot be fetched at all; that
+        error is also kept in `state.fetch_error` until a fetch works again.
         """
         commit = self._fetch()
         if commit in (self.state.applied_commit, self.state.refused_commit):
@@ -56,12 +65,32 @@ class GitSource:
                 models=fetch_repo_models(sources, offline=False),
             )
         except MaasError as exc:
-            self.state.refused_commit = commit
-            self.state.error = list(exc.diagnostics)
+            self._refuse(commit, list(exc.diagnostics))
+            return None
+        except Exception as exc:  # a commit must never end pull mode
+            # A bug met by this commit: refused like a bad one (not retried until the branch
+            # moves), and reported; later commits are still tried.
+            log.error("commit_crashed", commit=commit, exc_info=exc)
+            self._refuse(
+                commit,
+                [
+                    Diagnostic(
+                        "internal",
+                        f"internal error while reading this commit: {type(exc).__name__}: {exc}",
+                        hints=("the agent's journal has the traceback; please report it",),
+                    )
+                ],
+            )
             return None
         self._fleet = fleet
-        self.state = SourceState(applied_commit=commit)
+        self.state = SourceState(
+            applied_commit=commit, fetched_at=self.state.fetched_at, reported=self.state.reported
+        )
         return fleet.plans.get(self.node, Plan(node=self.node))
+
+    def _refuse(self, commit: str, diagnostics: list[Diagnostic]) -> None:
+        self.state.refused_commit = commit
+        self.state.error = diagnostics
 
     def _fetch(self) -> str:
         if not (self.workdir / "HEAD").exists():
@@ -78,5 +107,17 @@ class GitSource:
                 f"+refs/heads/{self.branch}:refs/heads/{self.branch}",
             )
         except MaasError as exc:
-            raise MaasError(exc.diagnostics, retryable=True) from exc
+            self.state.fetch_error = [
+                replace(
+                    d,
+                    code="git-unreachable",
+                    message=f"cannot fetch {self.url} ({self.branch}): {d.message}",
+                    position=None,
+                    hints=("the last good commit stays in force; retried every poll",),
+                )
+                for d in exc.diagnostics
+            ]
+            raise MaasError(self.state.fetch_error, retryable=True) from exc
+        self.state.fetch_error = []
+        self.state.fetched_at = time.time()
         return git(self.workdir, "rev-parse", f"refs/heads/{self.branch}").decode().strip()

@@ -47,6 +47,16 @@ class PassResult:
     ok: bool = True
 
 
+def internal_error(what: str, exc: BaseException) -> Diagnostic:
+    """An unexpected exception as status shows it: its type only (its text may hold data that
+    must not be stored, such as bytes of a secret); the journal has the traceback."""
+    return Diagnostic(
+        "internal",
+        f"internal error in {what}: {type(exc).__name__}",
+        hints=("the agent's journal has the traceback; the next pass tries again",),
+    )
+
+
 def load_deployments(sources: dict[str, str]) -> list[Loaded[Deployment]]:
     """The Deployment documents of the desired sources; any error among them raises."""
     documents = load_sources(sources, kinds=("Deployment",))
@@ -117,6 +127,12 @@ class Reconciler:
                     raise
                 self.errors = list(exc.diagnostics)  # keep running the last good plan
                 return desired.plan
+            except Exception as exc:
+                if desired.plan is None:
+                    raise
+                log.error("compile_crashed", exc_info=exc)
+                self.errors = [internal_error("the compile", exc)]
+                return desired.plan
 
     def compile(self, desired: Desired) -> Plan:
         with self.state_lock:
@@ -166,33 +182,42 @@ class Reconciler:
     def reconcile(self) -> PassResult:
         with self.lock:
             result = PassResult(started=time.time())
-            self.errors = []
             try:
-                plan = self.desired_plan()
-                self.observed = observe(self.engine.list_ours(self.owner), self.owner)
-            except MaasError as exc:
-                self.errors = list(exc.diagnostics)
+                return self._reconcile(result)
+            except Exception as exc:  # one bad pass must not end the loop; the next one retries
+                log.error("reconcile_failed", exc_info=exc)
+                self.errors = [internal_error("the reconcile pass", exc)]
                 result.ok = False
-                log.error("reconcile refused", error=exc.diagnostics[0].render())
                 return self._finish(result)
-            self.plan = plan
-            self._notice_crashes(time.time())
-            held = {k for k, h in self.health.items() if h.held(time.time())}
-            result.actions = diff(plan, self.observed, held)
-            planned = {d.name: d for d in plan.deployments}
-            # Stops first (they free GPUs and ports), a few at a time: one by one, a hundred
-            # backends that wait out the stop timeout take minutes, yet dockerd 20.10's
-            # libnetwork has deadlocked on a hundred simultaneous exits. Creations and starts
-            # then run a few at a time, as the engine creates containers concurrently.
-            stops = [a for a in result.actions if a.kind in ("remove", "recreate")]
-            stopped = list(self.stop_pool.map(self._stop_for, stops))
-            todo = [a for a in result.actions if a.kind in ("start", "create")]
-            todo[:0] = [a for a in stopped if a is not None and a.kind == "recreate"]
-            list(self.pool.map(lambda a: self._execute(a, planned.get(a.deployment)), todo))
-            if stopped or todo:
-                self.refresh_observed()  # status and apply previews see what this pass did
-            self._forget_removed(plan)
+
+    def _reconcile(self, result: PassResult) -> PassResult:
+        self.errors = []
+        try:
+            plan = self.desired_plan()
+            self.observed = observe(self.engine.list_ours(self.owner), self.owner)
+        except MaasError as exc:
+            self.errors = list(exc.diagnostics)
+            result.ok = False
+            log.error("reconcile refused", error=exc.diagnostics[0].render())
             return self._finish(result)
+        self.plan = plan
+        self._notice_crashes(time.time())
+        held = {k for k, h in self.health.items() if h.held(time.time())}
+        result.actions = diff(plan, self.observed, held)
+        planned = {d.name: d for d in plan.deployments}
+        # Stops first (they free GPUs and ports), a few at a time: one by one, a hundred
+        # backends that wait out the stop timeout take minutes, yet dockerd 20.10's
+        # libnetwork has deadlocked on a hundred simultaneous exits. Creations and starts
+        # then run a few at a time, as the engine creates containers concurrently.
+        stops = [a for a in result.actions if a.kind in ("remove", "recreate")]
+        stopped = list(self.stop_pool.map(self._stop_for, stops))
+        todo = [a for a in result.actions if a.kind in ("start", "create")]
+        todo[:0] = [a for a in stopped if a is not None and a.kind == "recreate"]
+        list(self.pool.map(lambda a: self._execute(a, planned.get(a.deployment)), todo))
+        if stopped or todo:
+            self.refresh_observed()  # status and apply previews see what this pass did
+        self._forget_removed(plan)
+        return self._finish(result)
 
     def refresh_observed(self) -> list[ObservedContainer]:
         with contextlib.suppress(MaasError):  # the next pass reports an engine that went away
@@ -260,6 +285,16 @@ class Reconciler:
                 error=exc.diagnostics[0].message,
                 backoff_s=health.backoff_s,
             )
+        except Exception as exc:
+            # A bug met by one replica fails that replica (with back-off), not the whole pass.
+            health.fail(internal_error(f"{action.kind} of this replica", exc).message, now)
+            log.error(
+                "action crashed",
+                deployment=action.deployment,
+                replica=action.replica,
+                backoff_s=health.backoff_s,
+                exc_info=exc,
+            )
 
     def _stop_for(self, action: Action) -> Action | None:
         """Remove the container a remove or recreate replaces; the action when that worked.
@@ -278,12 +313,15 @@ class Reconciler:
         )
         try:
             self.engine.remove(action.container_id, stop_timeout=self.config.stop_timeout_s)
-        except MaasError as exc:
+        except Exception as exc:
             health = self.health.setdefault((action.deployment, action.replica), ReplicaHealth())
-            health.fail(exc.diagnostics[0].message, time.time())
-            log.error(
-                "remove failed", deployment=action.deployment, error=exc.diagnostics[0].message
-            )
+            if isinstance(exc, MaasError):
+                message = exc.diagnostics[0].message
+                log.error("remove failed", deployment=action.deployment, error=message)
+            else:
+                message = internal_error("removing this replica", exc).message
+                log.error("remove crashed", deployment=action.deployment, exc_info=exc)
+            health.fail(message, time.time())
             return None
         return action
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position
+from maas.compiler.loader import MAX_BYTES
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -41,9 +42,23 @@ def read_sources(paths: list[str]) -> dict[str, str]:
             if name == "-":
                 import sys
 
-                sources["<stdin>"] = sys.stdin.read()
+                name = "<stdin>"
+                text = sys.stdin.read(MAX_BYTES + 1)
+            elif path.stat().st_size > MAX_BYTES:
+                text = "x" * (MAX_BYTES + 1)  # refused below without reading a byte of it
             else:
-                sources[name] = path.read_text(encoding="utf-8")
+                text = path.read_text(encoding="utf-8")
+            if len(text) > MAX_BYTES:
+                problems.append(
+                    Diagnostic(
+                        "too-large",
+                        f"file is larger than {MAX_BYTES >> 20} MiB",
+                        Position(name),
+                        hints=("a spec file is a few kilobytes; is this the right file?",),
+                    )
+                )
+                continue
+            sources[name] = text
         except UnicodeDecodeError as exc:
             problems.append(Diagnostic("encoding", f"not UTF-8 text: {exc.reason}", Position(name)))
         except OSError as exc:
