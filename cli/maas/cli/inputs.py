@@ -38,17 +38,18 @@ def read_sources(paths: list[str]) -> dict[str, str]:
     problems: list[Diagnostic] = []
     for path in collect_files(paths):
         name = str(path)
+        large = False
         try:
             if name == "-":
                 import sys
 
                 name = "<stdin>"
                 text = sys.stdin.read(MAX_BYTES + 1)
-            elif path.stat().st_size > MAX_BYTES:
-                text = "x" * (MAX_BYTES + 1)  # refused below without reading a byte of it
             else:
-                text = path.read_text(encoding="utf-8")
-            if len(text) > MAX_BYTES:
+                # Size first: a huge file is refused without being read.
+                large = path.stat().st_size > MAX_BYTES
+                text = "" if large else path.read_text(encoding="utf-8")
+            if large or len(text) > MAX_BYTES:
                 problems.append(
                     Diagnostic(
                         "too-large",
