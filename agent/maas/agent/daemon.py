@@ -122,7 +122,25 @@ class Agent:
                 "fetch_error": [d.render() for d in state.fetch_error],
                 "fetched_at": state.fetched_at,
             }
-        return status_report(r.node_name, r.plan, r.observed, r.health, extra)
+        report = status_report(r.node_name, r.plan, r.observed, r.health, extra)
+        if r.refused:
+            # Not "removing": the agent keeps them while it cannot read what is wanted. The
+            # gateway keeps its last routes while it reads this.
+            report["desired"] = "refused"
+            kept = set(report.pop("removing"))
+            report["kept"] = [
+                {
+                    "deployment": c.deployment,
+                    "replica": c.replica,
+                    "id": c.id[:12],
+                    "state": c.state,
+                    "port": c.port,
+                }
+                for c in r.observed
+                if c.deployment in kept
+            ]
+            report["removing"] = []
+        return report
 
     # loops ----------------------------------------------------------------------------------
     async def reconcile_loop(self) -> None:

@@ -27,7 +27,7 @@ from maas.agent.prepare import Preparer
 from maas.agent.secrets import read_secret
 from maas.agent.store import Desired, Store
 from maas.compiler.compile import compile_plan
-from maas.compiler.diagnostics import Diagnostic, MaasError
+from maas.compiler.diagnostics import Diagnostic, MaasError, Position
 from maas.compiler.documents import Loaded
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Node
@@ -35,6 +35,7 @@ from maas.compiler.plan import Plan, PlanDeployment
 from maas.compiler.sources import load_sources
 
 log = structlog.get_logger("maas.agent")
+STORE_REFUSALS = ("store-corrupt", "store-missing")
 PARALLEL_ACTIONS = 8
 PARALLEL_STOPS = 4
 
@@ -193,8 +194,11 @@ class Reconciler:
     def _reconcile(self, result: PassResult) -> PassResult:
         self.errors = []
         try:
-            plan = self.desired_plan()
+            # Observed first: a pass that refuses to act still shows what runs.
             self.observed = observe(self.engine.list_ours(self.owner), self.owner)
+            plan = self.desired_plan()
+            if not plan.deployments and self.observed and not self.store.path.exists():
+                raise self._store_missing()
         except MaasError as exc:
             self.errors = list(exc.diagnostics)
             result.ok = False
@@ -218,6 +222,27 @@ class Reconciler:
             self.refresh_observed()  # status and apply previews see what this pass did
         self._forget_removed(plan)
         return self._finish(result)
+
+    @property
+    def refused(self) -> bool:
+        """The desired state cannot be read: nothing is touched, what runs is kept."""
+        return any(d.code in STORE_REFUSALS for d in self.errors)
+
+    def _store_missing(self) -> MaasError:
+        """No desired state, yet containers of ours run: the state directory was lost or
+        emptied. Reading that as "remove everything" would stop every model."""
+        count = len(self.observed)
+        return MaasError.single(
+            "store-missing",
+            f"no desired state, yet {count} container(s) of this node run; "
+            "refusing to act so that none is removed",
+            position=Position(str(self.store.path)),
+            hints=(
+                "apply the specs again (maasctl apply ...): the containers are adopted",
+                f"or, to remove them all, start from an empty state: echo '{{}}' > "
+                f"{self.store.path}",
+            ),
+        )
 
     def refresh_observed(self) -> list[ObservedContainer]:
         with contextlib.suppress(MaasError):  # the next pass reports an engine that went away

@@ -1,13 +1,27 @@
-"""Editing the stored spec sources: merging an apply, removing one deployment's document."""
+"""Editing the stored spec sources: keying a submitted file, merging an apply, removing one
+deployment's document."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 from ruamel.yaml import YAML
 
 from maas.compiler.diagnostics import MaasError
 from maas.compiler.loader import load_text
+
+
+def source_key(name: str, text: str, user: str | None) -> str:
+    """The name a submitted file is stored under: a file replaces only what was stored under
+    the same key, so keys must not collide between unrelated applies.
+
+    Standard input has no name: each text is its own key (a deployment it redefines still
+    replaces its older document, by name, in `merge`). Files of other users than root are
+    prefixed with the user, so that two users' `/tmp/x.yaml` are two files."""
+    if name == "<stdin>":
+        name = f"<stdin {hashlib.sha256(text.encode()).hexdigest()[:12]}>"
+    return name if user is None else f"{user}:{name}"
 
 
 def merge(stored: dict[str, str], submitted: dict[str, str]) -> dict[str, str]:

@@ -36,6 +36,7 @@ from maas.agent.gateway.metrics import UNKNOWN, GatewayMetrics, RouteMetrics
 from maas.agent.gateway.requests import BadRequest, FormModelScanner, multipart_boundary
 from maas.agent.gateway.routing import Balancer, NoReadyReplica, Pick, Route, UnknownModel
 from maas.agent.gateway.source import RouteSource
+from maas.agent.supervise import Supervisor
 from maas.compiler.diagnostics import MaasError
 
 log = structlog.get_logger("maas.gateway")
@@ -79,6 +80,9 @@ class Gateway:
         self.balancer = Balancer(eject_s=config.eject_s, retry_after_s=config.retry_after_s)
         self._session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.supervisor = Supervisor(log)
+        self.metrics.watch_tasks(self.supervisor)
 
     def app(self) -> web.Application:
         """The routes the front hands over, after it checked the key: it is reachable through
@@ -113,9 +117,12 @@ class Gateway:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         await self.source.start()
-        self._housekeeping = asyncio.create_task(self._housekeep(), name="gateway-housekeeping")
+        self._housekeeping = self.supervisor.spawn(
+            "housekeeping", self._housekeep, stall_s=60.0, stopping=self._stopping
+        )
 
     async def _stop(self, app: web.Application) -> None:
+        self._stopping.set()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -127,16 +134,23 @@ class Gateway:
     async def _housekeep(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
-            self.reload_keys()
-            self.balancer.forget_except(self.source.table)
+            with self.supervisor.guard("keys"):
+                self.reload_keys()
+            with self.supervisor.guard("housekeeping"):
+                self.balancer.forget_except(self.source.table)
 
     def reload_keys(self) -> None:
         try:
             if self.keys.reload():
                 log.info("keys_reloaded", keys=len(self.keys.digests))
         except MaasError as exc:
-            # A broken edit keeps the keys in force; say why in the journal.
-            log.error("keys_invalid", problems=[d.render() for d in exc.diagnostics])
+            # The well-formed lines are in force (keys.py); say what is wrong with the others.
+            self.metrics.keys_file_errors.inc()
+            log.error(
+                "keys_invalid",
+                keys=len(self.keys.digests),
+                problems=[d.render() for d in exc.diagnostics],
+            )
 
     def refusal(self, path: str, authorization: str | None) -> errors.Reply | None:
         """The answer to a request without a valid key, or None when it may pass."""
@@ -305,7 +319,14 @@ class Gateway:
         return web.json_response({"object": "list", "data": data})
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "models": len(self.source.table.routes)})
+        tasks = self.supervisor.report()
+        return web.json_response(
+            {
+                "status": "ok" if self.supervisor.healthy() else "degraded",
+                "models": len(self.source.table.routes),
+                "tasks": tasks,
+            }
+        )
 
     async def _metrics(self, request: web.Request) -> web.Response:
         response = web.Response(body=self.metrics.render())

@@ -72,6 +72,10 @@ class AgentRouteSource:
                 response.raise_for_status()
                 status = await response.json()
             table = route_table_from_status(status, self.upstream_host)
+            if status.get("desired") == "refused":
+                # The agent cannot read its desired state and keeps every container: so do the
+                # routes to them (a model it no longer lists is still served).
+                table = table.merged_over(self.table)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError) as exc:
             if self.healthy is not False:
                 log.warning("agent_unreachable", socket=str(self.socket), error=str(exc))
@@ -86,7 +90,11 @@ class AgentRouteSource:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception as exc:  # a bad status document must not end the polling
+                self.healthy = False
+                log.error("route_poll_failed", exc_info=exc)
 
     async def close(self) -> None:
         if self._task is not None:
