@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="submit deployment specs to this node's agent",
         description="Send Deployment specs to the node agent. The agent compiles them against "
         "its live hardware probe and its policy, shows what will change, and reconciles. Files "
-        "replace earlier files of the same name applied by the same user (each text on standard input is its own); other deployments stay. Exit 0 when applied "
+        "replace earlier files of the same name applied by the same user (each text on standard "
+        "input is its own); other deployments stay. Exit 0 when applied "
         "(with --wait: every replica ready), 1 on error or timeout.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH")

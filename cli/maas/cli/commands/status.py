@@ -56,6 +56,18 @@ def run(args: argparse.Namespace) -> int:
         )
         for line in source["error"]:
             print(f"refused {source['refused_commit'][:12]}: {line}")
+        for line in source.get("fetch_error", []):
+            print(f"cannot fetch: {line}")
+    for name, task in sorted(status.get("tasks", {}).items()):
+        if task["failures"] or task["restarts"] or not task["alive"]:
+            print(
+                f"task {name}: {'running' if task['alive'] else 'NOT RUNNING'}, "
+                f"{task['failures']} failed pass(es), {task['restarts']} restart(s); "
+                f"last: {task['last_error']}"
+            )
+    if status.get("desired") == "refused":
+        kept = ", ".join(f"{c['deployment']}/{c['replica']}" for c in status.get("kept", []))
+        print(f"desired state refused; keeping every container as it is: {kept or 'none'}")
     for error in status.get("errors", []):
         print(f"error: {error['message']} [{error['code']}]")
     for warning in status.get("warnings", []):
