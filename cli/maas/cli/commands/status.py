@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from maas.cli import exitcodes
 from maas.cli.commands.apply import add_socket
@@ -48,6 +49,23 @@ def run(args: argparse.Namespace) -> int:
         for d in status["deployments"]
     ]
     print(f"node {status['node']}")
+    print_agent_state(status)
+    for error in status.get("errors", []):
+        print(f"error: {error['message']} [{error['code']}]")
+    for warning in status.get("warnings", []):
+        print(f"warning: {warning['message']} [{warning['code']}]")
+        for hint in warning["hints"]:
+            print(f"  hint: {hint}")
+    print(
+        table(["deployment", "state", "ready", "ports", "restarts", "last error"], rows)
+        if rows
+        else "no deployments"
+    )
+    return exitcodes.OK
+
+
+def print_agent_state(status: dict[str, Any]) -> None:
+    """Pull mode's source, tasks that failed, and a desired state the agent refused."""
     if "source" in status:
         source = status["source"]
         print(
@@ -68,15 +86,3 @@ def run(args: argparse.Namespace) -> int:
     if status.get("desired") == "refused":
         kept = ", ".join(f"{c['deployment']}/{c['replica']}" for c in status.get("kept", []))
         print(f"desired state refused; keeping every container as it is: {kept or 'none'}")
-    for error in status.get("errors", []):
-        print(f"error: {error['message']} [{error['code']}]")
-    for warning in status.get("warnings", []):
-        print(f"warning: {warning['message']} [{warning['code']}]")
-        for hint in warning["hints"]:
-            print(f"  hint: {hint}")
-    print(
-        table(["deployment", "state", "ready", "ports", "restarts", "last error"], rows)
-        if rows
-        else "no deployments"
-    )
-    return exitcodes.OK
