@@ -35,6 +35,7 @@ class TaskState:
     last_error: str | None = None
     last_error_at: float | None = None
     busy_since: float | None = None
+    supervised: bool = False  # run by spawn() or thread(); else only its passes are guarded
 
     def report(self) -> dict[str, Any]:
         return {
@@ -92,7 +93,7 @@ class Supervisor:
         """Run `body()` as task `name`, started again (with a growing delay) whenever it ends
         before `stopping` is set."""
         state = self.register(name, stall_s)
-        state.stall_s = stall_s
+        state.stall_s, state.supervised = stall_s, True
 
         async def keep() -> None:
             delay = RESTART_DELAY_S
@@ -125,6 +126,7 @@ class Supervisor:
         """Run `body()` in a daemon thread (for blocking streams), started again when it ends
         before `stopping` (anything with is_set()) is set."""
         state = self.register(name)
+        state.supervised = True
 
         def keep() -> None:
             delay = RESTART_DELAY_S
@@ -150,7 +152,7 @@ class Supervisor:
         """Every task runs, and none is stuck inside one pass (what feeds the watchdog)."""
         now = self.clock()
         return all(
-            state.alive
+            (state.alive or not state.supervised)
             and not (
                 state.stall_s is not None
                 and state.busy_since is not None

@@ -10,7 +10,6 @@ to the aiohttp application built here (listing, metrics, uploads, the generic pr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -79,7 +78,7 @@ class Gateway:
         self.clock = clock
         self.balancer = Balancer(eject_s=config.eject_s, retry_after_s=config.retry_after_s)
         self._session: aiohttp.ClientSession | None = None
-        self._housekeeping: asyncio.Task[None] | None = None
+        self._housekeeping: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self.supervisor = Supervisor(log)
         self.metrics.watch_tasks(self.supervisor)
@@ -117,25 +116,29 @@ class Gateway:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         await self.source.start()
-        self._housekeeping = self.supervisor.spawn(
-            "housekeeping", self._housekeep, stall_s=60.0, stopping=self._stopping
-        )
+        self._housekeeping = [
+            self.supervisor.spawn(name, body, stall_s=60.0, stopping=self._stopping)
+            for name, body in (("keys", self._reload_keys), ("housekeeping", self._housekeep))
+        ]
 
     async def _stop(self, app: web.Application) -> None:
         self._stopping.set()
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        for task in self._housekeeping:
+            task.cancel()
+        await asyncio.gather(*self._housekeeping, return_exceptions=True)
         await self.source.close()
         if self._session is not None:
             await self._session.close()
 
-    async def _housekeep(self) -> None:
+    async def _reload_keys(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
             with self.supervisor.guard("keys"):
                 self.reload_keys()
+
+    async def _housekeep(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
             with self.supervisor.guard("housekeeping"):
                 self.balancer.forget_except(self.source.table)
 
@@ -299,7 +302,10 @@ class Gateway:
             if request.body_exists
             else None
         )
-        path = request.raw_path[len(f"/proxy/{name}") :] or "/"
+        # The name is matched decoded (`%65cho` is `echo`); the rest is passed on as it came.
+        raw, mark, query = request.raw_path.partition("?")
+        parts = raw.split("/", 3)  # "", "proxy", the name as sent, the rest
+        path = "/" + (parts[3] if len(parts) > 3 else "") + mark + query
         call = Call("proxy", body, path, self.clock())
         decision = self.balancer.choose_in(route, call.started)
         return await self.serve(call, decision, self._relay(request, call), _response)
