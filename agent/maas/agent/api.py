@@ -83,8 +83,14 @@ class Api:
         return web.json_response(plan.model_dump(mode="json") if plan else None)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
+        limit = self.agent.config.request_timeout_s
         try:
-            body = await request.json()
+            async with asyncio.timeout(limit):
+                body = await request.json()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                reason=f"the body did not arrive within {limit:g} s"
+            ) from None
         except RecursionError:
             raise web.HTTPBadRequest(reason="the body is nested too deeply") from None
         except (json.JSONDecodeError, UnicodeDecodeError):

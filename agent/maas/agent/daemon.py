@@ -13,6 +13,7 @@ import grp
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -262,7 +263,14 @@ class Agent:
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         api = Api(self)
         # Cancelling the handler of a client that went away ends its followed log stream.
-        runner = web.AppRunner(api.app(), access_log=None, handler_cancellation=True)
+        # keepalive_timeout also bounds a connection that never completes its request headers
+        # (aiohttp starts it when the connection is made); Api bounds reading the body.
+        runner = web.AppRunner(
+            api.app(),
+            access_log=None,
+            handler_cancellation=True,
+            keepalive_timeout=self.config.request_timeout_s,
+        )
         await runner.setup()
         sock = open_socket(self.config.socket, self.config.socket_group)
         await web.SockSite(runner, sock).start()
@@ -326,6 +334,13 @@ def host_warnings(config: AgentConfig) -> list[Diagnostic]:
 
 def open_socket(path: Path, group: str | None) -> socket.socket:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not stat.S_ISSOCK(path.lstat().st_mode):
+        # Only a socket (of a dead agent) is ours to replace; anything else is someone's file.
+        raise MaasError.single(
+            "socket",
+            f"{path} exists and is not a socket; refusing to delete it",
+            hints=("move it away, or point the agent elsewhere with --socket",),
+        )
     if path.exists():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
