@@ -156,8 +156,8 @@ def test_a_revision_with_a_gitlink_or_a_huge_file_is_refused_at_that_path(tmp_pa
     (tmp_path / "deployments" / "ok.yaml").write_text("# nothing\n")
     _git(tmp_path, "add", "-A")
     _git(tmp_path, "commit", "-q", "-m", "ok")
-    head = _git(tmp_path, "rev-parse", "HEAD").strip()
-    _git(tmp_path, "update-index", "--add", "--cacheinfo", f"160000,{head},deployments/x.yaml")
+    elsewhere = "1234567" * 5 + "89abc"  # a submodule's commit, not in this repository
+    _git(tmp_path, "update-index", "--add", "--cacheinfo", f"160000,{elsewhere},deployments/x.yaml")
     _git(tmp_path, "commit", "-q", "-m", "gitlink")
     with pytest.raises(MaasError) as gitlink:
         read_revision(tmp_path, "HEAD")

@@ -137,7 +137,7 @@ def test_pull_mode_survives_bad_commits_restarts_and_an_unreachable_repository(
     home.mkdir()
     agent = AgentProcess(home, {"source": {"url": str(bare), "interval_s": 0.5}})
     low, high = json.loads(agent.config.read_text())["port_range"]
-    first = push(
+    push(
         work,
         {
             "maas.yaml": "apiVersion: maas/v1\nkind: Config\n"
@@ -158,7 +158,9 @@ def test_pull_mode_survives_bad_commits_restarts_and_an_unreachable_repository(
 
     try:
         agent.wait_for(lambda: running(agent) == {"web"}, timeout=60, what="first commit")
-        git(work, "update-index", "--add", "--cacheinfo", f"160000,{first},deployments/x.yaml")
+        # A submodule's commit lives in another repository: not in this one.
+        elsewhere = "1234567" * 5 + "89abc"
+        git(work, "update-index", "--add", "--cacheinfo", f"160000,{elsewhere},deployments/x.yaml")
         git(work, "commit", "-q", "-m", "a gitlink")
         git(work, "push", "-q", "origin", "main")
         refused(git(work, "rev-parse", "HEAD"), "submodule")
@@ -317,7 +319,8 @@ def test_the_agent_socket_is_bounded_in_time_and_never_deletes_a_file(
     tmp_path: Path, busybox: str
 ) -> None:
     """Reproduction: a regular file where the socket goes was deleted; a client that sent half
-    its headers, or half its body, held its connection forever."""
+    its headers, or half its body, held its connection forever; deeply nested JSON got no
+    answer."""
     taken = tmp_path / "taken"
     taken.mkdir()
     blocker = AgentProcess(taken, {"socket": str(taken / "agent.sock")})
@@ -352,6 +355,16 @@ def test_the_agent_socket_is_bounded_in_time_and_never_deletes_a_file(
         assert time.monotonic() - started < 10
         half_headers.close()
         half_body.close()
+        deep = b"[" * 100_000  # reproduction: the connection dropped with no answer
+        nested = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        nested.connect(str(agent.socket))
+        nested.sendall(
+            b"POST /v1/apply HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%b" % (len(deep), deep)
+        )
+        nested.settimeout(15)
+        assert nested.recv(4096).startswith(b"HTTP/1.1 400")
+        nested.close()
         assert agent.status()["tasks"]["reconcile"]["alive"]
     finally:
         agent.cleanup()
