@@ -42,6 +42,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if exc.status == 413:
+            return error(413, f"the request is larger than {MAX_BODY >> 20} MiB, one apply's limit")
         return error(exc.status, exc.reason)
     except MaasError as exc:
         status = 503 if exc.retryable else 422
