@@ -166,8 +166,8 @@ class Supervisor:
 
 
 def _describe(exc: BaseException) -> str:
-    """The exception's type and first line, and where it was raised (the journal has the rest)."""
+    """The exception's type and where it was raised, for status: not its text, which may hold
+    data that must not be stored (a byte of a secret); the journal has the whole traceback."""
     where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     at = f" at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno}" if where else ""
-    first = (str(exc).splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}{': ' + first if first else ''}{at}"
+    return f"{type(exc).__name__}{at}"
