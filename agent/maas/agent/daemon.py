@@ -124,6 +124,8 @@ class Agent:
                 "fetched_at": state.fetched_at,
             }
         report = status_report(r.node_name, r.plan, r.observed, r.health, extra)
+        if r.passes == 0:
+            report["desired"] = "pending"  # not read yet: an empty list means nothing yet
         if r.refused:
             # Not "removing": the agent keeps them while it cannot read what is wanted. The
             # gateway keeps its last routes while it reads this.

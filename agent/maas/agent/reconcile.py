@@ -115,25 +115,24 @@ class Reconciler:
         self.stop_pool = ThreadPoolExecutor(max_workers=PARALLEL_STOPS, thread_name_prefix="stop")
 
     # desired state -------------------------------------------------------------------------
-    def desired_plan(self) -> Plan:
+    def desired_plan(self) -> tuple[Plan, list[Diagnostic]]:
+        """The plan to work towards, and why it is the last good one rather than a new one."""
         with self.state_lock:
             desired = self.store.load()
             self.applied_at = desired.applied_at
             if not desired.sources:
-                return desired.plan or Plan(node=self.node_name)
+                return desired.plan or Plan(node=self.node_name), []
             try:
-                return self._compiled(desired.sources, desired.plan)
+                return self._compiled(desired.sources, desired.plan), []
             except MaasError as exc:
                 if desired.plan is None:
                     raise
-                self.errors = list(exc.diagnostics)  # keep running the last good plan
-                return desired.plan
+                return desired.plan, list(exc.diagnostics)  # keep running the last good plan
             except Exception as exc:
                 if desired.plan is None:
                     raise
                 log.error("compile_crashed", exc_info=exc)
-                self.errors = [internal_error("the compile", exc)]
-                return desired.plan
+                return desired.plan, [internal_error("the compile", exc)]
 
     def compile(self, desired: Desired) -> Plan:
         with self.state_lock:
@@ -192,13 +191,15 @@ class Reconciler:
                 return self._finish(result)
 
     def _reconcile(self, result: PassResult) -> PassResult:
-        self.errors = []
+        # self.errors is replaced, never emptied first: status (read from other threads) must
+        # not show a refusing agent as a healthy one with nothing to run, even for a moment.
         try:
             # Observed first: a pass that refuses to act still shows what runs.
             self.observed = observe(self.engine.list_ours(self.owner), self.owner)
-            plan = self.desired_plan()
+            plan, errors = self.desired_plan()
             if not plan.deployments and self.observed and not self.store.path.exists():
                 raise self._store_missing()
+            self.errors = errors
         except MaasError as exc:
             self.errors = list(exc.diagnostics)
             result.ok = False

@@ -72,9 +72,9 @@ class AgentRouteSource:
                 response.raise_for_status()
                 status = await response.json()
             table = route_table_from_status(status, self.upstream_host)
-            if status.get("desired") == "refused":
-                # The agent cannot read its desired state and keeps every container: so do the
-                # routes to them (a model it no longer lists is still served).
+            if status.get("desired") in ("refused", "pending"):
+                # The agent cannot read its desired state (and keeps every container), or has
+                # not read it yet: the routes to what runs are kept too.
                 table = table.merged_over(self.table)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError) as exc:
             if self.healthy is not False:
