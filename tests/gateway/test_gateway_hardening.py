@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gateway_support import Replica, asynctest, deployment, free_port, gateway, port_of, serving
@@ -153,3 +154,39 @@ async def test_deeply_nested_json_gets_an_answer() -> None:
         head = await reader.readline()
         writer.close()
     assert head.startswith(b"HTTP/1.1 400"), head
+
+
+@asynctest()
+async def test_routes_are_kept_while_the_agent_refuses_or_has_not_read_its_state(
+    tmp_path: Path,
+) -> None:
+    """Reproduction: an agent that refused a corrupt desired.json listed nothing, and the
+    gateway dropped every route (404 for every running model)."""
+    from aiohttp import web
+
+    from maas.agent.gateway.source import AgentRouteSource
+
+    document: dict[str, Any] = status_doc(deployment("a", [40001]))
+
+    async def serve_status(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app = web.Application()
+    app.add_routes([web.get("/v1/status", serve_status)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    path = tmp_path / "agent.sock"
+    await web.UnixSite(runner, str(path)).start()
+    source = AgentRouteSource(path, upstream_host="127.0.0.1", interval_s=60)
+    await source.start()
+    try:
+        for desired in ("pending", "refused"):
+            document = {**status_doc(deployment("b", [40002])), "desired": desired}
+            assert await source.refresh()
+            assert set(source.table.routes) == {"a", "b"}, desired
+        document = status_doc(deployment("b", [40002]))
+        assert await source.refresh()
+        assert set(source.table.routes) == {"b"}  # a state read: what it lists is all
+    finally:
+        await source.close()
+        await runner.cleanup()
