@@ -9,7 +9,8 @@ limit is a crash: libFuzzer stops and writes the input as crash-*/timeout-*/oom-
     python tests/fuzz/atheris_fuzz.py yaml -runs=100000 -timeout=10 -rss_limit_mb=2048 \\
         -dict=tests/fuzz/yaml.dict /tmp/fuzz-yaml tests/fuzz/corpus/yaml
 
-Targets: yaml, template, gguf, safetensors (the first argument).
+Targets: yaml, template, gguf, safetensors, apply (an apply as the agent merges, reads
+models for and compiles it), json (a gateway request body) (the first argument).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import atheris
 with atheris.instrument_imports(include=["maas", "ruamel", "fuzz_targets"]):
     import fuzz_targets
 
+    import maas.agent.gateway.requests
+    import maas.agent.modelfetch
+    import maas.agent.sources_edit
     import maas.compiler.compile
     import maas.compiler.metadata.gguf
     import maas.compiler.metadata.model

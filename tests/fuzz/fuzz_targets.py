@@ -8,7 +8,7 @@ else propagates, so that the fuzzer reports it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from maas.compiler import (
 )
 from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.loader import SourceDoc
+from maas.compiler.metadata import ModelMetadata
 from maas.compiler.policy import (
     Policy,
     mount_denial,
@@ -221,10 +222,52 @@ def policy_pipeline(data: bytes) -> None:
         assert set(met.allowed_env) <= set(policy.allowed_env)
 
 
+def apply_pipeline(text: str) -> None:
+    """Text as an apply reaches the agent: merged into stored sources, its models' metadata
+    read (offline: local files only), compiled. Only MaasError may escape."""
+    from maas.agent.modelfetch import fetch_models
+    from maas.agent.sources_edit import merge, remove_deployment
+
+    stored = {"stored.yaml": (ROOT / "examples" / "tei-embeddings-cpu.yaml").read_text()}
+    try:
+        merged = merge(stored, {FILE: text})
+        remove_deployment(merged, "bge-large")
+        documents = load_sources(merged, kinds=("Deployment",))
+        if documents.diagnostics:
+            return
+        fetched = fetch_models(documents.deployments, offline=True)
+        compile_everywhere_with(documents.deployments, fetched.models)
+    except MaasError as exc:
+        check_error(exc, text)
+
+
+def compile_everywhere_with(
+    deployments: Sequence[Loaded[Deployment]], models: Mapping[str, ModelMetadata]
+) -> None:
+    for node in example_nodes():
+        try:
+            plan_to_json(compile_plan(deployments, node, models=models))
+        except MaasError as exc:
+            assert exc.diagnostics
+
+
+def json_pipeline(data: bytes) -> None:
+    """A request body as the gateway's front reads it: a model name, or a 400 (never a crash
+    such as RecursionError on deep nesting)."""
+    from maas.agent.gateway.requests import BadRequest, model_of_json
+
+    try:
+        assert isinstance(model_of_json(data), str)
+    except BadRequest as exc:
+        assert exc.message
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "yaml": lambda data: yaml_pipeline(data.decode("utf-8", "replace")),
     "template": lambda data: template_pipeline(data.decode("utf-8", "replace")),
     "gguf": gguf_pipeline,
     "safetensors": safetensors_pipeline,
     "policy": policy_pipeline,
+    "apply": lambda data: apply_pipeline(data.decode("utf-8", "replace")),
+    "json": json_pipeline,
 }

@@ -8,17 +8,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import pwd
+import socket
+import struct
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from maas.agent.diff import diff
-from maas.agent.sources_edit import merge, remove_deployment
+from maas.agent.sources_edit import merge, remove_deployment, source_key
 from maas.agent.store import Desired
-from maas.compiler.diagnostics import MaasError
+from maas.compiler.diagnostics import Diagnostic, MaasError
 
+log = structlog.get_logger("maas.agent")
 MAX_BODY = 8 * 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -36,10 +42,16 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if exc.status == 413:
+            return error(413, f"the request is larger than {MAX_BODY >> 20} MiB, one apply's limit")
         return error(exc.status, exc.reason)
     except MaasError as exc:
         status = 503 if exc.retryable else 422
         return error(status, exc.diagnostics[0].message, [d.as_dict() for d in exc.diagnostics])
+    except Exception as exc:
+        # A bug: the journal gets the traceback, the client a JSON error (never a traceback).
+        log.error("request_crashed", method=request.method, path=request.path, exc_info=exc)
+        return error(500, f"internal error ({type(exc).__name__}); the agent's journal has details")
 
 
 class Api:
@@ -73,8 +85,16 @@ class Api:
         return web.json_response(plan.model_dump(mode="json") if plan else None)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
+        limit = self.agent.config.request_timeout_s
         try:
-            body = await request.json()
+            async with asyncio.timeout(limit):
+                body = await request.json()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                reason=f"the body did not arrive within {limit:g} s"
+            ) from None
+        except RecursionError:
+            raise web.HTTPBadRequest(reason="the body is nested too deeply") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise web.HTTPBadRequest(reason="the body is not JSON") from None
         if not isinstance(body, dict):
@@ -89,6 +109,11 @@ class Api:
         ):
             raise web.HTTPBadRequest(reason="'sources' must map file names to YAML text")
         dry_run = bool(body.get("dry_run"))
+        refusal = self._pull_mode_refusal(body, "apply")
+        if refusal is not None:
+            return refusal
+        user = _peer_user(request)
+        sources = {source_key(k, v, user): v for k, v in sources.items()}
         result = await asyncio.to_thread(self._apply, sources, dry_run)
         if not dry_run:
             self.agent.wake()
@@ -98,13 +123,36 @@ class Api:
         reconciler = self.agent.reconciler
         with reconciler.state_lock:
             stored = reconciler.store.load()
-            desired = Desired(sources=merge(stored.sources, sources))
+            # A forced apply in pull mode keeps the commit: it is replaced at the next one.
+            desired = Desired(
+                sources=merge(stored.sources, sources), source_commit=stored.source_commit
+            )
             plan = reconciler.compile(desired) if dry_run else reconciler.submit(desired)
             actions = diff(plan, reconciler.refresh_observed())
         return {"plan": plan.model_dump(mode="json"), "actions": [a.__dict__ for a in actions]}
 
+    def _pull_mode_refusal(self, body: dict[str, Any], what: str) -> web.Response | None:
+        """A local change to an agent that follows a repository is lost at the next commit, and
+        replaces the repository's state meanwhile: refused unless forced."""
+        source = getattr(self.agent, "source", None)
+        if source is None or body.get("force") is True:
+            return None
+        diagnostic = Diagnostic(
+            "pull-mode",
+            f"this agent follows {source.url} ({source.branch}); a local {what} would replace "
+            "the repository's deployments until its next commit",
+            hints=(
+                "commit the change to the repository instead",
+                f"or force it: maasctl {what} --force ...",
+            ),
+        )
+        return error(409, diagnostic.message, [diagnostic.as_dict()])
+
     async def delete(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        refusal = self._pull_mode_refusal({"force": request.query.get("force") == "1"}, "delete")
+        if refusal is not None:
+            return refusal
         found = await asyncio.to_thread(self._delete, name)
         if not found:
             return error(404, f"no deployment named '{name}'")
@@ -162,6 +210,26 @@ class Api:
         for stream in list(self.streams):
             _close(stream)
         self.log_threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _peer_user(request: web.Request) -> str | None:
+    """Who is on the other end of the unix socket (SO_PEERCRED): None for root and the agent's
+    own user, else the user's name (or uid)."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (AttributeError, OSError):
+        return None
+    uid = struct.unpack("3i", creds)[1]
+    if uid in (0, os.geteuid()):
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _next_chunk(stream: Iterator[bytes]) -> bytes:

@@ -52,6 +52,11 @@ class AgentConfig(BaseModel):
     policy: Policy = Field(default_factory=Policy)
     source: GitSourceConfig | None = None
     download_models: bool = True
+    request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0,
+        description="A client of the socket must send a request's headers, and then its body, "
+        "within this long (an idle connection is closed after it too).",
+    )
 
     @field_validator("label_namespace")
     @classmethod

@@ -13,8 +13,8 @@ import grp
 import os
 import signal
 import socket
+import stat
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from maas.agent.reconcile import Reconciler
 from maas.agent.sdnotify import Notifier
 from maas.agent.status import status_report
 from maas.agent.store import Desired
+from maas.agent.supervise import Supervisor
 from maas.compiler.diagnostics import Diagnostic, MaasError
 from maas.compiler.repo import FleetPlan
 
@@ -64,8 +65,13 @@ class Agent:
         self.engine = Engine()
         self.reconciler = Reconciler(config, self.engine, node_provider(config), wake=self.wake)
         self.notifier = Notifier()
-        self.metrics = Metrics(self.reconciler)
+        self.supervisor = Supervisor(log)
+        self.metrics = Metrics(self.reconciler, self.supervisor)
         self.source = self._git_source(config)
+        if self.source is not None:
+            # The commit in force survives a restart: it is stored with the plan it gave.
+            self.source.state.applied_commit = self._stored_commit()
+        self.ready_sent = False
         self.stopping = asyncio.Event()
         self.woken = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -83,6 +89,12 @@ class Agent:
             verify_signatures=config.source.verify_signatures,
         )
 
+    def _stored_commit(self) -> str | None:
+        try:
+            return self.reconciler.store.load().source_commit
+        except MaasError:
+            return None  # the reconcile pass reports the unreadable store
+
     def wake(self) -> None:
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self.woken.set)
@@ -93,6 +105,7 @@ class Agent:
             "applied_at": r.applied_at,
             "errors": [d.as_dict() for d in r.errors],
             "warnings": [d.as_dict() for d in self.warnings],
+            "tasks": self.supervisor.report(),
             "last_pass": {
                 "at": r.last.started,
                 "duration_s": round(r.last.duration_s, 4),
@@ -108,32 +121,67 @@ class Agent:
                 "applied_commit": state.applied_commit,
                 "refused_commit": state.refused_commit,
                 "error": [d.render() for d in state.error],
+                "fetch_error": [d.render() for d in state.fetch_error],
+                "fetched_at": state.fetched_at,
             }
         extra["removal_errors"] = dict(r.removal_errors)
-        return status_report(r.node_name, r.plan, r.observed, r.health, extra)
+        report = status_report(r.node_name, r.plan, r.observed, r.health, extra)
+        if r.passes == 0:
+            report["desired"] = "pending"  # not read yet: an empty list means nothing yet
+        if r.refused:
+            # Not "removing": the agent keeps them while it cannot read what is wanted. The
+            # gateway keeps its last routes while it reads this.
+            report["desired"] = "refused"
+            kept = set(report.pop("removing"))
+            report["kept"] = [
+                {
+                    "deployment": c.deployment,
+                    "replica": c.replica,
+                    "id": c.id[:12],
+                    "state": c.state,
+                    "port": c.port,
+                }
+                for c in r.observed
+                if c.deployment in kept
+            ]
+            report["removing"] = []
+        return report
 
     # loops ----------------------------------------------------------------------------------
     async def reconcile_loop(self) -> None:
-        first = True
         while not self.stopping.is_set():
             self.woken.clear()
-            result = await asyncio.to_thread(self.reconciler.reconcile)
-            self.metrics.observe_pass(result)
-            if first and result.ok:
-                first = False
-                self.notifier.ready(self._summary())
-                log.info(
-                    "ready",
-                    node=self.reconciler.node_name,
-                    containers=len(self.reconciler.observed),
-                )
-            else:
-                self.notifier.status(self._summary())
-            self.notifier.watchdog()
-            # Pings must come at least twice per watchdog period, whatever the resync period.
-            idle = min(self.config.resync_s, (self.notifier.watchdog_s or float("inf")) / 2)
+            with self.supervisor.guard("reconcile"):
+                result = await asyncio.to_thread(self.reconciler.reconcile)
+                self.metrics.observe_pass(result)
+                if not self.ready_sent:
+                    # Ready once the first pass ran, even one that refused to act (a corrupt
+                    # store): the API then answers and status says why nothing converges.
+                    self.ready_sent = True
+                    self.notifier.ready(self._summary())
+                    log.info(
+                        "ready",
+                        node=self.reconciler.node_name,
+                        containers=len(self.reconciler.observed),
+                    )
+                else:
+                    self.notifier.status(self._summary())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken_or_stopping(), timeout=idle)
+                await asyncio.wait_for(self._woken_or_stopping(), timeout=self.config.resync_s)
+
+    async def watchdog_loop(self) -> None:
+        """WATCHDOG=1 only while every task runs and none is stuck in a pass: a dead or hung
+        loop stops the pings, and systemd restarts the agent."""
+        period = self.notifier.watchdog_s
+        if not period:
+            return
+        while not self.stopping.is_set():
+            if self.supervisor.healthy():
+                self.notifier.watchdog()
+            else:
+                log.error("watchdog_withheld", tasks=self.supervisor.report())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=period / 3)
 
     async def _woken_or_stopping(self) -> None:
         stop = asyncio.ensure_future(self.stopping.wait())
@@ -153,7 +201,9 @@ class Agent:
         return f"{ready}/{wanted} replicas ready{errors}"
 
     def watch_events(self) -> None:
-        """Docker events wake the loop early (a thread with its own client: the stream blocks)."""
+        """Docker events wake the loop early (a thread with its own client: the stream blocks).
+        An engine that goes away is retried here; anything else ends the call, and the
+        supervisor logs it and starts it again."""
         while not self.stopping.is_set():
             try:
                 engine = Engine()
@@ -173,38 +223,42 @@ class Agent:
     async def pull_loop(self) -> None:
         assert self.source is not None and self.config.source is not None
         while not self.stopping.is_set():
-            try:
-                found = await asyncio.to_thread(self.source.poll)
-            except MaasError as exc:
-                log.warning("git fetch failed", error=exc.diagnostics[0].message)
-                found = None
-            if found is not None:
-                await asyncio.to_thread(self._submit_commit, *found)
-            elif self.source.state.error:
-                log.error(
-                    "refused commit",
-                    commit=self.source.state.refused_commit,
-                    error=self.source.state.error[0].render(),
-                )
+            with self.supervisor.guard("pull"):
+                await self._pull_once()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=self.config.source.interval_s)
 
+    async def _pull_once(self) -> None:
+        assert self.source is not None
+        source = self.source
+        try:
+            found = await asyncio.to_thread(source.poll)
+        except MaasError as exc:
+            # Kept in the source's state (status shows it) until a fetch works again.
+            log.warning("git fetch failed", error=exc.diagnostics[0].render())
+            return
+        if found is not None:
+            await asyncio.to_thread(self._submit_commit, *found)
+        if source.state.error and source.state.refused_commit != source.state.reported:
+            source.state.reported = source.state.refused_commit
+            log.error(
+                "refused commit",
+                commit=source.state.refused_commit,
+                error=source.state.error[0].render(),
+            )
+
     def _submit_commit(self, desired: Desired, fleet: FleetPlan) -> None:
         """A commit's share for this node, compiled and stored as a push is (the node's live
-        probe, its own policy, cache and ports); refused when that compile fails."""
+        probe, its own policy, cache and ports); refused when that compile fails. A commit that
+        could not be stored (a transient error) is tried again at the next poll."""
         assert self.source is not None and desired.source_commit is not None
         try:
             self.reconciler.submit(desired)
         except MaasError as exc:
             if exc.retryable:
                 log.warning("cannot store commit", error=exc.diagnostics[0].message)
-                return  # tried again at the next poll
+                return
             self.source.refused(desired.source_commit, exc)
-            log.error(
-                "refused commit",
-                commit=desired.source_commit,
-                error=exc.diagnostics[0].render(),
-            )
             return
         self.source.applied(desired.source_commit, fleet)
         log.info("applied commit", commit=desired.source_commit)
@@ -218,18 +272,30 @@ class Agent:
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         api = Api(self)
         # Cancelling the handler of a client that went away ends its followed log stream.
-        runner = web.AppRunner(api.app(), access_log=None, handler_cancellation=True)
+        # keepalive_timeout also bounds a connection that never completes its request headers
+        # (aiohttp starts it when the connection is made); Api bounds reading the body.
+        runner = web.AppRunner(
+            api.app(),
+            access_log=None,
+            handler_cancellation=True,
+            keepalive_timeout=self.config.request_timeout_s,
+        )
         await runner.setup()
         sock = open_socket(self.config.socket, self.config.socket_group)
         await web.SockSite(runner, sock).start()
         self.metrics.serve(self.config.metrics_address, self.config.metrics_port)
-        threading.Thread(target=self.watch_events, daemon=True, name="events").start()
+        self.supervisor.thread("events", self.watch_events, self.stopping)
+        spawn = self.supervisor.spawn
+        # A pass longer than the watchdog period is stuck (the pings used to follow each pass).
+        stall = self.notifier.watchdog_s
+        prober = Prober(self)
         tasks = [
-            asyncio.create_task(self.reconcile_loop()),
-            asyncio.create_task(Prober(self).run()),
+            spawn("reconcile", self.reconcile_loop, stall_s=stall, stopping=self.stopping),
+            spawn("probes", prober.run, stall_s=stall, stopping=self.stopping),
+            asyncio.create_task(self.watchdog_loop(), name="watchdog"),
         ]
         if self.source is not None:
-            tasks.append(asyncio.create_task(self.pull_loop()))
+            tasks.append(spawn("pull", self.pull_loop, stopping=self.stopping))
         log.info("started", node=self.reconciler.node_name, socket=str(self.config.socket))
         for warning in self.warnings:
             log.warning(warning.code, problem=warning.render())
@@ -277,6 +343,13 @@ def host_warnings(config: AgentConfig) -> list[Diagnostic]:
 
 def open_socket(path: Path, group: str | None) -> socket.socket:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not stat.S_ISSOCK(path.lstat().st_mode):
+        # Only a socket (of a dead agent) is ours to replace; anything else is someone's file.
+        raise MaasError.single(
+            "socket",
+            f"{path} exists and is not a socket; refusing to delete it",
+            hints=("move it away, or point the agent elsewhere with --socket",),
+        )
     if path.exists():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -370,6 +443,8 @@ def configure_logging() -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # exc_info becomes an "exception" field with the whole traceback.
+            structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),

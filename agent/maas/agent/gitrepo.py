@@ -9,7 +9,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from maas.compiler.diagnostics import MaasError, Position
+from maas.compiler.diagnostics import Diagnostic, MaasError, Position
+from maas.compiler.loader import MAX_BYTES, MAX_TOTAL_BYTES
 from maas.compiler.repo import CONFIG_FILE, repo_files
 
 GIT_TIMEOUT_S = 120
@@ -64,12 +65,26 @@ def resolve(root: Path, revision: str) -> str:
 
 
 def read_revision(root: Path, revision: str) -> dict[str, str]:
-    """The convention's files as they are at `revision` (nothing is checked out)."""
+    """The convention's files as they are at `revision` (nothing is checked out).
+
+    Only regular files are read: a submodule (gitlink) or symbolic link at a spec's path is an
+    error at that path. Sizes are checked from the tree before any blob is read, so that a
+    huge file (a few hundred KB packed can be hundreds of MB) is refused without reading it.
+    """
     commit = resolve(root, revision)
-    names = git(root, "ls-tree", "-r", "-z", "--name-only", commit).decode().split("\0")
-    wanted = repo_files([n for n in names if n])
+    listing = git(root, "ls-tree", "-r", "-z", "-l", "--full-tree", commit).decode()
+    entries: dict[str, tuple[str, str, str]] = {}
+    for line in listing.split("\0"):
+        if line:
+            meta, _, name = line.partition("\t")
+            mode, kind, _, length = meta.split()[:4]
+            entries[name] = (mode, kind, length)
+    wanted = repo_files(list(entries))
     if not wanted:
         return {}
+    problems = _unreadable(wanted, entries)
+    if problems:
+        raise MaasError(problems)
     request = "".join(f"{commit}:{name}\n" for name in wanted).encode()
     output = git(root, "cat-file", "--batch", input_bytes=request)
     sources: dict[str, str] = {}
@@ -84,3 +99,36 @@ def read_revision(root: Path, revision: str) -> dict[str, str]:
         except UnicodeDecodeError as exc:
             raise MaasError.single("encoding", "not UTF-8 text", position=Position(name)) from exc
     return sources
+
+
+def _unreadable(wanted: list[str], entries: dict[str, tuple[str, str, str]]) -> list[Diagnostic]:
+    """Why the listed files cannot be read as specs: not regular files, or too large."""
+    problems: list[Diagnostic] = []
+    total = 0
+    for name in wanted:
+        mode, kind, size = entries[name]
+        if kind != "blob" or mode == "120000":
+            what = {"commit": "a submodule (gitlink)", "blob": "a symbolic link"}.get(
+                kind, f"a git {kind}"
+            )
+            problems.append(Diagnostic("file", f"{what}, not a regular file", Position(name)))
+            continue
+        total += int(size)
+        if int(size) > MAX_BYTES:
+            problems.append(
+                Diagnostic(
+                    "too-large",
+                    f"file is {int(size) >> 20} MiB; the limit is {MAX_BYTES >> 20} MiB",
+                    Position(name),
+                )
+            )
+    if total > MAX_TOTAL_BYTES and not problems:
+        problems.append(
+            Diagnostic(
+                "too-large",
+                f"the repository's spec files are {total >> 20} MiB together; "
+                f"the limit is {MAX_TOTAL_BYTES >> 20} MiB",
+                Position(wanted[0]),
+            )
+        )
+    return problems

@@ -13,8 +13,11 @@ node's compile is refused: the last good state stays in force and the error is k
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import structlog
 
 from maas.agent.gitrepo import git, read_revision
 from maas.agent.modelfetch import fetch_repo_models
@@ -24,6 +27,8 @@ from maas.compiler.fleet import replicas_per_node
 from maas.compiler.repo import FleetPlan, compile_repo, load_settings
 from maas.compiler.sources import load_sources
 
+log = structlog.get_logger("maas.agent")
+
 
 @dataclass
 class SourceState:
@@ -32,6 +37,9 @@ class SourceState:
     applied_commit: str | None = None
     refused_commit: str | None = None
     error: list[Diagnostic] = field(default_factory=list)
+    fetch_error: list[Diagnostic] = field(default_factory=list)  # the repository is unreachable
+    fetched_at: float | None = None  # the last fetch that worked
+    reported: str | None = None  # the refused commit already logged
 
 
 @dataclass
@@ -49,26 +57,40 @@ class GitSource:
         commit the repository accepts; None when there is nothing to do. The caller submits it,
         then calls `applied` or `refused`.
 
-        Raises MaasError (retryable) only when the repository cannot be fetched at all.
+        Raises MaasError (retryable) only when the repository cannot be fetched at all; that
+        error is also kept in `state.fetch_error` until a fetch works again.
         """
         commit = self._fetch()
         if commit in (self.state.applied_commit, self.state.refused_commit):
             return None
         try:
-            if self.verify_signatures:
-                git(self.workdir, "verify-commit", commit)
-            sources = read_revision(self.workdir, commit)
-            root = f"{commit[:12]}:"
-            fleet = compile_repo(
-                sources,
-                previous=self._fleet,
-                root=root,
-                models=fetch_repo_models(sources, offline=False),
-            )
-            settings = load_settings(sources)
+            return self._share(commit)
         except MaasError as exc:
             self.refused(commit, exc)
-            return None
+        except Exception as exc:  # a commit must never end pull mode
+            # A bug met by this commit: refused like a bad one (not retried until the branch
+            # moves), and reported; later commits are still tried.
+            log.error("commit_crashed", commit=commit, exc_info=exc)
+            problem = Diagnostic(
+                "internal",
+                f"internal error while reading this commit: {type(exc).__name__}: {exc}",
+                hints=("the agent's journal has the traceback; please report it",),
+            )
+            self.refused(commit, MaasError([problem]))
+        return None
+
+    def _share(self, commit: str) -> tuple[Desired, FleetPlan]:
+        if self.verify_signatures:
+            git(self.workdir, "verify-commit", commit)
+        sources = read_revision(self.workdir, commit)
+        root = f"{commit[:12]}:"
+        fleet = compile_repo(
+            sources,
+            previous=self._fleet,
+            root=root,
+            models=fetch_repo_models(sources, offline=False),
+        )
+        settings = load_settings(sources)
         assigned = replicas_per_node(fleet.assignment).get(self.node, {})
         deployments = load_sources(
             {root + k: v for k, v in sources.items() if k.startswith("deployments/")},
@@ -86,7 +108,9 @@ class GitSource:
 
     def applied(self, commit: str, fleet: FleetPlan) -> None:
         self._fleet = fleet
-        self.state = SourceState(applied_commit=commit)
+        self.state = SourceState(
+            applied_commit=commit, fetched_at=self.state.fetched_at, reported=self.state.reported
+        )
 
     def refused(self, commit: str, exc: MaasError) -> None:
         self.state.refused_commit = commit
@@ -107,5 +131,17 @@ class GitSource:
                 f"+refs/heads/{self.branch}:refs/heads/{self.branch}",
             )
         except MaasError as exc:
-            raise MaasError(exc.diagnostics, retryable=True) from exc
+            self.state.fetch_error = [
+                replace(
+                    d,
+                    code="git-unreachable",
+                    message=f"cannot fetch {self.url} ({self.branch}): {d.message}",
+                    position=None,
+                    hints=("the last good commit stays in force; retried every poll",),
+                )
+                for d in exc.diagnostics
+            ]
+            raise MaasError(self.state.fetch_error, retryable=True) from exc
+        self.state.fetch_error = []
+        self.state.fetched_at = time.time()
         return git(self.workdir, "rev-parse", f"refs/heads/{self.branch}").decode().strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from maas.agent.status import deployment_status
@@ -47,8 +47,33 @@ class _StateCollector(Collector):
         yield gpus
 
 
+class _TaskCollector(Collector):
+    """Each long-running task: up (running), failed passes, restarts (from the supervisor)."""
+
+    def __init__(self, supervisor: Any) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Any:
+        up = GaugeMetricFamily("maas_agent_task_up", "1 while the task runs", labels=["task"])
+        failures = CounterMetricFamily(
+            "maas_agent_task_failures", "Passes that raised an exception", labels=["task"]
+        )
+        restarts = CounterMetricFamily(
+            "maas_agent_task_restarts",
+            "Times the task ended and was started again",
+            labels=["task"],
+        )
+        for name, state in sorted(self.supervisor.tasks.items()):
+            up.add_metric([name], 1 if state.alive else 0)
+            failures.add_metric([name], state.failures)
+            restarts.add_metric([name], state.restarts)
+        yield up
+        yield failures
+        yield restarts
+
+
 class Metrics:
-    def __init__(self, reconciler: Any) -> None:
+    def __init__(self, reconciler: Any, supervisor: Any = None) -> None:
         self.registry = CollectorRegistry()
         self.passes = Counter(
             "maas_agent_reconcile_passes", "Reconcile passes", ["result"], registry=self.registry
@@ -67,6 +92,8 @@ class Metrics:
             "maas_agent_actions", "Actions executed", ["kind"], registry=self.registry
         )
         self.registry.register(_StateCollector(reconciler))
+        if supervisor is not None:
+            self.registry.register(_TaskCollector(supervisor))
 
     def observe_pass(self, result: Any) -> None:
         self.passes.labels("ok" if result.ok else "error").inc()

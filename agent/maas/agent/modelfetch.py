@@ -16,7 +16,7 @@ import fnmatch
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from maas.agent.hostpaths import read_regular
@@ -90,8 +90,22 @@ def fetch_models(
             meta = fetcher.fetch(spec, local)
         except MaasError as exc:
             if not exc.retryable:
-                raise
+                raise _at_path(exc, loaded) from None
             meta, fetcher.why = None, exc.diagnostics[0].message
+        except OSError as exc:
+            # A local model that is missing or unreadable is the spec's fault (spec.path), not a
+            # bug: it is reported where the path is written.
+            raise MaasError(
+                [
+                    Diagnostic(
+                        "model-missing" if isinstance(exc, FileNotFoundError) else "model-read",
+                        f"cannot read the model: {exc.strerror or exc}"
+                        + (f": {exc.filename}" if exc.filename else ""),
+                        loaded.doc.at(("spec", "path")),
+                        hints=("check spec.path; the agent reads it on this host",),
+                    )
+                ]
+            ) from None
         if meta is None:
             result.warnings.append(_unknown(name, fetcher.why or "no model metadata"))
         else:
@@ -100,6 +114,18 @@ def fetch_models(
 
     result.warnings.extend(check_models(deployments, result.models))
     return result
+
+
+def _at_path(exc: MaasError, loaded: Loaded[Deployment]) -> MaasError:
+    """A model file's own error, placed at the spec line that names the model when it has no
+    position of its own."""
+    field = ("spec", "path") if loaded.model.spec.source == "local_path" else ("spec", "repo_id")
+    return MaasError(
+        [
+            d if d.position is not None else replace(d, position=loaded.doc.at(field))
+            for d in exc.diagnostics
+        ]
+    )
 
 
 def _unknown(name: str, why: str) -> Diagnostic:

@@ -27,7 +27,8 @@ class Prober:
         timeout = aiohttp.ClientTimeout(total=2)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while not self.agent.stopping.is_set():
-                await self._probe_all(session)
+                with self.agent.supervisor.guard("probes"):
+                    await self._probe_all(session)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.agent.stopping.wait(), timeout=STARTUP_PERIOD_S)
 

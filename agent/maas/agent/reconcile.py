@@ -46,6 +46,7 @@ from maas.compiler.render import CompileOptions
 from maas.compiler.sources import load_sources
 
 log = structlog.get_logger("maas.agent")
+STORE_REFUSALS = ("store-corrupt", "store-missing")
 PARALLEL_ACTIONS = 8
 PARALLEL_STOPS = 4
 
@@ -56,6 +57,16 @@ class PassResult:
     duration_s: float = 0.0
     actions: list[Action] = field(default_factory=list)
     ok: bool = True
+
+
+def internal_error(what: str, exc: BaseException) -> Diagnostic:
+    """An unexpected exception as status shows it: its type only (its text may hold data that
+    must not be stored, such as bytes of a secret); the journal has the traceback."""
+    return Diagnostic(
+        "internal",
+        f"internal error in {what}: {type(exc).__name__}",
+        hints=("the agent's journal has the traceback; the next pass tries again",),
+    )
 
 
 def load_deployments(
@@ -138,7 +149,8 @@ class Reconciler:
         self.stop_pool = ThreadPoolExecutor(max_workers=PARALLEL_STOPS, thread_name_prefix="stop")
 
     # desired state -------------------------------------------------------------------------
-    def desired_plan(self) -> Plan:
+    def desired_plan(self) -> tuple[Plan, list[Diagnostic]]:
+        """The plan to work towards, and why it is the last good one rather than a new one."""
         with self.state_lock:
             desired = self.store.load()
             self.applied_at = desired.applied_at
@@ -148,14 +160,18 @@ class Reconciler:
             if not desired.sources and desired.assigned is None:
                 # Only an old state file has a plan without sources; a plan is never trusted
                 # past the checks at container creation.
-                return desired.plan or Plan(node=self.node_name)
+                return desired.plan or Plan(node=self.node_name), []
             try:
-                return self._compiled(desired, desired.plan)
+                return self._compiled(desired, desired.plan), []
             except MaasError as exc:
                 if desired.plan is None:
                     raise
-                self.errors = list(exc.diagnostics)  # keep running the last good plan
-                return desired.plan
+                return desired.plan, list(exc.diagnostics)  # keep running the last good plan
+            except Exception as exc:
+                if desired.plan is None:
+                    raise
+                log.error("compile_crashed", exc_info=exc)
+                return desired.plan, [internal_error("the compile", exc)]
 
     def compile(self, desired: Desired) -> Plan:
         with self.state_lock:
@@ -231,33 +247,68 @@ class Reconciler:
     def reconcile(self) -> PassResult:
         with self.lock:
             result = PassResult(started=time.time())
-            self.errors = []
             try:
-                plan = self.desired_plan()
-                self.observed = observe(self.engine.list_ours(self.owner), self.owner)
-            except MaasError as exc:
-                self.errors = list(exc.diagnostics)
+                return self._reconcile(result)
+            except Exception as exc:  # one bad pass must not end the loop; the next one retries
+                log.error("reconcile_failed", exc_info=exc)
+                self.errors = [internal_error("the reconcile pass", exc)]
                 result.ok = False
-                log.error("reconcile refused", error=exc.diagnostics[0].render())
                 return self._finish(result)
-            self.plan = plan
-            self._notice_crashes(time.time())
-            planned = {d.name: d for d in plan.deployments}
-            held = {k for k, h in self.health.items() if self._held(k, h, planned, time.time())}
-            result.actions = diff(plan, self.observed, held)
-            # Stops first (they free GPUs and ports), a few at a time: one by one, a hundred
-            # backends that wait out the stop timeout take minutes, yet dockerd 20.10's
-            # libnetwork has deadlocked on a hundred simultaneous exits. Creations and starts
-            # then run a few at a time, as the engine creates containers concurrently.
-            stops = [a for a in result.actions if a.kind in ("remove", "recreate")]
-            stopped = list(self.stop_pool.map(self._stop_for, stops))
-            todo = [a for a in result.actions if a.kind in ("start", "create")]
-            todo[:0] = [a for a in stopped if a is not None and a.kind == "recreate"]
-            list(self.pool.map(lambda a: self._execute(a, planned.get(a.deployment)), todo))
-            if stopped or todo:
-                self.refresh_observed()  # status and apply previews see what this pass did
-            self._forget_removed(plan)
+
+    def _reconcile(self, result: PassResult) -> PassResult:
+        # self.errors is replaced, never emptied first: status (read from other threads) must
+        # not show a refusing agent as a healthy one with nothing to run, even for a moment.
+        try:
+            # Observed first: a pass that refuses to act still shows what runs.
+            self.observed = observe(self.engine.list_ours(self.owner), self.owner)
+            plan, errors = self.desired_plan()
+            if not plan.deployments and self.observed and not self.store.path.exists():
+                raise self._store_missing()
+            self.errors = errors
+        except MaasError as exc:
+            self.errors = list(exc.diagnostics)
+            result.ok = False
+            log.error("reconcile refused", error=exc.diagnostics[0].render())
             return self._finish(result)
+        self.plan = plan
+        self._notice_crashes(time.time())
+        planned = {d.name: d for d in plan.deployments}
+        held = {k for k, h in self.health.items() if self._held(k, h, planned, time.time())}
+        result.actions = diff(plan, self.observed, held)
+        # Stops first (they free GPUs and ports), a few at a time: one by one, a hundred
+        # backends that wait out the stop timeout take minutes, yet dockerd 20.10's
+        # libnetwork has deadlocked on a hundred simultaneous exits. Creations and starts
+        # then run a few at a time, as the engine creates containers concurrently.
+        stops = [a for a in result.actions if a.kind in ("remove", "recreate")]
+        stopped = list(self.stop_pool.map(self._stop_for, stops))
+        todo = [a for a in result.actions if a.kind in ("start", "create")]
+        todo[:0] = [a for a in stopped if a is not None and a.kind == "recreate"]
+        list(self.pool.map(lambda a: self._execute(a, planned.get(a.deployment)), todo))
+        if stopped or todo:
+            self.refresh_observed()  # status and apply previews see what this pass did
+        self._forget_removed(plan)
+        return self._finish(result)
+
+    @property
+    def refused(self) -> bool:
+        """The desired state cannot be read: nothing is touched, what runs is kept."""
+        return any(d.code in STORE_REFUSALS for d in self.errors)
+
+    def _store_missing(self) -> MaasError:
+        """No desired state, yet containers of ours run: the state directory was lost or
+        emptied. Reading that as "remove everything" would stop every model."""
+        count = len(self.observed)
+        return MaasError.single(
+            "store-missing",
+            f"no desired state, yet {count} container(s) of this node run; "
+            "refusing to act so that none is removed",
+            position=Position(str(self.store.path)),
+            hints=(
+                "apply the specs again (maasctl apply ...): the containers are adopted",
+                f"or, to remove them all, start from an empty state: echo '{{}}' > "
+                f"{self.store.path}",
+            ),
+        )
 
     def refresh_observed(self) -> list[ObservedContainer]:
         with contextlib.suppress(MaasError):  # the next pass reports an engine that went away
@@ -353,6 +404,18 @@ class Reconciler:
                 permanent=not exc.retryable,
                 backoff_s=health.backoff_s,
             )
+        except Exception as exc:
+            # A bug met by one replica fails that replica (with back-off), not the whole pass.
+            health.fail(
+                internal_error(f"{action.kind} of this replica", exc).message, now, "create"
+            )
+            log.error(
+                "action crashed",
+                deployment=action.deployment,
+                replica=action.replica,
+                backoff_s=health.backoff_s,
+                exc_info=exc,
+            )
 
     def _stop_for(self, action: Action) -> Action | None:
         """Remove the container a remove or recreate replaces; the action when that worked.
@@ -371,16 +434,18 @@ class Reconciler:
         )
         try:
             self.engine.remove(action.container_id, stop_timeout=self.config.stop_timeout_s)
-        except MaasError as exc:
+        except Exception as exc:
             health = self.replica_health((action.deployment, action.replica))
-            message = self.scrub(exc.diagnostics[0].message)
-            health.fail(message, time.time(), "remove", permanent=not exc.retryable)
+            permanent = isinstance(exc, MaasError) and not exc.retryable
+            if isinstance(exc, MaasError):
+                message = self.scrub(exc.diagnostics[0].message)
+                log.error("remove failed", deployment=action.deployment, error=message)
+            else:
+                message = internal_error("removing this replica", exc).message
+                log.error("remove crashed", deployment=action.deployment, exc_info=exc)
+            health.fail(message, time.time(), "remove", permanent=permanent)
             if action.kind == "remove":
-                self.removal_errors[action.deployment] = {
-                    "error": message,
-                    "permanent": not exc.retryable,
-                }
-            log.error("remove failed", deployment=action.deployment, error=message)
+                self.removal_errors[action.deployment] = {"error": message, "permanent": permanent}
             return None
         return action
 

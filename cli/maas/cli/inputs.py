@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position
+from maas.compiler.loader import MAX_BYTES
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -37,13 +38,28 @@ def read_sources(paths: list[str]) -> dict[str, str]:
     problems: list[Diagnostic] = []
     for path in collect_files(paths):
         name = str(path)
+        large = False
         try:
             if name == "-":
                 import sys
 
-                sources["<stdin>"] = sys.stdin.read()
+                name = "<stdin>"
+                text = sys.stdin.read(MAX_BYTES + 1)
             else:
-                sources[name] = path.read_text(encoding="utf-8")
+                # Size first: a huge file is refused without being read.
+                large = path.stat().st_size > MAX_BYTES
+                text = "" if large else path.read_text(encoding="utf-8")
+            if large or len(text) > MAX_BYTES:
+                problems.append(
+                    Diagnostic(
+                        "too-large",
+                        f"file is larger than {MAX_BYTES >> 20} MiB",
+                        Position(name),
+                        hints=("a spec file is a few kilobytes; is this the right file?",),
+                    )
+                )
+                continue
+            sources[name] = text
         except UnicodeDecodeError as exc:
             problems.append(Diagnostic("encoding", f"not UTF-8 text: {exc.reason}", Position(name)))
         except OSError as exc:

@@ -18,8 +18,10 @@ def use_color(stream: TextIO) -> bool:
 def print_diagnostics(
     diagnostics: Iterable[Any], fmt: str = "text", stream: TextIO = sys.stderr
 ) -> None:
+    from maas.compiler.diagnostics import bounded
+
     color = use_color(stream) and fmt == "text"
-    for diagnostic in diagnostics:
+    for diagnostic in bounded(diagnostics):
         if fmt == "github":
             print(diagnostic.render_github(), file=stream)
             continue

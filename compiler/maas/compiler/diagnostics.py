@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Severity = Literal["error", "warning"]
+# Problems kept per file: one hostile file (a megabyte of bad placeholders) must not turn into
+# hundreds of thousands of diagnostics, seconds of work and a response of hundreds of megabytes.
+MAX_PER_FILE = 100
 
 
 @dataclass(frozen=True, order=True)
@@ -75,7 +78,7 @@ class MaasError(Exception):
     """The one exception type: positioned diagnostics plus whether retrying may help."""
 
     def __init__(self, diagnostics: Iterable[Diagnostic], *, retryable: bool = False) -> None:
-        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+        self.diagnostics: tuple[Diagnostic, ...] = tuple(bounded(diagnostics))
         if not self.diagnostics:
             raise ValueError("MaasError needs at least one diagnostic")
         self.retryable = retryable
@@ -92,6 +95,28 @@ class MaasError(Exception):
         retryable: bool = False,
     ) -> MaasError:
         return cls([Diagnostic(code, message, position, hints=tuple(hints))], retryable=retryable)
+
+
+def bounded(diagnostics: Iterable[Diagnostic], limit: int = MAX_PER_FILE) -> list[Diagnostic]:
+    """The first `limit` diagnostics of each file, and one more saying that the rest of that
+    file's problems are not shown."""
+    kept: list[Diagnostic] = []
+    counts: dict[str, int] = {}
+    for diagnostic in diagnostics:
+        file = diagnostic.position.file if diagnostic.position else ""
+        count = counts[file] = counts.get(file, 0) + 1
+        if count <= limit:
+            kept.append(diagnostic)
+        elif count == limit + 1 and diagnostic.code != "too-many-problems":
+            kept.append(
+                Diagnostic(
+                    "too-many-problems",
+                    f"more than {limit} problems in this file; the rest are not shown",
+                    Position(file) if file else None,
+                    hints=("fix the ones shown first",),
+                )
+            )
+    return kept
 
 
 def errors_only(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:

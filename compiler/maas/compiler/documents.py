@@ -81,6 +81,10 @@ def _check_envelope(doc: SourceDoc, kinds: Sequence[str], sink: list[Diagnostic]
         )
         return None
     kind = data.get("kind")
+    if not isinstance(kind, str | None):
+        # A list or mapping is no kind at all (and not hashable for the lookups below).
+        sink.append(Diagnostic("kind", "kind must be a string", doc.at(("kind",))))
+        return None
     if kind not in kinds:
         expected = " or ".join(f"'{k}'" for k in kinds)
         if kind is None:

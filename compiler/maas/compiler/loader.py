@@ -33,7 +33,9 @@ Record = tuple[Table, Table] | None  # (values, keys) position tables being fill
 MAX_NODES = 20_000  # a large real spec has a few hundred values
 MAX_DOCUMENTS = 1_000
 MAX_DEPTH = 64
-MAX_BYTES = 8 * 1024 * 1024
+# A real spec file is a few kilobytes; parsing is about 5 s per MiB of hostile YAML.
+MAX_BYTES = 1024 * 1024
+MAX_TOTAL_BYTES = 8 * 1024 * 1024  # all files of one apply, one commit or one validate
 # What ruamel raises on hostile input: YAMLError, and from its constructors plain Python errors
 # (`!!int !!o` is an IndexError deep inside the int constructor).
 _RUAMEL_ERRORS = (

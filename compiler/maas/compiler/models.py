@@ -78,7 +78,7 @@ class Resources(Strict):
         description="Container memory limit; also the host memory reserved for a deployment "
         "whose need the compiler cannot estimate (custom backends, no model metadata).",
     )
-    cpus: Annotated[float, Field(gt=0)] | None = None
+    cpus: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     gpu_memory_bytes: Annotated[int, Field(ge=1)] | None = Field(
         default=None,
         description="GPU memory per GPU reserved for a deployment whose need the compiler "
@@ -109,7 +109,7 @@ class DeploymentBody(Strict):
     path: str | None = Field(default=None, description="Absolute host path for local_path.")
     revision: str | None = None
     backend: BackendName = "auto"
-    image: str | None = None
+    image: Annotated[str, Field(min_length=1)] | None = None
     entrypoint: list[str] | None = None
     command: str | list[str] | None = None
     backend_parameters: list[str] = Field(default_factory=list)

@@ -18,33 +18,43 @@ def allocate_ports(
     previous: Mapping[str, Sequence[int]] | None = None,
     reserved: frozenset[int] = frozenset(),
 ) -> dict[str, list[int]]:
-    """Ports for each deployment name (`wanted` maps name -> replica count, at least one port)."""
+    """Ports for each deployment name (`wanted` maps name -> replica count).
+
+    Deployments with replicas are served first; one with `replicas: 0` runs nothing, so it takes
+    a port only from what they left (one, for its `{{port}}`), and when none is left it is
+    given its starting port without holding it: scaled-to-zero deployments never exhaust the
+    range for running ones.
+    """
     low, high = port_range
     size = high - low + 1
     taken: set[int] = set(reserved)
     result: dict[str, list[int]] = {}
-    for name in sorted(wanted):
-        kept = [p for p in (previous or {}).get(name, ()) if low <= p <= high and p not in taken]
-        kept = kept[: max(1, wanted[name])]
-        result[name] = kept
-        taken.update(kept)
-    for name in sorted(wanted):
-        need = max(1, wanted[name]) - len(result[name])
-        if need <= 0:
-            continue
-        start = zlib.crc32(name.encode()) % size
-        for step in range(size):
-            port = low + (start + step) % size
-            if port not in taken:
-                result[name].append(port)
-                taken.add(port)
-                need -= 1
-                if need == 0:
-                    break
-        if need:
-            raise MaasError.single(
-                "ports",
-                f"port range {low}-{high} is exhausted while allocating '{name}'",
-                hints=("widen the node's port range",),
-            )
+    running = sorted(n for n in wanted if wanted[n] > 0)
+    idle = sorted(n for n in wanted if wanted[n] <= 0)
+    for group in (running, idle):
+        for name in group:
+            kept = [
+                p for p in (previous or {}).get(name, ()) if low <= p <= high and p not in taken
+            ]
+            result[name] = kept[: max(1, wanted[name])]
+            taken.update(result[name])
+        for name in group:
+            need = max(1, wanted[name]) - len(result[name])
+            start = zlib.crc32(name.encode()) % size
+            for step in range(size if need > 0 else 0):
+                port = low + (start + step) % size
+                if port not in taken:
+                    result[name].append(port)
+                    taken.add(port)
+                    need -= 1
+                    if need == 0:
+                        break
+            if need and wanted[name] <= 0:
+                result[name] = [low + start]  # nothing listens on it: shared, not held
+            elif need:
+                raise MaasError.single(
+                    "ports",
+                    f"port range {low}-{high} is exhausted while allocating '{name}'",
+                    hints=("widen the node's port range",),
+                )
     return result

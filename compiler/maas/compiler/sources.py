@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from maas.compiler.diagnostics import Diagnostic, MaasError, Position
+from maas.compiler.diagnostics import Diagnostic, MaasError, Position, bounded
 from maas.compiler.documents import Documents, parse_documents
-from maas.compiler.loader import load_text
+from maas.compiler.loader import MAX_TOTAL_BYTES, load_text
 
 
 def load_sources(
@@ -14,7 +14,20 @@ def load_sources(
 ) -> Documents:
     """Parse and validate every document of every file; syntax errors do not stop other files."""
     result = Documents([], [], [])
+    total = 0
     for file in sorted(sources):
+        total += len(sources[file])
+        if total > MAX_TOTAL_BYTES:
+            result.diagnostics.append(
+                Diagnostic(
+                    "too-large",
+                    f"the files together are larger than {MAX_TOTAL_BYTES >> 20} MiB; "
+                    "this file and the ones after it are not read",
+                    Position(file),
+                    hints=("apply or validate them in smaller sets",),
+                )
+            )
+            break
         try:
             docs = load_text(sources[file], file)
         except MaasError as exc:
@@ -34,6 +47,7 @@ def load_sources(
         result.deployments.extend(parsed.deployments)
         result.nodes.extend(parsed.nodes)
         result.diagnostics.extend(parsed.diagnostics)
+    result.diagnostics = bounded(result.diagnostics)
     return result
 
 

@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from maas.compiler.diagnostics import Diagnostic, Position, did_you_mean
+from maas.compiler.diagnostics import MAX_PER_FILE, Diagnostic, Position, did_you_mean
 from maas.compiler.loader import PathKey, SourceDoc
 
 PLACEHOLDERS = ("port", "model_path", "model_name", "hf_cache", "gpu_ids", "gpu_count")
@@ -79,6 +79,8 @@ def check_template(template: Template, doc: SourceDoc) -> list[Diagnostic]:
     diagnostics: list[Diagnostic] = []
     for arg, path in zip(template.args, template.paths, strict=True):
         diagnostics.extend(_check_arg(arg, doc, path))
+        if len(diagnostics) > MAX_PER_FILE:
+            break  # no more are shown (diagnostics.bounded): not worth finding
     return diagnostics
 
 

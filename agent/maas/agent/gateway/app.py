@@ -10,7 +10,6 @@ to the aiohttp application built here (listing, metrics, uploads, the generic pr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from maas.agent.gateway.metrics import UNKNOWN, GatewayMetrics, RouteMetrics
 from maas.agent.gateway.requests import BadRequest, FormModelScanner, multipart_boundary
 from maas.agent.gateway.routing import Balancer, NoReadyReplica, Pick, Route, UnknownModel
 from maas.agent.gateway.source import RouteSource
+from maas.agent.supervise import Supervisor
 from maas.compiler.diagnostics import MaasError
 
 log = structlog.get_logger("maas.gateway")
@@ -78,7 +78,10 @@ class Gateway:
         self.clock = clock
         self.balancer = Balancer(eject_s=config.eject_s, retry_after_s=config.retry_after_s)
         self._session: aiohttp.ClientSession | None = None
-        self._housekeeping: asyncio.Task[None] | None = None
+        self._housekeeping: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self.supervisor = Supervisor(log)
+        self.metrics.watch_tasks(self.supervisor)
 
     def app(self) -> web.Application:
         """The routes the front hands over, after it checked the key: it is reachable through
@@ -113,30 +116,44 @@ class Gateway:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         await self.source.start()
-        self._housekeeping = asyncio.create_task(self._housekeep(), name="gateway-housekeeping")
+        self._housekeeping = [
+            self.supervisor.spawn(name, body, stall_s=60.0, stopping=self._stopping)
+            for name, body in (("keys", self._reload_keys), ("housekeeping", self._housekeep))
+        ]
 
     async def _stop(self, app: web.Application) -> None:
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        self._stopping.set()
+        for task in self._housekeeping:
+            task.cancel()
+        await asyncio.gather(*self._housekeeping, return_exceptions=True)
         await self.source.close()
         if self._session is not None:
             await self._session.close()
 
+    async def _reload_keys(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            with self.supervisor.guard("keys"):
+                self.reload_keys()
+
     async def _housekeep(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
-            self.reload_keys()
-            self.balancer.forget_except(self.source.table)
+            with self.supervisor.guard("housekeeping"):
+                self.balancer.forget_except(self.source.table)
 
     def reload_keys(self) -> None:
         try:
             if self.keys.reload():
                 log.info("keys_reloaded", keys=len(self.keys.digests))
         except MaasError as exc:
-            # A broken edit keeps the keys in force; say why in the journal.
-            log.error("keys_invalid", problems=[d.render() for d in exc.diagnostics])
+            # The well-formed lines are in force (keys.py); say what is wrong with the others.
+            self.metrics.keys_file_errors.inc()
+            log.error(
+                "keys_invalid",
+                keys=len(self.keys.digests),
+                problems=[d.render() for d in exc.diagnostics],
+            )
 
     def refusal(self, path: str, authorization: str | None) -> errors.Reply | None:
         """The answer to a request without a valid key, or None when it may pass."""
@@ -291,7 +308,10 @@ class Gateway:
             if request.body_exists
             else None
         )
-        path = request.raw_path[len(f"/proxy/{name}") :] or "/"
+        # The name is matched decoded (`%65cho` is `echo`); the rest is passed on as it came.
+        raw, mark, query = request.raw_path.partition("?")
+        parts = raw.split("/", 3)  # "", "proxy", the name as sent, the rest
+        path = "/" + (parts[3] if len(parts) > 3 else "") + mark + query
         call = Call("proxy", body, path, self.clock())
         decision = self.balancer.choose_in(route, call.started)
         return await self.serve(call, decision, self._relay(request, call), _response)
@@ -311,7 +331,14 @@ class Gateway:
         return web.json_response({"object": "list", "data": data})
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "models": len(self.source.table.routes)})
+        tasks = self.supervisor.report()
+        return web.json_response(
+            {
+                "status": "ok" if self.supervisor.healthy() else "degraded",
+                "models": len(self.source.table.routes),
+                "tasks": tasks,
+            }
+        )
 
     async def _metrics(self, request: web.Request) -> web.Response:
         response = web.Response(body=self.metrics.render())

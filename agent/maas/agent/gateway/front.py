@@ -128,6 +128,7 @@ class Front:
         while True:
             await asyncio.sleep(SWEEP_S)
             self.close_idle(KEEPALIVE_S)
+            self.pool.close_idle(asyncio.get_running_loop().time())
 
     def close_idle(self, idle_s: float) -> None:
         now = asyncio.get_running_loop().time()

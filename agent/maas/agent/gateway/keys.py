@@ -31,6 +31,14 @@ def new_key() -> str:
 
 def parse_key_file(text: str, file: str) -> frozenset[str]:
     """The digests in a key file; every malformed line is reported, with its line number."""
+    digests, problems = parse_key_lines(text, file)
+    if problems:
+        raise MaasError(problems)
+    return digests
+
+
+def parse_key_lines(text: str, file: str) -> tuple[frozenset[str], list[Diagnostic]]:
+    """The digests of the well-formed lines, and a diagnostic per malformed line."""
     digests: set[str] = set()
     problems = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -49,9 +57,7 @@ def parse_key_file(text: str, file: str) -> frozenset[str]:
                     hints=("`maas-gateway key hash < key.txt` prints the digest of a key",),
                 )
             )
-    if problems:
-        raise MaasError(problems)
-    return frozenset(digests)
+    return frozenset(digests), problems
 
 
 class KeyRing:
@@ -65,7 +71,12 @@ class KeyRing:
         self.reload()
 
     def reload(self) -> bool:
-        """Read the file again when its mtime or size changed; True when the keys changed."""
+        """Read the file again when its mtime or size changed; True when the keys changed.
+
+        Every line stands alone: the well-formed lines are the keys in force, a malformed one
+        (or one that is not UTF-8) admits nobody and is reported by the MaasError raised after
+        the keys were replaced. A key removed from a file that is broken elsewhere is revoked
+        all the same; a file that cannot be read admits nobody, like a deleted one."""
         if self.path is None:
             return False
         try:
@@ -78,14 +89,21 @@ class KeyRing:
         stamp = (stat.st_mtime_ns, stat.st_size)
         if stamp == self._stamp:
             return False
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise MaasError.single(
-                "gateway-keys", f"cannot read: {exc.strerror}", position=Position(str(self.path))
-            ) from exc
-        self.digests, self._stamp = parse_key_file(text, str(self.path)), stamp
         self.required = True
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            self.digests, self._stamp = frozenset(), None
+            raise MaasError.single(
+                "gateway-keys",
+                f"cannot read: {exc.strerror}; no key is accepted until it can",
+                position=Position(str(self.path)),
+            ) from exc
+        # A byte that is not UTF-8 spoils its own line only (it is no hex digit).
+        digests, problems = parse_key_lines(raw.decode("utf-8", "replace"), str(self.path))
+        self.digests, self._stamp = digests, stamp
+        if problems:
+            raise MaasError(problems)
         return True
 
     def allows(self, authorization: str | None) -> bool:

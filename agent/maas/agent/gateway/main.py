@@ -116,19 +116,22 @@ async def serve(config: GatewayConfig, keys: KeyRing) -> None:
     async with listening(gateway, config.host, config.port):
         log.info("listening", host=config.host, port=config.port, keys=keys.required)
         notifier.ready(f"listening on {config.host}:{config.port}")
-        watchdog = asyncio.create_task(_watchdog(notifier), name="gateway-watchdog")
+        watchdog = asyncio.create_task(_watchdog(notifier, gateway), name="gateway-watchdog")
         await stop.wait()
         watchdog.cancel()
         notifier.stopping()
 
 
-async def _watchdog(notifier: Notifier) -> None:
-    """WATCHDOG=1 from the event loop itself: a stuck loop stops the pings and systemd restarts
-    the gateway."""
+async def _watchdog(notifier: Notifier, gateway: Gateway) -> None:
+    """WATCHDOG=1 from the event loop itself, while every background task runs: a stuck loop or
+    a dead task stops the pings and systemd restarts the gateway."""
     if not notifier.watchdog_s:
         return
     while True:
-        notifier.watchdog()
+        if gateway.supervisor.healthy():
+            notifier.watchdog()
+        else:
+            log.error("watchdog_withheld", tasks=gateway.supervisor.report())
         await asyncio.sleep(notifier.watchdog_s / 3)
 
 
@@ -178,6 +181,7 @@ def configure_logging() -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # a traceback as the "exception" field
             structlog.processors.JSONRenderer(),
         ],
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from maas.agent.gateway.usage import Usage
 
@@ -56,6 +58,14 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.keys_file_errors = Counter(
+            "maas_gateway_keys_file_errors",
+            "Reloads of the keys file that found malformed lines or could not read it.",
+            registry=self.registry,
+        )
+        self._supervisor: Any = None
+        self.registry.register(_TaskCollector(self))
+
         # Looking children up by label values costs microseconds per call; a request touches
         # six of them, so they are bound once per (model, route).
         self._bound: dict[tuple[str, str], RouteMetrics] = {}
@@ -72,8 +82,30 @@ class GatewayMetrics:
     def error(self, model: str, route: str, reason: str) -> None:
         self.route(model, route).error(reason)
 
+    def watch_tasks(self, supervisor: Any) -> None:
+        self._supervisor = supervisor
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _TaskCollector(Collector):
+    """Each background task: up (running) and failed passes (from the supervisor)."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Any:
+        up = GaugeMetricFamily("maas_gateway_task_up", "1 while the task runs", labels=["task"])
+        failures = CounterMetricFamily(
+            "maas_gateway_task_failures", "Passes that raised an exception", labels=["task"]
+        )
+        supervisor = self.metrics._supervisor
+        for name, state in sorted(supervisor.tasks.items()) if supervisor else []:
+            up.add_metric([name], 1 if state.alive else 0)
+            failures.add_metric([name], state.failures)
+        yield up
+        yield failures
 
 
 class RouteMetrics:

@@ -27,6 +27,9 @@ class BadRequest(Exception):
 def model_of_json(body: bytes) -> str:
     try:
         document = json.loads(body)
+    except RecursionError:
+        # json.loads recurses per nesting level: a body of 100,000 '[' would end the task.
+        raise BadRequest("The request body is nested too deeply.") from None
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("The request body is not valid JSON.") from None
     if not isinstance(document, dict):

@@ -51,6 +51,14 @@ class RouteTable:
             route = self.routes.get(self.aliases[model])
         return route
 
+    def merged_over(self, older: RouteTable) -> RouteTable:
+        """This table, plus the routes of `older` it does not have."""
+        routes = {**older.routes, **self.routes}
+        aliases = {**older.aliases, **self.aliases}
+        return RouteTable(
+            routes=routes, aliases={a: n for a, n in aliases.items() if a not in routes}
+        )
+
 
 def _ready_replicas(name: str, containers: Iterable[Mapping[str, Any]], host: str) -> list[Replica]:
     ready = []

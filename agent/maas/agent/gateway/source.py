@@ -103,6 +103,10 @@ class AgentRouteSource:
                 response.raise_for_status()
                 status = await response.json()
             table = route_table_from_status(status, self.upstream_host)
+            if status.get("desired") in ("refused", "pending"):
+                # The agent cannot read its desired state (and keeps every container), or has
+                # not read it yet: the routes to what runs are kept too.
+                table = table.merged_over(self.table)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError) as exc:
             if self.healthy is not False:
                 log.warning("agent_unreachable", socket=str(self.socket), error=str(exc))
@@ -130,7 +134,11 @@ class AgentRouteSource:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception as exc:  # a bad status document must not end the polling
+                self.healthy = False
+                log.error("route_poll_failed", exc_info=exc)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -16,6 +16,9 @@ from maas.agent.gateway.forward import UpstreamFailed, UpstreamUnreachable
 
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 UPSTREAM_IDLE_S = 30.0  # a pooled connection idle longer is not reused
+# Idle connections kept per address: a burst of a thousand requests must not leave a thousand
+# sockets (and their peers in the aiohttp application) open afterwards.
+MAX_IDLE_PER_KEY = 32
 INTERNAL = "internal"  # the pool key of connections into the aiohttp application
 
 
@@ -189,7 +192,23 @@ class UpstreamPool:
     def release(self, connection: UpstreamConnection) -> None:
         connection.reused = False
         connection.idle_since = asyncio.get_running_loop().time()
-        self.idle.setdefault(connection.key, []).append(connection)
+        idle = self.idle.setdefault(connection.key, [])
+        if len(idle) >= MAX_IDLE_PER_KEY:
+            connection.close()
+            return
+        idle.append(connection)
+
+    def close_idle(self, now: float) -> None:
+        """Close the connections idle for UPSTREAM_IDLE_S or longer (acquire only ever looks at
+        the most recent ones, so older ones would stay open for good)."""
+        idle_s = UPSTREAM_IDLE_S
+        for key, idle in list(self.idle.items()):
+            stale = [c for c in idle if c.lost or now - c.idle_since >= idle_s]
+            for connection in stale:
+                idle.remove(connection)
+                connection.close()
+            if not idle:
+                del self.idle[key]
 
     def forget(self, connection: UpstreamConnection) -> None:
         idle = self.idle.get(connection.key)

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="submit deployment specs to this node's agent",
         description="Send Deployment specs to the node agent. The agent compiles them against "
         "its live hardware probe and its policy, shows what will change, and reconciles. Files "
-        "replace earlier files of the same name; other deployments stay. Exit 0 when applied "
+        "replace earlier files of the same name applied by the same user (each text on standard "
+        "input is its own); other deployments stay. Exit 0 when applied "
         "(with --wait: every replica ready), 1 on error or timeout.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH")
@@ -40,6 +41,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="how long --wait waits (default 1800)",
     )
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="apply to an agent that follows a git repository (until its next commit)",
+    )
     add_socket(parser)
     parser.set_defaults(run=run)
 
@@ -57,11 +63,13 @@ def run(args: argparse.Namespace) -> int:
     client = AgentClient(socket_path(args.socket))
     confirm = not args.yes and sys.stdin.isatty()
     if confirm:
-        preview = client.call("POST", "/v1/apply", {"sources": sources, "dry_run": True})
+        preview = client.call(
+            "POST", "/v1/apply", {"sources": sources, "dry_run": True, "force": args.force}
+        )
         if print_actions(preview["actions"]) and not _confirmed():
             print("Cancelled.")
             return exitcodes.FAILED
-    result = client.call("POST", "/v1/apply", {"sources": sources})
+    result = client.call("POST", "/v1/apply", {"sources": sources, "force": args.force})
     if not confirm:
         print_actions(result["actions"])
     print(f"applied to node {result['plan']['node']}")

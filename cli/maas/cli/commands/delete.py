@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("name")
     parser.add_argument("--wait", action="store_true", help="wait until its containers are gone")
     parser.add_argument("--timeout", type=float, default=300, metavar="SECONDS")
+    parser.add_argument(
+        "--force", action="store_true", help="also when the agent follows a git repository"
+    )
     add_socket(parser)
     parser.set_defaults(run=run)
 
@@ -28,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from maas.cli.client import AgentClient, socket_path
 
     client = AgentClient(socket_path(args.socket))
-    client.call("DELETE", f"/v1/deployments/{args.name}")
+    query = "?force=1" if args.force else ""
+    client.call("DELETE", f"/v1/deployments/{args.name}{query}")
     print(f"deleted {args.name}")
     if not args.wait:
         return exitcodes.OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from maas.cli import exitcodes
 from maas.cli.commands.apply import add_socket
@@ -51,14 +52,7 @@ def run(args: argparse.Namespace) -> int:
         for d in status["deployments"]
     ]
     print(f"node {status['node']}")
-    if "source" in status:
-        source = status["source"]
-        print(
-            f"source {source['url']} ({source['branch']}) at "
-            f"{(source['applied_commit'] or 'nothing yet')[:12]}"
-        )
-        for line in source["error"]:
-            print(f"refused {source['refused_commit'][:12]}: {line}")
+    print_agent_state(status)
     for error in status.get("errors", []):
         print(f"error: {error['message']} [{error['code']}]")
     for warning in status.get("warnings", []):
@@ -76,3 +70,27 @@ def run(args: argparse.Namespace) -> int:
 
     print_status_bars(status["deployments"])
     return exitcodes.OK
+
+
+def print_agent_state(status: dict[str, Any]) -> None:
+    """Pull mode's source, tasks that failed, and a desired state the agent refused."""
+    if "source" in status:
+        source = status["source"]
+        print(
+            f"source {source['url']} ({source['branch']}) at "
+            f"{(source['applied_commit'] or 'nothing yet')[:12]}"
+        )
+        for line in source["error"]:
+            print(f"refused {source['refused_commit'][:12]}: {line}")
+        for line in source.get("fetch_error", []):
+            print(f"cannot fetch: {line}")
+    for name, task in sorted(status.get("tasks", {}).items()):
+        if task["failures"] or task["restarts"] or not task["alive"]:
+            print(
+                f"task {name}: {'running' if task['alive'] else 'NOT RUNNING'}, "
+                f"{task['failures']} failed pass(es), {task['restarts']} restart(s); "
+                f"last: {task['last_error']}"
+            )
+    if status.get("desired") == "refused":
+        kept = ", ".join(f"{c['deployment']}/{c['replica']}" for c in status.get("kept", []))
+        print(f"desired state refused; keeping every container as it is: {kept or 'none'}")
