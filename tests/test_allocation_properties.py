@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from maas.compiler import CompileOptions, MaasError, Plan, compile_plan, load_sources
+from maas.compiler.allocation import PROCESS_CONTEXT_BYTES
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.metadata.gguf import GgufHeader, parse_gguf
 from maas.compiler.metadata.model import from_gguf
@@ -139,16 +140,20 @@ def assert_fits(plan: Plan, node_gpus: list[tuple[int, float]], host_gib: int) -
     """Recomputed from the deployments (not from the plan's own totals), then the totals agree."""
     margin = CompileOptions().gpu_margin_bytes
     used: dict[str, int] = {}
+    processes: dict[str, int] = {}
     host = 0
     for d in plan.deployments:
         for uuid, vram in zip(d.placement.gpus, d.estimate.vram_bytes, strict=False):
             used[uuid] = used.get(uuid, 0) + vram * d.replicas
+            if d.backend == "llama-box":  # a CUDA context each, outside the estimate
+                processes[uuid] = processes.get(uuid, 0) + d.replicas
         host += (d.estimate.ram_bytes or 0) * d.replicas
+    for uuid, count in processes.items():  # the margin holds the first context
+        used[uuid] += PROCESS_CONTEXT_BYTES * max(0, count - 1)
     for i, (total, free) in enumerate(node_gpus):
         assert used.get(f"GPU-{i}", 0) <= max(0, int(total * GIB * free) - margin)
     assert host <= host_gib * GIB
     for t in plan.totals:
-        assert 0 <= t.allocated_bytes <= t.usable_bytes or t.allocated_bytes == 0
         expected = host if t.device == "host" else used.get(str(t.uuid), 0)
         assert t.allocated_bytes == expected
     # vLLM's own default share is never exceeded; together they are bound by the bytes above

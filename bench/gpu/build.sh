@@ -7,5 +7,5 @@ mkdir -p /tmp && tar -C /tmp -xzf .gpu/llama.cpp.tgz
 cd /tmp/llama.cpp
 cmake -B build -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Release >/tmp/cmake.log 2>&1
-cmake --build build -j 16 --target llama-fit-params llama-bench llama-completion \
+cmake --build build -j 16 --target ${LLAMA_TARGETS:-llama-fit-params llama-bench llama-completion} \
   >/tmp/build.log 2>&1 || { tail -40 /tmp/build.log; exit 1; }

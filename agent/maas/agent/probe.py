@@ -122,7 +122,26 @@ def _read_gpu(pynvml: Any, index: int) -> dict[str, Any]:
         "memory_clock_max_mhz": _optional(
             pynvml, pynvml.nvmlDeviceGetMaxClockInfo, handle, pynvml.NVML_CLOCK_MEM
         ),
+        "processes": _processes(pynvml, handle),
     }
+
+
+def _processes(pynvml: Any, handle: Any) -> list[dict[str, int | None]] | None:
+    """The compute processes holding memory on the GPU (host PIDs; bytes, None where the driver
+    does not say), or None when NVML cannot list them."""
+    try:
+        found = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+    except pynvml.NVMLError:
+        return None
+    return [
+        {"pid": int(p.pid), "used_bytes": _used(p.usedGpuMemory)}
+        for p in sorted(found, key=lambda p: p.pid)
+    ]
+
+
+def _used(value: object) -> int | None:
+    # NVML reports NVML_VALUE_NOT_AVAILABLE (all bits set) where it cannot attribute memory
+    return value if isinstance(value, int) and 0 <= value < (1 << 63) else None
 
 
 def _optional(pynvml: Any, call: Any, *args: Any) -> int | None:

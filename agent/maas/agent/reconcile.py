@@ -319,6 +319,8 @@ class Reconciler:
     def _held(
         key: Replica, health: ReplicaHealth, planned: dict[str, PlanDeployment], now: float
     ) -> bool:
+        if health.refused:
+            return False  # re-checked quietly each pass: fixing the host is enough
         if health.permanent:
             # Held for good, but only the spec that failed: a new spec is tried at once.
             wanted = planned.get(key[0])

@@ -17,6 +17,11 @@ from maas.compiler.placement_common import gib, host_memory
 from maas.compiler.plan import DeviceTotal, Estimate, Placement
 
 HOST = "host"
+# A llama.cpp process's CUDA context and runtime allocations, outside its model, KV and compute
+# buffers (llama-fit-params' "unaccounted"): 470-473 MiB per process measured on an H200 with
+# CUDA 13 (bench/results/gpu-node-plan.md), rounded up. The per-GPU margin holds the first
+# process's; every further process on the same GPU is charged this.
+PROCESS_CONTEXT_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -27,10 +32,17 @@ class Charge:
     gpu_bytes: dict[str, int]
     host_bytes: int
     unknown: bool  # its need could not be estimated: it holds only what it declared
+    processes: int = 0  # on each of its GPUs, whose CUDA context is not in gpu_bytes
 
 
 def charge_of(
-    name: str, placement: Placement, estimate: Estimate, replicas: int, *, unknown: bool
+    name: str,
+    placement: Placement,
+    estimate: Estimate,
+    replicas: int,
+    *,
+    unknown: bool,
+    processes: int = 0,
 ) -> Charge:
     per_gpu = dict(zip(placement.gpus, estimate.vram_bytes, strict=False))
     return Charge(
@@ -38,6 +50,7 @@ def charge_of(
         gpu_bytes={uuid: per_gpu.get(uuid, 0) * replicas for uuid in placement.gpus},
         host_bytes=(estimate.ram_bytes or 0) * replicas,
         unknown=unknown,
+        processes=processes if placement.gpus else 0,
     )
 
 
@@ -53,8 +66,16 @@ class Ledger:
     def host_usable(self) -> int:
         return host_memory(self.node)
 
+    def processes(self, uuid: str) -> int:
+        return sum(c.processes for c in self.charges if uuid in c.gpu_bytes)
+
+    def gpu_overhead(self, uuid: str) -> int:
+        """The CUDA contexts of the processes on the GPU beyond the first (the margin's)."""
+        return PROCESS_CONTEXT_BYTES * max(0, self.processes(uuid) - 1)
+
     def gpu_used(self, uuid: str) -> int:
-        return sum(c.gpu_bytes.get(uuid, 0) for c in self.charges)
+        held = sum(c.gpu_bytes.get(uuid, 0) for c in self.charges)
+        return held + self.gpu_overhead(uuid)
 
     def host_used(self) -> int:
         return sum(c.host_bytes for c in self.charges)
@@ -65,15 +86,19 @@ class Ledger:
     def host_left(self) -> int:
         return max(0, self.host_usable() - self.host_used())
 
-    def view(self, gpus: Sequence[Gpu], replicas: int) -> Node:
+    def view(self, gpus: Sequence[Gpu], replicas: int, processes: int = 0) -> Node:
         """The node as one replica of the next deployment sees it: only `gpus`, each with what is
         left of it shared by the replicas (plus the margin, which placement subtracts again), and
-        the host memory that is left, shared the same way."""
+        the host memory that is left, shared the same way. `processes` is how many processes of
+        it would add a CUDA context to each GPU outside their estimate."""
         share = max(1, replicas)
-        seen = [
-            g.model_copy(update={"memory_free_bytes": self.gpu_left(g) // share + self.margin})
-            for g in gpus
-        ]
+
+        def free(g: Gpu) -> int:
+            first = 0 if self.processes(g.uuid) else 1  # the margin holds the first context
+            contexts = PROCESS_CONTEXT_BYTES * max(0, processes - first)
+            return max(0, self.gpu_left(g) - contexts) // share + self.margin
+
+        seen = [g.model_copy(update={"memory_free_bytes": free(g)}) for g in gpus]
         memory = self.node.spec.memory.model_copy(
             update={"available_bytes": self.host_left() // share}
         )
@@ -109,6 +134,7 @@ class Ledger:
                     {c.deployment: c.gpu_bytes[gpu.uuid] for c in held},
                     [c.deployment for c in held if c.unknown],
                     uuid=gpu.uuid,
+                    overhead=self.gpu_overhead(gpu.uuid),
                 )
             )
         held = [c for c in self.charges if c.host_bytes or (c.unknown and not c.gpu_bytes)]
@@ -132,8 +158,9 @@ def _total(
     unknown: list[str],
     *,
     uuid: str | None = None,
+    overhead: int = 0,
 ) -> DeviceTotal:
-    allocated = sum(by_deployment.values())
+    allocated = sum(by_deployment.values()) + overhead
     return DeviceTotal(
         device=device,
         uuid=uuid,
@@ -141,6 +168,7 @@ def _total(
         usable_bytes=usable,
         allocated_bytes=allocated,
         headroom_bytes=usable - allocated,
+        process_overhead_bytes=overhead,
         by_deployment=dict(sorted(by_deployment.items())),
         unknown_need=sorted(unknown),
     )

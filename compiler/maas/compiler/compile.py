@@ -87,7 +87,12 @@ def compile_plan(
             )
         ledger.charges.append(
             charge_of(
-                entry.name, placement, entry.result.estimate, entry.replicas, unknown=entry.unknown
+                entry.name,
+                placement,
+                entry.result.estimate,
+                entry.replicas,
+                unknown=entry.unknown,
+                processes=0 if entry.unknown else _processes(loaded, entry.backend, True),
             )
         )
         placed.append(entry)
@@ -177,7 +182,7 @@ def _placed_on(  # noqa: PLR0917
     metadata: ModelMetadata | None,
     before: PlanDeployment | None,
 ) -> _Attempt:
-    view = ledger.view(gpus, loaded.model.spec.replicas)
+    view = ledger.view(gpus, loaded.model.spec.replicas, _processes(loaded, backend, metadata))
     result = place(
         loaded,
         backend,
@@ -190,6 +195,13 @@ def _placed_on(  # noqa: PLR0917
         return _Attempt(_name_holders(loaded, result, ledger, gpus), kept=False)
     kept = _keep_running_share(result, before, view, options)
     return _Attempt(kept or result, kept=kept is not None)
+
+
+def _processes(loaded: Loaded[Deployment], backend: Backend, metadata: object) -> int:
+    """How many processes of the deployment hold a CUDA context outside their estimate on each
+    of its GPUs: llama.cpp's replicas (vLLM's fraction and a declared need include theirs)."""
+    known = metadata is not None and backend.name == "llama-box"
+    return loaded.model.spec.replicas if known else 0
 
 
 def _intended_gpus(

@@ -41,7 +41,8 @@ class _NodeState:
     @property
     def node(self) -> Node:
         """The node as the next replica sees it: what is left of each GPU and of host memory."""
-        return self.ledger.view(self.ledger.node.spec.gpus, 1)
+        # one more process: its CUDA context is charged where the GPU already has processes
+        return self.ledger.view(self.ledger.node.spec.gpus, 1, processes=1)
 
     def free_bytes(self) -> int:
         gpus = sum(self.ledger.gpu_left(g) for g in self.ledger.node.spec.gpus)
@@ -50,8 +51,16 @@ class _NodeState:
     def take(self, planned: PlanDeployment) -> None:
         """Charge what one replica of `planned` is estimated to use."""
         self.replicas += 1
+        llama = planned.backend == "llama-box" and bool(planned.estimate.vram_bytes)
         self.ledger.charges.append(
-            charge_of(planned.name, planned.placement, planned.estimate, 1, unknown=False)
+            charge_of(
+                planned.name,
+                planned.placement,
+                planned.estimate,
+                1,
+                unknown=False,
+                processes=1 if llama else 0,
+            )
         )
 
 

@@ -66,7 +66,11 @@ class _Fitter:
 
 
 def proportional_split(total: int, weights: Sequence[int]) -> tuple[int, ...]:
-    """`total` layers over devices in proportion to `weights` (largest remainders first)."""
+    """`total` layers over devices in proportion to `weights` (largest remainders first); evenly
+    when no device has room (the split is then checked, and refused, like any other)."""
+    if sum(max(0, w) for w in weights) <= 0:
+        weights = [1] * len(weights)
+    weights = [max(0, w) for w in weights]
     whole = sum(weights)
     exact = [total * w / whole for w in weights]
     counts = [int(x) for x in exact]

@@ -120,6 +120,11 @@ class DeviceTotal(PlanModel):
     usable_bytes: int = Field(description="GPU: free memory minus the margin; host: available.")
     allocated_bytes: int = Field(description="All deployments and replicas together.")
     headroom_bytes: int
+    process_overhead_bytes: int = Field(
+        default=0,
+        description="CUDA contexts of the llama.cpp processes beyond the first on a GPU (the "
+        "margin holds the first); part of allocated_bytes.",
+    )
     by_deployment: dict[str, int] = Field(default_factory=dict)
     unknown_need: list[str] = Field(
         default_factory=list,
