@@ -29,7 +29,7 @@ from maas.agent.gitsource import GitSource
 from maas.agent.hostports import port_range_warning
 from maas.agent.metrics import Metrics
 from maas.agent.probing import Prober
-from maas.agent.reconcile import Reconciler
+from maas.agent.reconcile import NodeSource, Reconciler
 from maas.agent.sdnotify import Notifier
 from maas.agent.status import status_report
 from maas.agent.store import Desired
@@ -40,7 +40,9 @@ from maas.compiler.repo import FleetPlan
 log = structlog.get_logger("maas.agent")
 
 
-def node_provider(config: AgentConfig) -> Any:
+def node_provider(config: AgentConfig) -> NodeSource:
+    """The node the agent plans on: its node file as written, else the live probe (GPU memory
+    held by its own containers counted as free for them, foreign processes reported)."""
     if config.node_file is not None:
         from maas.compiler.sources import load_sources
 
@@ -49,10 +51,10 @@ def node_provider(config: AgentConfig) -> Any:
         if documents.diagnostics or len(documents.nodes) != 1:
             raise MaasError(documents.diagnostics or [])
         node = documents.nodes[0].model
-        return lambda: node
-    from maas.agent.probe import probe
+        return lambda ours: (node, [])
+    from maas.agent.probe import probe_live
 
-    return probe
+    return probe_live
 
 
 class Agent:
@@ -125,6 +127,7 @@ class Agent:
                 "fetched_at": state.fetched_at,
             }
         extra["removal_errors"] = dict(r.removal_errors)
+        extra["gpu_foreign"] = [p.as_dict() for p in r.foreign]
         report = status_report(r.node_name, r.plan, r.observed, r.health, extra)
         if r.passes == 0:
             report["desired"] = "pending"  # not read yet: an empty list means nothing yet

@@ -122,6 +122,10 @@ class ReplicaHealth:
     def crash_loop(self) -> bool:
         return self.cause in CRASHES and self.attempts >= CRASH_LOOP_FAILURES
 
+    def wait(self, reason: str) -> None:
+        """Not started for now (no GPU room): pending, with the reason; no failure counted."""
+        self.phase, self.last_error, self.ready = "pending", reason, False
+
     def refuse(self, error: str) -> None:
         """Refused before creation (policy, secrets): failed, without back-off, until fixed."""
         self.ready = False

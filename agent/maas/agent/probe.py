@@ -12,9 +12,11 @@ import os
 import platform
 import re
 import socket
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from maas.agent.gpuroom import ForeignProcess, split_processes
 from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.models import Node
 
@@ -36,6 +38,38 @@ def probe_with_warnings() -> tuple[Node, list[Diagnostic]]:
 
 def probe() -> Node:
     return probe_with_warnings()[0]
+
+
+def probe_live(own_containers: Collection[str]) -> tuple[Node, list[ForeignProcess]]:
+    """This host's Node profile as the agent plans on it: each GPU's free memory plus what the
+    agent's own containers hold there, and the processes holding the rest (gpuroom)."""
+    readings = read_host()
+    gpus = (readings.get("nvml") or {}).get("gpus", [])
+    pids = {int(p["pid"]) for g in gpus for p in (g.get("processes") or [])}
+    own = {pid for pid in pids if _in_containers(pid, own_containers)}
+    names = {pid: _process_name(pid) for pid in pids - own}
+    ours, foreign = split_processes(gpus, own, names)
+    for gpu in gpus:
+        gpu["memory_free"] = min(gpu["memory_total"], gpu["memory_free"] + ours.get(gpu["uuid"], 0))
+    return to_node(readings)[0], foreign
+
+
+def _in_containers(pid: int, containers: Collection[str]) -> bool:
+    """Whether the (host) PID runs in one of the containers: Docker names the container's full
+    ID in the process's cgroup path (`docker-<id>.scope` or `/docker/<id>`). NVML gives host PIDs,
+    so this needs the agent in the host's PID namespace, as its systemd unit runs it."""
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+    return any(cid in text for cid in containers if len(cid) >= 12)
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() or "?"
+    except OSError:
+        return "?"
 
 
 def read_host() -> Readings:

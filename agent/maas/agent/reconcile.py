@@ -28,6 +28,7 @@ from maas.agent.containers import container_spec
 from maas.agent.counters import Counters
 from maas.agent.diff import Action, Replica, diff
 from maas.agent.engine import Engine
+from maas.agent.gpuroom import ForeignProcess, blocked
 from maas.agent.health import ReplicaHealth
 from maas.agent.hostpaths import admitted, resolved_mounts
 from maas.agent.modelfetch import fetch_models
@@ -46,6 +47,8 @@ from maas.compiler.render import CompileOptions
 from maas.compiler.sources import load_sources
 
 log = structlog.get_logger("maas.agent")
+# Our container IDs -> the node to plan on and the foreign processes holding GPU memory.
+NodeSource = Callable[[frozenset[str]], tuple[Node, list[ForeignProcess]]]
 STORE_REFUSALS = ("store-corrupt", "store-missing")
 PARALLEL_ACTIONS = 8
 PARALLEL_STOPS = 4
@@ -116,13 +119,15 @@ class Reconciler:
         self,
         config: AgentConfig,
         engine: Engine,
-        node: Callable[[], Node],
+        node: NodeSource,
         wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self.engine = engine
         self.node_source = node
-        self.node_name = config.node_name or node().metadata.name
+        self.foreign: list[ForeignProcess] = []  # GPU memory held outside our containers
+        self.live_node: Node | None = None
+        self.node_name = config.node_name or node(frozenset())[0].metadata.name
         self.owner = Owner(self.node_name, config.label_namespace)
         self.store = Store(config.state_dir)
         self.preparer = Preparer(engine, done=wake)
@@ -199,7 +204,8 @@ class Reconciler:
         live node x its own options and policy), remembered: a resync with the same sources,
         node and options (most of them) reuses the last plan instead of compiling again."""
         sources, assigned = desired.sources, desired.assigned
-        node = self.node_source()
+        node, self.foreign = self.node_source(frozenset(c.id for c in self.observed))
+        self.live_node = node
         options = self._options(desired)
         ports = {d.name: d.ports for d in previous.deployments} if previous else {}
         frozen = json.dumps(assigned, sort_keys=True)
@@ -283,6 +289,7 @@ class Reconciler:
         stopped = list(self.stop_pool.map(self._stop_for, stops))
         todo = [a for a in result.actions if a.kind in ("start", "create")]
         todo[:0] = [a for a in stopped if a is not None and a.kind == "recreate"]
+        todo = self._room_for(plan, todo)
         list(self.pool.map(lambda a: self._execute(a, planned.get(a.deployment)), todo))
         if stopped or todo:
             self.refresh_observed()  # status and apply previews see what this pass did
@@ -326,6 +333,20 @@ class Reconciler:
             wanted = planned.get(key[0])
             return wanted is None or wanted.spec_hash == health.spec_hash
         return health.held(now)
+
+    def _room_for(self, plan: Plan, todo: list[Action]) -> list[Action]:
+        """The starts the GPUs have room for now; the others wait as pending, with the reason
+        (a foreign process took memory the plan counted on), instead of failing to load."""
+        if not self.foreign or self.live_node is None:
+            return todo
+        margin = self.config.compile_options().gpu_margin_bytes
+        waiting = blocked(plan, self.live_node, self.foreign, margin)
+        for action in todo:
+            if action.deployment in waiting:
+                self.replica_health((action.deployment, action.replica)).wait(
+                    waiting[action.deployment]
+                )
+        return [a for a in todo if a.deployment not in waiting]
 
     def replica_health(self, key: Replica) -> ReplicaHealth:
         """The replica's health; a new one starts from the counters kept in the state folder."""

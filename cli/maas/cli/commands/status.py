@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_agent_state(status: dict[str, Any]) -> None:
-    """Pull mode's source, tasks that failed, and a desired state the agent refused."""
+    """Pull mode's source, tasks that failed, foreign processes holding GPU memory, and a
+    desired state the agent refused."""
     if "source" in status:
         source = status["source"]
         print(
@@ -91,6 +92,11 @@ def print_agent_state(status: dict[str, Any]) -> None:
                 f"{task['failures']} failed pass(es), {task['restarts']} restart(s); "
                 f"last: {task['last_error']}"
             )
+    for process in status.get("gpu_foreign", []):
+        print(
+            f"GPU {process['gpu']}: pid {process['pid']} ({process['name']}) holds "
+            f"{process['used_bytes'] / (1 << 30):.1f} GiB outside this node's containers"
+        )
     if status.get("desired") == "refused":
         kept = ", ".join(f"{c['deployment']}/{c['replica']}" for c in status.get("kept", []))
         print(f"desired state refused; keeping every container as it is: {kept or 'none'}")
