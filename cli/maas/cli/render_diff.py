@@ -11,7 +11,11 @@ FOLD_AFTER = 8
 
 
 def _by_node(diff: PlanDiff) -> list[tuple[str, list[Change]]]:
-    return [(node, list(changes)) for node, changes in groupby(diff.changes, key=lambda c: c.node)]
+    """Each node with changes, or whose headroom moves (a deployment moved elsewhere)."""
+    grouped = {node: list(c) for node, c in groupby(diff.changes, key=lambda c: c.node)}
+    for h in diff.headroom:
+        grouped.setdefault(h.node, [])
+    return sorted(grouped.items())
 
 
 def diff_text(diff: PlanDiff, *, color: bool = False) -> str:
@@ -26,6 +30,7 @@ def diff_text(diff: PlanDiff, *, color: bool = False) -> str:
                 symbol = f"{colors[change.symbol]}{symbol}\033[0m"
             lines.append(f"  {symbol} {change.name.ljust(width)}  {'; '.join(change.reasons)}")
             lines.extend(f"      {item}" for item in change.performance)
+        lines.extend(f"  {h.text()}" for h in diff.headroom_of(node))
         lines.append("")
     lines.append(diff.summary())
     return "\n".join(lines)
@@ -39,6 +44,7 @@ def diff_markdown(diff: PlanDiff, *, base: str, head: str) -> str:
             f"| `{c.symbol}` | `{c.name}` | {'; '.join(c.reasons)} | {'<br>'.join(c.performance)} |"
             for c in changes
         ]
+        rows += ["", *(f"- {h.text()}" for h in diff.headroom_of(node))]
         title = f"node `{node}`: {len(changes)} change(s)"
         if len(changes) > FOLD_AFTER:
             lines += ["", f"<details><summary>{title}</summary>", "", *rows, "", "</details>"]
@@ -63,6 +69,16 @@ def diff_json(diff: PlanDiff, *, base: str, head: str, assignment: dict[str, lis
                 "performance": list(c.performance),
             }
             for c in diff.changes
+        ],
+        "headroom": [
+            {
+                "node": h.node,
+                "device": h.device,
+                "usable_bytes": h.usable_bytes,
+                "before_bytes": h.before,
+                "after_bytes": h.after,
+            }
+            for h in diff.headroom
         ],
         "assignment": assignment,
     }

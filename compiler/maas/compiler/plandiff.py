@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
-from maas.compiler.plan import PlanDeployment
+from maas.compiler.plan import Plan, PlanDeployment
 from maas.compiler.repo import FleetPlan
 
 Kind = Literal["create", "recreate", "update", "remove"]
@@ -34,9 +34,31 @@ class Change:
         return SYMBOLS[self.kind]
 
 
+@dataclass(frozen=True)
+class Headroom:
+    """How a device's headroom (usable minus allocated) changes on a node."""
+
+    node: str
+    device: str  # 'gpu0', ... or 'host'
+    name: str
+    usable_bytes: int
+    before: int | None  # None: the node is new
+    after: int | None  # None: the node is gone
+
+    def text(self) -> str:
+        label = "host memory" if self.device == "host" else f"{self.device.upper()} {self.name}"
+        before = "-" if self.before is None else f"{self.before / GIB:.1f}"
+        after = "-" if self.after is None else f"{self.after / GIB:.1f}"
+        return f"{label}: headroom {before} -> {after} GiB of {self.usable_bytes / GIB:.1f}"
+
+
 @dataclass
 class PlanDiff:
     changes: list[Change] = field(default_factory=list)
+    headroom: list[Headroom] = field(default_factory=list)
+
+    def headroom_of(self, node: str) -> list[Headroom]:
+        return [h for h in self.headroom if h.node == node]
 
     def count(self, kind: Kind) -> int:
         return sum(1 for c in self.changes if c.kind == kind)
@@ -73,7 +95,24 @@ def diff_fleets(base: FleetPlan, head: FleetPlan) -> PlanDiff:
             )
             if change is not None:
                 result.changes.append(change)
+        result.headroom += _headroom(node, base.plans.get(node), head.plans.get(node))
     return result
+
+
+def _headroom(node: str, base: Plan | None, head: Plan | None) -> list[Headroom]:
+    """The devices of `node` whose headroom the change moves."""
+    before = {t.device: t for t in base.totals} if base else {}
+    after = {t.device: t for t in head.totals} if head else {}
+    found = []
+    for device in [*after, *(d for d in before if d not in after)]:
+        old, new = before.get(device), after.get(device)
+        then = old.headroom_bytes if old else None
+        now = new.headroom_bytes if new else None
+        if then != now:
+            total = new or old
+            assert total is not None
+            found.append(Headroom(node, device, total.name, total.usable_bytes, then, now))
+    return found
 
 
 def _change(
