@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from maas.compiler.allocation import Ledger, charge_of
+from maas.compiler.allocation import Charge, Ledger, charge_of
 from maas.compiler.backends import Backend, BackendRule, resolve_backend
 from maas.compiler.checks import check_deployments
 from maas.compiler.diagnostics import Diagnostic, raise_if_errors
@@ -24,7 +24,7 @@ from maas.compiler.models import Deployment, Gpu, Node
 from maas.compiler.placement import PlacementResult, estimated, place
 from maas.compiler.placement_results import vllm_vram
 from maas.compiler.placement_vllm import DEFAULT_UTILIZATION
-from maas.compiler.plan import Estimate, Plan, PlanDeployment
+from maas.compiler.plan import Estimate, Placement, Plan, PlanDeployment
 from maas.compiler.policy import check_policy
 from maas.compiler.ports import allocate_ports
 from maas.compiler.render import CompileOptions, render_deployment
@@ -47,6 +47,11 @@ class _Placed:
     def replicas(self) -> int:
         return self.loaded.model.spec.replicas
 
+    @property
+    def placement(self) -> Placement:
+        assert self.result.placement is not None, "only placed deployments are kept"
+        return self.result.placement
+
 
 def compile_plan(
     deployments: Sequence[Loaded[Deployment]],
@@ -56,17 +61,57 @@ def compile_plan(
     previous: Plan | None = None,
     resolved_files: Mapping[str, str] | None = None,
     models: Mapping[str, ModelMetadata] | None = None,
-    share_leftover: bool = True,
 ) -> Plan:
     """The Plan of `node` for `deployments`; raises `MaasError` with all problems found.
 
     `models` holds the model metadata per deployment name (fetched at the edge); without it a
-    deployment is placed by the foundation rules and its estimate is unknown. `share_leftover`
-    hands vLLM deployments the GPU memory nobody else takes (fleet placement asks without it, to
-    charge a node only what each deployment needs).
+    deployment is placed by the foundation rules and its estimate is unknown.
     """
     options = options or CompileOptions()
-    models = models or {}
+    placed, ledger = _allocate(deployments, node, options, previous, models or {})
+    _share_leftover(placed, ledger)
+    previous_ports = {d.name: d.ports for d in previous.deployments} if previous else None
+    ports = allocate_ports({p.name: p.replicas for p in placed}, options.port_range, previous_ports)
+    rendered = [
+        render_deployment(
+            p.loaded,
+            backend=p.backend,
+            rule=p.rule,
+            placement=p.placement,
+            estimate=p.result.estimate,
+            ports=ports[p.name],
+            options=options,
+            resolved_file=(resolved_files or {}).get(p.name),
+            warnings=[d for d in p.result.diagnostics if d.severity == "warning"],
+        )
+        for p in placed
+    ]
+    rendered.sort(key=lambda d: d.name)
+    return Plan(node=node.metadata.name, deployments=rendered, totals=ledger.totals())
+
+
+def place_on_node(
+    deployment: Loaded[Deployment],
+    node: Node,
+    *,
+    options: CompileOptions,
+    models: Mapping[str, ModelMetadata],
+) -> Charge:
+    """What one deployment would hold on `node` (checked as `compile_plan` checks it, not
+    rendered, vLLM at the fraction it needs): fleet placement charges a node with it."""
+    (placed,), _ = _allocate([deployment], node, options, None, models)
+    return _charge(placed)
+
+
+def _allocate(
+    deployments: Sequence[Loaded[Deployment]],
+    node: Node,
+    options: CompileOptions,
+    previous: Plan | None,
+    models: Mapping[str, ModelMetadata],
+) -> tuple[list[_Placed], Ledger]:
+    """Every deployment placed against the node's ledger in allocation order, and the ledger;
+    raises `MaasError` with every problem."""
     diagnostics = check_deployments(deployments)
     ledger = Ledger(node, options.gpu_margin_bytes)
     placed: list[_Placed] = []
@@ -85,39 +130,21 @@ def compile_plan(
             diagnostics.extend(
                 check_policy(loaded, options.policy, cache_dir=options.cache_dir, image=image or "")
             )
-        ledger.charges.append(
-            charge_of(
-                entry.name,
-                placement,
-                entry.result.estimate,
-                entry.replicas,
-                unknown=entry.unknown,
-                processes=0 if entry.unknown else _processes(loaded, entry.backend, True),
-            )
-        )
+        ledger.charges.append(_charge(entry))
         placed.append(entry)
     raise_if_errors(diagnostics)
-    if share_leftover:
-        _share_leftover(placed, ledger)
-    previous_ports = {d.name: d.ports for d in previous.deployments} if previous else None
-    ports = allocate_ports({p.name: p.replicas for p in placed}, options.port_range, previous_ports)
-    rendered = [
-        render_deployment(
-            p.loaded,
-            backend=p.backend,
-            rule=p.rule,
-            placement=p.result.placement,
-            estimate=p.result.estimate,
-            ports=ports[p.name],
-            options=options,
-            resolved_file=(resolved_files or {}).get(p.name),
-            warnings=[d for d in p.result.diagnostics if d.severity == "warning"],
-        )
-        for p in placed
-        if p.result.placement is not None
-    ]
-    rendered.sort(key=lambda d: d.name)
-    return Plan(node=node.metadata.name, deployments=rendered, totals=ledger.totals())
+    return placed, ledger
+
+
+def _charge(entry: _Placed) -> Charge:
+    return charge_of(
+        entry.name,
+        entry.placement,
+        entry.result.estimate,
+        entry.replicas,
+        unknown=entry.unknown,
+        processes=0 if entry.unknown else _processes(entry.loaded, entry.backend, True),
+    )
 
 
 def _allocation_order(
@@ -384,9 +411,7 @@ def _share_leftover(placed: list[_Placed], ledger: Ledger) -> None:
             continue
         p.result = _with_utilization(p.result, grown, mine)
         index = next(i for i, c in enumerate(ledger.charges) if c.deployment == p.name)
-        ledger.charges[index] = charge_of(
-            p.name, placement, p.result.estimate, p.replicas, unknown=p.unknown
-        )
+        ledger.charges[index] = _charge(p)
 
 
 def _selector_mismatch(loaded: Loaded[Deployment], node: Node) -> Diagnostic | None:

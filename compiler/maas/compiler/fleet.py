@@ -15,14 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from maas.compiler.allocation import Ledger, charge_of
+from maas.compiler.allocation import Charge, Ledger
 from maas.compiler.diagnostics import Diagnostic, MaasError
 from maas.compiler.documents import Loaded
 from maas.compiler.models import Deployment, Node
-from maas.compiler.plan import PlanDeployment
 
 Strategy = Literal["spread", "binpack"]
-Fit = Callable[[Loaded[Deployment], Node], PlanDeployment]
+Fit = Callable[[Loaded[Deployment], Node], Charge]
 # name -> node name of each replica, in replica order
 Assignment = dict[str, list[str]]
 
@@ -48,20 +47,10 @@ class _NodeState:
         gpus = sum(self.ledger.gpu_left(g) for g in self.ledger.node.spec.gpus)
         return gpus + self.ledger.host_left()
 
-    def take(self, planned: PlanDeployment) -> None:
-        """Charge what one replica of `planned` is estimated to use."""
+    def take(self, charge: Charge) -> None:
+        """Charge what one replica is estimated to use."""
         self.replicas += 1
-        llama = planned.backend == "llama-box" and bool(planned.estimate.vram_bytes)
-        self.ledger.charges.append(
-            charge_of(
-                planned.name,
-                planned.placement,
-                planned.estimate,
-                1,
-                unknown=False,
-                processes=1 if llama else 0,
-            )
-        )
+        self.ledger.charges.append(charge)
 
 
 @dataclass
@@ -142,11 +131,11 @@ def _try(loaded: Loaded[Deployment], state: _NodeState, fit: Fit) -> str | None:
     """None when one replica fits on the node (and then takes its share), else the reason."""
     single = Loaded(_one_replica(loaded.model), loaded.doc)
     try:
-        planned = fit(single, state.node)
+        charge = fit(single, state.node)
     except MaasError as exc:
         errors = [d for d in exc.diagnostics if d.severity == "error"] or list(exc.diagnostics)
         return errors[0].message
-    state.take(planned)
+    state.take(charge)
     return None
 
 

@@ -9,7 +9,7 @@ foundation rules (first GPU, or the CPU when allowed) and says that the estimate
 from __future__ import annotations
 
 from maas.compiler.backends import Backend
-from maas.compiler.diagnostics import Diagnostic
+from maas.compiler.diagnostics import Diagnostic, Position
 from maas.compiler.documents import Loaded
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Node
@@ -138,7 +138,9 @@ def _shared_gpus(
                 "gpu-need-unknown",
                 f"'{deployment.model.metadata.name}' is handed {which} but its GPU memory need "
                 "is unknown, so the plan reserves none for it",
-                spec_position(deployment, "gpus"),
+                # The file, not a line: a warning about a field that is absent must not make
+                # every such file pay for the slower parse that positions need.
+                Position(deployment.doc.file),
                 severity="warning",
                 hints=(
                     "for an image that runs on the CPU set 'gpus: none'; else set "

@@ -13,8 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from maas.compiler.allocation import Charge
 from maas.compiler.checks import check_deployments
-from maas.compiler.compile import compile_plan
+from maas.compiler.compile import compile_plan, place_on_node
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position, raise_if_errors
 from maas.compiler.documents import Loaded, diagnostics_from_validation
 from maas.compiler.fleet import Assignment, Strategy, assign, replicas_per_node
@@ -128,9 +129,8 @@ def compile_repo(
     )
     nodes = [n.model for n in documents.nodes]
 
-    def fit(loaded: Loaded[Deployment], node: Node) -> PlanDeployment:
-        plan = compile_plan([loaded], node, options=options, models=models, share_leftover=False)
-        return plan.deployments[0]
+    def fit(loaded: Loaded[Deployment], node: Node) -> Charge:
+        return place_on_node(loaded, node, options=options, models=models or {})
 
     result = assign(
         documents.deployments,
