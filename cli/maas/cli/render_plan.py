@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from maas.cli.output import table
 from maas.compiler import Plan, PlanDeployment
 from maas.compiler.plan import DeviceTotal
@@ -27,7 +29,7 @@ def device_label(total: DeviceTotal) -> str:
 
 
 def totals_lines(plan: Plan) -> list[str]:
-    """One line per GPU and one for host memory: a bar, allocated / usable, headroom."""
+    """One line per GPU and one for host memory: a bar, allocated / usable, headroom (left)."""
     width = max((len(device_label(t)) for t in plan.totals), default=0)
     lines = []
     for t in plan.totals:
@@ -35,12 +37,12 @@ def totals_lines(plan: Plan) -> list[str]:
         lines.append(
             f"{device_label(t).ljust(width)}  {bar(t.allocated_bytes, t.usable_bytes)} "
             f"{t.allocated_bytes / GIB:5.1f} / {t.usable_bytes / GIB:.1f} GiB  "
-            f"(headroom {size_text(t.headroom_bytes)}{unknown})"
+            f"({size_text(t.headroom_bytes)} left{unknown})"
         )
     return lines
 
 
-def placement_text(d: PlanDeployment) -> str:
+def placement_text(d: PlanDeployment, gpu_names: dict[str, str] | None = None) -> str:
     p = d.placement
     text: str = p.mode
     if p.mode == "hybrid" and p.gpu_layers is not None and p.layers_total:
@@ -52,7 +54,8 @@ def placement_text(d: PlanDeployment) -> str:
     if p.tensor_parallel_size and p.tensor_parallel_size > 1:
         text += f", tp={p.tensor_parallel_size}"
     if p.gpus:
-        text += " on " + ",".join(g[:12] for g in p.gpus)
+        names = gpu_names or {}
+        text += " on " + ",".join(names.get(g, g[:12]) for g in p.gpus)
     if p.cpuset:
         text += f" cpus {p.cpuset}"
     return text
@@ -71,24 +74,34 @@ def estimate_text(d: PlanDeployment) -> str:
     return f"{text} x {d.replicas}" if d.replicas > 1 and parts else text
 
 
-def plan_text(plan: Plan) -> str:
+def plan_text(plan: Plan, *, wide: bool = False, commands: bool = False) -> str:
+    """The plan as a table: by default the columns that fit 100 columns (the GPU named by its
+    index); `wide` adds the image, the GPU UUIDs and why; `commands` (or `wide`) adds each
+    container's argv below."""
     if not plan.deployments:
         return f"node {plan.node}: no deployments"
-    rows = [
-        [
-            d.name,
-            d.backend,
-            d.image,
-            placement_text(d),
-            ",".join(map(str, d.ports)) or str(d.port),
-            estimate_text(d),
-            f"{d.backend_rule}; {d.placement.reason}",
-        ]
-        for d in plan.deployments
-    ]
-    head = f"node {plan.node}: {len(plan.deployments)} deployment(s)\n\n"
-    body = table(["deployment", "backend", "image", "placement", "port", "estimate", "why"], rows)
-    return "\n".join([head + body, "", *totals_lines(plan)])
+    index = {t.uuid: t.device.upper() for t in plan.totals if t.uuid}
+    headers = ["deployment", "backend", "placement", "port", "estimate"]
+    rows = []
+    for d in plan.deployments:
+        ports = ",".join(map(str, d.ports)) or str(d.port)
+        if wide:
+            row = [d.name, d.backend, d.image, placement_text(d), ports, estimate_text(d)]
+            rows.append([*row, f"{d.backend_rule}; {d.placement.reason}"])
+        else:
+            where = placement_text(d, gpu_names=index)
+            rows.append([d.name, d.backend, where, _short(ports, 13), estimate_text(d)])
+    if wide:
+        headers = ["deployment", "backend", "image", "placement", "port", "estimate", "why"]
+    lines = [f"node {plan.node}: {len(plan.deployments)} deployment(s)", "", table(headers, rows)]
+    if wide or commands:
+        lines.append("")
+        lines += [f"{d.name}: {shlex.join(d.command)}" for d in plan.deployments]
+    return "\n".join([*lines, "", *totals_lines(plan)])
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def plan_markdown(plan: Plan) -> str:

@@ -26,7 +26,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--node", metavar="NODE.yaml", help="node profile (default: probe this host)"
     )
-    parser.add_argument("-o", "--output", choices=("text", "json", "markdown"), default="text")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "wide", "json", "markdown"),
+        default="text",
+        help="text: a table that fits 100 columns; wide: also the image, GPU UUIDs, why and "
+        "each container's command",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also print each container's command"
+    )
     parser.add_argument(
         "--offline",
         action="store_true",
@@ -105,5 +115,5 @@ def run(args: argparse.Namespace) -> int:
     elif args.output == "markdown":
         sys.stdout.write(plan_markdown(plan))
     else:
-        print(plan_text(plan))
+        print(plan_text(plan, wide=args.output == "wide", commands=args.verbose))
     return exitcodes.OK
