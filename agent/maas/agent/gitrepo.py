@@ -60,8 +60,17 @@ def git(root: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
 
 
 def resolve(root: Path, revision: str) -> str:
-    """The full commit id of `revision`."""
-    return git(root, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}").decode().strip()
+    """The full commit id of `revision`; an error naming it when it is no commit here."""
+    try:
+        found = git(root, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+    except MaasError:
+        raise MaasError.single(
+            "git",
+            f"'{revision}' is not a commit of the repository at {root}",
+            position=Position(str(root)),
+            hints=("a branch, tag or commit id, e.g. origin/main or HEAD~1",),
+        ) from None
+    return found.decode().strip()
 
 
 def read_revision(root: Path, revision: str) -> dict[str, str]:

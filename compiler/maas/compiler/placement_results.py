@@ -154,8 +154,11 @@ def _llama_reason(node: Node, meta: ModelMetadata, choice: LlamaChoice, experts:
             f"{choice.layout.n_gpu_layers}/{total} layers on the GPU ({vram}), the rest in "
             f"host memory ({gib(choice.host.total)})"
         )
+    if not node.spec.gpus:  # none on the node, or `gpus: none`
+        return f"on the CPU; {gib(choice.host.total)} in host memory"
     return (
-        f"no GPU of node '{node.metadata.name}' has room; {gib(choice.host.total)} in host memory"
+        f"no GPU of node '{node.metadata.name}' has room left; {gib(choice.host.total)} in "
+        "host memory"
     )
 
 

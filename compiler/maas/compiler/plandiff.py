@@ -159,8 +159,15 @@ def _reasons(old: PlanDeployment, new: PlanDeployment) -> tuple[str, ...]:
     if old.env != new.env:
         keys = sorted(k for k in set(old.env) | set(new.env) if old.env.get(k) != new.env.get(k))
         reasons.append("env changed: " + ", ".join(keys))
-    if old.placement.model_dump(exclude={"reason"}) != new.placement.model_dump(exclude={"reason"}):
-        reasons.append(f"placement changed: {_placement(old)} -> {_placement(new)}")
+    before = old.placement.model_dump(exclude={"reason"})
+    after = new.placement.model_dump(exclude={"reason"})
+    if before != after:
+        if _placement(old) != _placement(new):
+            reasons.append(f"placement changed: {_placement(old)} -> {_placement(new)}")
+        else:  # the same mode and layers: name what did change
+            fields = [k for k in after if before.get(k) != after[k]]
+            what = "; ".join(f"{k} {before.get(k)} -> {after[k]}" for k in fields[:3])
+            reasons.append(f"placement changed: {what}")
     if old.model != new.model:
         reasons.append("model changed")
     if old.port != new.port or old.mounts != new.mounts or old.limits != new.limits:
