@@ -125,6 +125,11 @@ class DeploymentBody(Strict):
     )
     replicas: Annotated[int, Field(ge=0, le=64)] = 1
     context_length: Annotated[int, Field(ge=1)] | None = None
+    parallel: Annotated[int, Field(ge=1, le=256)] = Field(
+        default=1,
+        description="llama-box: requests served at once (llama-server's --parallel slots); each "
+        "slot holds context_length tokens, so the KV cache grows with it.",
+    )
     env: dict[str, str | SecretRef] = Field(default_factory=dict)
     worker_selector: dict[str, str] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)

@@ -44,14 +44,21 @@ class LlamaChoice:
 
 
 class _Fitter:
-    def __init__(
-        self, meta: ModelMetadata, n_ctx: int, budgets: dict[str, int], *, exact: bool
+    def __init__(  # noqa: PLR0917
+        self,
+        meta: ModelMetadata,
+        n_ctx: int,
+        budgets: dict[str, int],
+        *,
+        exact: bool,
+        parallel: int = 1,
     ) -> None:
         self.meta, self.n_ctx, self.budgets = meta, n_ctx, budgets
         self.exact = exact  # use all the GPUs given, not the fewest that fit
+        self.parallel = parallel
 
     def memory(self, layout: LlamaLayout) -> LlamaMemory:
-        return llama_memory(self.meta, layout, n_ctx=self.n_ctx)
+        return llama_memory(self.meta, layout, n_ctx=self.n_ctx, parallel=self.parallel)
 
     def fits(self, layout: LlamaLayout, gpus: Sequence[Gpu]) -> LlamaMemory | None:
         memory = self.memory(layout)
@@ -84,13 +91,14 @@ def place_llama(
     margin: int,
     allow_cpu: bool,
     gpu_count: int | None = None,
+    parallel: int = 1,
 ) -> tuple[LlamaChoice | None, LlamaChoice | None]:
     """(the full-GPU choice or None, the best offloaded choice or None when nothing fits).
 
     `gpu_count` (the spec's `gpus: N`) uses exactly the N GPUs with most free memory."""
     by_free = sorted(gpus, key=lambda g: (-g.free_bytes, g.index))[:gpu_count]
     budgets = {g.uuid: g.free_bytes - margin for g in gpus}
-    fitter = _Fitter(meta, n_ctx, budgets, exact=gpu_count is not None)
+    fitter = _Fitter(meta, n_ctx, budgets, exact=gpu_count is not None, parallel=parallel)
     full = _full_gpu(fitter, by_free)
     if full is not None or (not allow_cpu and not by_free):
         return full, None
@@ -100,7 +108,8 @@ def place_llama(
     if offloaded is None and by_free:
         offloaded = _layer_offload(fitter, by_free)
     if offloaded is None:
-        offloaded = LlamaChoice(LlamaLayout(), (), (), cpu_only_memory(meta, n_ctx=n_ctx), "cpu")
+        host = cpu_only_memory(meta, n_ctx=n_ctx, parallel=parallel)
+        offloaded = LlamaChoice(LlamaLayout(), (), (), host, "cpu")
     return None, offloaded
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.documents import Loaded
+from maas.compiler.estimate_attention import known_architecture
 from maas.compiler.estimate_llama import bytes_per_token, decode_tokens_per_s
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Gpu, Node
@@ -48,14 +49,27 @@ def place_llama_box(
     n_ctx = llama_context(deployment, meta)
     gpus = node.spec.gpus
     allow_cpu = allows_cpu(spec)
+    slots = spec.parallel
     full, offloaded = place_llama(
-        meta, gpus, n_ctx=n_ctx, margin=margin, allow_cpu=allow_cpu, gpu_count=gpu_count
+        meta,
+        gpus,
+        n_ctx=n_ctx,
+        margin=margin,
+        allow_cpu=allow_cpu,
+        gpu_count=gpu_count,
+        parallel=slots,
     )
     if full is not None:
         return _llama_result(deployment, node, meta, full, n_ctx, Pinning(None, None, 0, ""))
     if not allow_cpu:
         _, would = place_llama(
-            meta, gpus, n_ctx=n_ctx, margin=margin, allow_cpu=True, gpu_count=gpu_count
+            meta,
+            gpus,
+            n_ctx=n_ctx,
+            margin=margin,
+            allow_cpu=True,
+            gpu_count=gpu_count,
+            parallel=slots,
         )
         assert would is not None
         return PlacementResult(
@@ -117,6 +131,7 @@ def _llama_result(  # noqa: PLR0917
     )
     details = {
         "context_length": n_ctx,
+        "parallel": deployment.model.spec.parallel,
         "host_model_bytes": choice.host.model,
         "host_kv_bytes": choice.host.kv,
         "host_compute_bytes": choice.host.compute,
@@ -133,7 +148,23 @@ def _llama_result(  # noqa: PLR0917
         decode_tokens_per_s=_speed(node, meta, choice, pin),
         details=details,
     )
-    return PlacementResult(placement, estimate, [])
+    return PlacementResult(placement, estimate, _architecture_warning(deployment, meta))
+
+
+def _architecture_warning(deployment: Loaded[Deployment], meta: ModelMetadata) -> list[Diagnostic]:
+    if known_architecture(meta):
+        return []
+    return [
+        Diagnostic(
+            "unknown-architecture",
+            f"'{deployment.model.metadata.name}': the memory estimate does not know llama.cpp's "
+            f"cache layout for architecture '{meta.architecture}'; it assumes full-context KV "
+            "on every layer, which may be far from what llama.cpp allocates",
+            spec_position(deployment, "file"),
+            severity="warning",
+            hints=("check the container's log for its KV and compute buffer sizes",),
+        )
+    ]
 
 
 def _llama_reason(node: Node, meta: ModelMetadata, choice: LlamaChoice, experts: list[int]) -> str:
@@ -169,7 +200,10 @@ def _no_fit(  # noqa: PLR0917
 ) -> Diagnostic:
     from maas.compiler.estimate_llama import LlamaLayout, llama_memory
 
-    whole = llama_memory(meta, LlamaLayout((meta.block_count,), True), n_ctx=n_ctx).gpus[0]
+    slots = deployment.model.spec.parallel
+    whole = llama_memory(
+        meta, LlamaLayout((meta.block_count,), True), n_ctx=n_ctx, parallel=slots
+    ).gpus[0]
     need = whole.total + margin
     frees = ", ".join(f"{gib(g.free_bytes)} free on {g.uuid}" for g in node.spec.gpus) or "no GPU"
     message = (

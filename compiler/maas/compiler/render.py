@@ -161,8 +161,12 @@ def placement_flags(backend: Backend, spec: DeploymentBody, placement: Placement
     """Arguments through which the backend learns the placement, in catalogue order."""
     flags: list[str] = []
     context = placement.context_length or spec.context_length  # placement may lower it
+    slots = spec.parallel if backend.parallel_flag else 1
     if backend.context_flag and context:
-        flags += [backend.context_flag, str(context)]
+        # llama-server divides --ctx-size among its slots (n_ctx_seq = n_ctx / n_parallel)
+        flags += [backend.context_flag, str(context * slots)]
+    if backend.parallel_flag:
+        flags += [backend.parallel_flag, str(slots)]
     if backend.gpu_layers_flag:
         layers = {"gpu": 999, "cpu": 0}.get(placement.mode, placement.gpu_layers or 0)
         if placement.mode == "gpu" and placement.layers_total is not None:
@@ -180,4 +184,4 @@ def placement_flags(backend: Backend, spec: DeploymentBody, placement: Placement
         flags += [backend.gpu_memory_utilization_flag, f"{placement.gpu_memory_utilization:g}"]
     if backend.cpu_offload_flag and placement.cpu_offload_gb:
         flags += [backend.cpu_offload_flag, str(placement.cpu_offload_gb)]
-    return flags
+    return flags + list(backend.pinned_args)
