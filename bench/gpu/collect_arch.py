@@ -104,7 +104,9 @@ def breakdown(job: dict[str, object]) -> dict[str, object]:
     n_par = int(job.get("np", 1))  # type: ignore[call-overload]
     ctx = int(job["ctx"]) * n_par  # type: ignore[call-overload]
     args = [str(BIN / "llama-fit-params"), "-m", str(MODELS / str(job["model"])), "-fitp", "on"]
-    args += ["-c", str(ctx), "-ngl", str(job["ngl"]), "-np", str(n_par)]
+    args += ["-c", str(ctx), "-ngl", str(job["ngl"])]
+    if n_par > 1:
+        args += ["-np", str(n_par)]
     if job.get("ot"):
         args += ["-ot", str(job["ot"])]
     proc = run("memory", args)
@@ -170,8 +172,6 @@ def decode() -> None:
         (small, Q.Q4_0, (17,)),
         (LLAMA3_8B, Q.Q4_0, (0, 16, 24, 33)),
         (LLAMA3_8B, Q.Q8_0, (33, 24)),
-        (replace(LLAMA3_8B, name="llama-14b-shape", width=5120, layers=48, ffn=13824, heads=40),
-         Q.Q8_0, (49,)),
     ]  # fmt: skip
     for shape, q, levels in plan:
         if time.monotonic() - START > DEADLINE:

@@ -44,6 +44,7 @@ class LlamaLayout:
     gpu_blocks: tuple[int, ...] = ()  # repeating layers per GPU
     output_on_gpu: bool = False
     experts_on_cpu: frozenset[int] = field(default_factory=frozenset)  # block indices
+    n_ubatch: int = N_UBATCH  # llama.cpp's -ub (and -b): tokens per graph evaluation
 
     @property
     def n_gpu_layers(self) -> int:
@@ -77,7 +78,11 @@ def slot_context(n_ctx: int, parallel: int = 1) -> int:
 
 
 def layer_cache_bytes(
-    meta: ModelMetadata, n_ctx: int, cache_type: str = "f16", parallel: int = 1
+    meta: ModelMetadata,
+    n_ctx: int,
+    cache_type: str = "f16",
+    parallel: int = 1,
+    n_ubatch: int = N_UBATCH,
 ) -> list[int]:
     """Bytes of each repeating layer's cache (KV cells or recurrent state), all slots together."""
     block, size = cache_type_size(cache_type)
@@ -85,7 +90,7 @@ def layer_cache_bytes(
     # llama-kv-cache-iswa.cpp, llama_kv_cache_iswa::llama_kv_cache_iswa: window layers keep
     # GGML_PAD(min(size_base, n_swa * (unified ? n_seq_max : 1) + n_ubatch), 256) cells per
     # stream (--swa-full off; we never render --kv-unified, so one window per slot)
-    window = padded_context(min(per_slot, window_size(meta) + N_UBATCH))
+    window = padded_context(min(per_slot, window_size(meta) + n_ubatch))
     out: list[int] = []
     for kind, elements in layer_caches(meta):
         if kind == "recurrent":
@@ -116,20 +121,21 @@ def _ffn_rows(meta: ModelMetadata) -> int:
     return meta.feed_forward_length or 4 * meta.embedding_length
 
 
-def _activations(meta: ModelMetadata, n_ctx: int) -> int:
+def _activations(meta: ModelMetadata, n_ctx: int, ub: int = N_UBATCH) -> int:
     """Peak activations of one layer for one ubatch: the wider of the FFN intermediates and the
     attention's query/output (wide for MLA's 128 heads of 576), plus residuals and KQ mask."""
-    ffn = 2 * N_UBATCH * _ffn_rows(meta) * F32
-    attention = attention_rows(meta) * N_UBATCH * F32
+    ffn = 2 * ub * _ffn_rows(meta) * F32
+    attention = attention_rows(meta) * ub * F32
     return (
         max(ffn, attention)
-        + 5 * meta.embedding_length * N_UBATCH * F32
-        + 3 * padded_context(n_ctx) * N_UBATCH * 2
+        + 5 * meta.embedding_length * ub * F32
+        + 3 * padded_context(n_ctx) * ub * 2
     )
 
 
-def _logits(meta: ModelMetadata) -> int:
-    return ((meta.vocab_size or 0) + meta.embedding_length) * N_UBATCH * F32
+def _logits(meta: ModelMetadata, ub: int = N_UBATCH) -> int:
+    # the worst-case graph llama.cpp reserves has an output row per token of the ubatch
+    return ((meta.vocab_size or 0) + meta.embedding_length) * ub * F32
 
 
 def llama_memory(
@@ -144,7 +150,8 @@ def llama_memory(
     `parallel` slots hold `n_ctx` tokens each."""
     n_layer = meta.block_count
     owners = block_owner(layout, n_layer)
-    caches = layer_cache_bytes(meta, n_ctx, cache_type, parallel)
+    ub = layout.n_ubatch
+    caches = layer_cache_bytes(meta, n_ctx, cache_type, parallel, ub)
     cpu_kv = 0
     n_gpus = len(layout.gpu_blocks)
     model = [0] * n_gpus
@@ -166,7 +173,7 @@ def llama_memory(
             host_model += on_cpu
             if on_cpu:
                 cpu_largest = max(cpu_largest, layer.largest_expert)
-    host = DeviceMemory(host_model, host_kv, _host_compute(meta, n_ctx))
+    host = DeviceMemory(host_model, host_kv, _host_compute(meta, n_ctx, ub))
     if n_gpus == 0:
         return LlamaMemory((), host)
     # attention of a CPU layer runs on a GPU copy of its KV (cpu_kv: the largest such layer)
@@ -181,8 +188,8 @@ def llama_memory(
 def _gpu_compute(
     meta: ModelMetadata, layout: LlamaLayout, n_ctx: int, cpu_largest: int, cpu_kv: int
 ) -> list[int]:
-    acts = _activations(meta, n_ctx)
-    logits = _logits(meta)
+    acts = _activations(meta, n_ctx, layout.n_ubatch)
+    logits = _logits(meta, layout.n_ubatch)
     out: list[int] = []
     for gpu, blocks in enumerate(layout.gpu_blocks):
         peak = acts if blocks else 0
@@ -202,8 +209,8 @@ def _gpu_compute(
     return out
 
 
-def _host_compute(meta: ModelMetadata, n_ctx: int) -> int:
-    return 2 * meta.embedding_length * N_UBATCH * F32 + padded_context(n_ctx) * N_UBATCH * 2
+def _host_compute(meta: ModelMetadata, n_ctx: int, ub: int = N_UBATCH) -> int:
+    return 2 * meta.embedding_length * ub * F32 + padded_context(n_ctx) * ub * 2
 
 
 def cpu_only_memory(

@@ -232,6 +232,10 @@ class Gpu(Strict):
     memory_bus_width_bits: Annotated[int, Field(ge=1)] | None = None
     memory_clock_max_mhz: Annotated[int, Field(ge=1)] | None = None
     memory_bandwidth_bytes_per_s: Annotated[int, Field(ge=1)] | None = None
+    pci_bus_id: str | None = Field(default=None, description="NVML's PCI bus id.")
+    numa_node: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="NUMA node the GPU's PCI slot hangs off (sysfs numa_node)."
+    )
 
     @property
     def free_bytes(self) -> int:

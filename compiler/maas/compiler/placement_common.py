@@ -8,6 +8,7 @@ memory-bound, and remote memory plus cross-socket threads made DeepSeek-R1 decod
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from maas.compiler.diagnostics import Diagnostic, Position
@@ -79,8 +80,10 @@ def _cpu_count(cpus: str) -> int:
     return total
 
 
-def cpu_pinning(node: Node, host_bytes: int) -> Pinning:
-    """One NUMA node for CPU work when the host has several and the CPU part fits in its memory."""
+def cpu_pinning(node: Node, host_bytes: int, gpus: Sequence[Gpu] = ()) -> Pinning:
+    """One NUMA node for CPU work when the host has several and the CPU part fits in its memory:
+    the node the placement's GPU hangs off (its activations and copies of CPU weights cross
+    PCIe from there), else the one with most memory. Threads: that node's physical cores."""
     cpu = node.spec.cpu
     numa = cpu.numa_nodes
     if len(numa) < 2:
@@ -90,15 +93,18 @@ def cpu_pinning(node: Node, host_bytes: int) -> Pinning:
     def room(n: NumaNode) -> int:
         return n.memory_bytes if n.memory_bytes is not None else host_memory(node) // len(numa)
 
-    best = max(numa, key=lambda n: (room(n), -n.id))
+    local = {g.numa_node for g in gpus if g.numa_node is not None}
+    near = [n for n in numa if n.id in local and room(n) >= host_bytes]
+    best = near[0] if len(local) == 1 and near else max(numa, key=lambda n: (room(n), -n.id))
     if room(best) < host_bytes:
         return Pinning(None, None, cpu.cores, "; not pinned: the CPU part exceeds one NUMA node")
     threads = max(1, _cpu_count(best.cpus) // smt)
+    why = ", the GPU's" if near and best is near[0] else ""
     return Pinning(
         best.cpus,
         str(best.id),
         threads,
-        f"; CPU work pinned to NUMA node {best.id} ({threads} cores)",
+        f"; CPU work pinned to NUMA node {best.id}{why} ({threads} cores)",
     )
 
 

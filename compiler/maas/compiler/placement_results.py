@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.documents import Loaded
 from maas.compiler.estimate_attention import known_architecture
-from maas.compiler.estimate_llama import bytes_per_token, decode_tokens_per_s
+from maas.compiler.estimate_llama import N_UBATCH, bytes_per_token, decode_tokens_per_s
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Gpu, Node
 from maas.compiler.placement_common import (
@@ -76,7 +76,7 @@ def place_llama_box(
             None, Estimate(), [_no_fit(deployment, node, meta, would, n_ctx, margin)]
         )
     assert offloaded is not None
-    pin = cpu_pinning(node, offloaded.host_bytes)
+    pin = cpu_pinning(node, offloaded.host_bytes, offloaded.gpus)
     if offloaded.host_bytes > host_memory(node):
         message = (
             f"'{deployment.model.metadata.name}' fits nowhere: its CPU part needs "
@@ -127,6 +127,7 @@ def _llama_result(  # noqa: PLR0917
         cpuset_mems=pin.mems,
         threads=(pin.threads or node.spec.cpu.cores) if mode != "gpu" else None,
         context_length=n_ctx,
+        batch_size=layout.n_ubatch if layout.n_ubatch != N_UBATCH else None,
         reason=_llama_reason(node, meta, choice, experts) + pin.reason,
     )
     details = {

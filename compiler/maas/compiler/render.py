@@ -178,6 +178,9 @@ def placement_flags(backend: Backend, spec: DeploymentBody, placement: Placement
         flags += [backend.override_tensor_flag, ",".join(placement.expert_offload)]
     if backend.tensor_parallel_flag and placement.tensor_parallel_size:
         flags += [backend.tensor_parallel_flag, str(placement.tensor_parallel_size)]
+    if placement.batch_size:
+        for flag in backend.batch_flags:
+            flags += [flag, str(placement.batch_size)]
     if backend.threads_flag and placement.threads:
         flags += [backend.threads_flag, str(placement.threads)]
     if backend.gpu_memory_utilization_flag and placement.gpu_memory_utilization:
