@@ -148,7 +148,7 @@ def memory() -> None:
     free = free_mib(found[-1][0])
     for path, _, _ in found:
         for budget in (24, 48, 80):
-            if time.monotonic() - START > DEADLINE * 0.55:
+            if time.monotonic() - START > DEADLINE * 0.65:
                 print("fit: out of time", flush=True)
                 return
             record("fit", fit(path, 32768, budget, free))
