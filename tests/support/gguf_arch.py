@@ -130,7 +130,10 @@ def _gpt_oss(m: ArchModel, q: GGMLQuantizationType, experts: GGMLQuantizationTyp
 def _deepseek2(m: ArchModel, q: GGMLQuantizationType, experts: GGMLQuantizationType) -> Tensors:
     w, e, f, h = m.width, m.experts, m.expert_ffn, m.heads
     q_rank, kv_rank = int(m.keys["attention.q_lora_rank"]), int(m.keys["attention.kv_lora_rank"])
-    k_mla, v_mla = int(m.keys["attention.key_length_mla"]), int(m.keys["attention.value_length_mla"])
+    k_mla, v_mla = (
+        int(m.keys["attention.key_length_mla"]),
+        int(m.keys["attention.value_length_mla"]),
+    )
     rope = m.head_dim - kv_rank
     dense = int(m.keys["leading_dense_block_count"])
     shared = int(m.keys["expert_shared_count"]) * f
@@ -204,7 +207,10 @@ LAYERS: dict[str, Callable[[ArchModel, GGMLQuantizationType, GGMLQuantizationTyp
 def arch_tensors(
     m: ArchModel, qtype: GGMLQuantizationType, experts: GGMLQuantizationType | None = None
 ) -> Tensors:
-    out: Tensors = [("token_embd.weight", (m.vocab, m.width), qtype), _norm("output_norm.weight", m.width)]
+    out: Tensors = [
+        ("token_embd.weight", (m.vocab, m.width), qtype),
+        _norm("output_norm.weight", m.width),
+    ]
     if not m.tied_output:
         out.append(("output.weight", (m.vocab, m.width), qtype))
     return out + LAYERS[m.arch](m, qtype, experts or qtype)
@@ -258,7 +264,9 @@ def write_arch_header_only(
     """Header and tensor table of `m`, then a sparse extension to the real size."""
     writer = _writer(path, m)
     for name, shape, ttype in arch_tensors(m, qtype, experts):
-        writer.add_tensor_info(name, shape, np.dtype(np.float32), tensor_nbytes(shape, ttype), ttype)
+        writer.add_tensor_info(
+            name, shape, np.dtype(np.float32), tensor_nbytes(shape, ttype), ttype
+        )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()

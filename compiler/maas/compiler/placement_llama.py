@@ -46,7 +46,7 @@ class LlamaChoice:
 
 
 class _Fitter:
-    def __init__(  # noqa: PLR0917
+    def __init__(
         self,
         meta: ModelMetadata,
         n_ctx: int,
