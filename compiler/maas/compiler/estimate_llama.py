@@ -240,13 +240,19 @@ def bytes_per_token(meta: ModelMetadata, layout: LlamaLayout) -> tuple[int, int]
 
 
 def decode_tokens_per_s(
-    gpu_bytes: int, cpu_bytes: int, *, gpu_bandwidth: float | None, cpu_bandwidth: float | None
+    gpu_bytes: int,
+    cpu_bytes: int,
+    *,
+    gpu_bandwidth: float | None,
+    cpu_bandwidth: float | None,
+    fixed_s: float = 0.0,
 ) -> float | None:
-    """Two-bandwidth model: decode reads every active weight once per token."""
-    seconds = 0.0
+    """Decode reads every active weight (and the KV cache) once per token on its device, plus a
+    fixed time per token (`fixed_s`: kernel launches and synchronisation of every layer)."""
+    seconds = fixed_s
     for amount, bandwidth in ((gpu_bytes, gpu_bandwidth), (cpu_bytes, cpu_bandwidth)):
         if amount:
             if not bandwidth:
                 return None
             seconds += amount / bandwidth
-    return round(1 / seconds, 1) if seconds else None
+    return round(1 / seconds, 1) if seconds > fixed_s else None

@@ -16,6 +16,7 @@ from maas.compiler.estimate_llama import N_UBATCH, bytes_per_token, decode_token
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Gpu, Node
 from maas.compiler.placement_common import (
+    FIXED_S_PER_LAYER,
     Pinning,
     PlacementResult,
     allows_cpu,
@@ -90,13 +91,19 @@ def place_llama_box(
     return _llama_result(deployment, node, meta, offloaded, n_ctx, pin)
 
 
-def _speed(node: Node, meta: ModelMetadata, choice: LlamaChoice, pin: Pinning) -> float | None:
+def _speed(
+    node: Node, meta: ModelMetadata, choice: LlamaChoice, pin: Pinning, slots: int = 1
+) -> float | None:
+    """Decode tok/s of one request: weights, and the KV cache at half the planned context (the
+    average over a conversation that fills it) divided among the slots."""
     on_gpu, on_cpu = bytes_per_token(meta, choice.layout)
+    kv_gpu = sum(m.kv for m in choice.gpu_memory) // (2 * slots)
     return decode_tokens_per_s(
-        on_gpu,
-        on_cpu,
+        on_gpu + kv_gpu,
+        on_cpu + choice.host.kv // (2 * slots),
         gpu_bandwidth=gpu_bandwidth(choice.gpus),
         cpu_bandwidth=cpu_bandwidth(node, pin),
+        fixed_s=FIXED_S_PER_LAYER * meta.block_count,
     )
 
 
@@ -146,7 +153,7 @@ def _llama_result(  # noqa: PLR0917
     estimate = Estimate(
         vram_bytes=[m.total for m in choice.gpu_memory],
         ram_bytes=choice.host.total,
-        decode_tokens_per_s=_speed(node, meta, choice, pin),
+        decode_tokens_per_s=_speed(node, meta, choice, pin, deployment.model.spec.parallel),
         details=details,
     )
     return PlacementResult(placement, estimate, _architecture_warning(deployment, meta))
@@ -212,7 +219,7 @@ def _no_fit(  # noqa: PLR0917
         f"KV cache {gib(whole.kv)} for {n_ctx} tokens, compute {gib(whole.compute)}, margin "
         f"{gib(margin)}); node '{node.metadata.name}' has {frees}"
     )
-    speed = _speed(node, meta, would, Pinning(None, None, 0, ""))
+    speed = _speed(node, meta, would, Pinning(None, None, 0, ""), slots)
     about = f" (about {speed:g} tok/s)" if speed else ""
     if would.kind == "cpu":
         offload = f"with allow_cpu_offload: true it would run on the CPU{about}"
@@ -304,7 +311,8 @@ def _vllm_estimate(meta: ModelMetadata, choice: VllmChoice) -> Estimate:
     bandwidth = gpu_bandwidth(choice.gpus)
     speed = None
     if bandwidth and not choice.cpu_offload_gb:
-        speed = round(bandwidth / choice.weight_bytes_per_gpu, 1)
+        per_token = choice.weight_bytes_per_gpu / bandwidth + FIXED_S_PER_LAYER * meta.block_count
+        speed = round(1 / per_token, 1)
     return Estimate(
         vram_bytes=vllm_vram(choice.utilization, choice.gpus),
         ram_bytes=choice.cpu_offload_gb * (1 << 30) * len(choice.gpus) or None,
