@@ -67,12 +67,8 @@ class HubHandler(BaseHTTPRequestHandler):
         if kind == "tree":
             return self._json(
                 [
-                    {
-                        "type": "file",
-                        "path": name,
-                        "size": p.stat().st_size,
-                        "oid": hashlib.sha1(p.read_bytes()).hexdigest(),
-                    }
+                    {"type": "file", "path": name, "size": p.stat().st_size,
+                     "oid": hashlib.sha1(p.read_bytes()).hexdigest()}
                     for name, p in entries
                 ]
             )
