@@ -23,7 +23,7 @@ from maas.compiler.metadata.gguf import GgufHeader, parse_gguf
 from maas.compiler.metadata.model import from_gguf
 from maas.compiler.metadata.safetensors import from_config
 from maas.compiler.placement_llama import proportional_split
-from support import gguf_factory
+from support import gguf_arch, gguf_factory
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = Path(__file__).resolve().parent / "golden" / "placement"
@@ -43,6 +43,21 @@ COMMON = {
 def model_for(spec: dict[str, object] | None, tmp: Path) -> ModelMetadata | None:
     if spec is None:
         return None
+    if "arch" in spec:  # header-only GGUF of a non-llama architecture (support.gguf_arch)
+        tmp.mkdir(parents=True, exist_ok=True)
+        experts = GGMLQuantizationType[str(spec["experts"])] if "experts" in spec else None
+        path = gguf_arch.write_arch_header_only(
+            tmp / "model.gguf",
+            getattr(gguf_arch, str(spec["arch"])),
+            GGMLQuantizationType[str(spec["qtype"])],
+            experts,
+        )
+        with path.open("rb") as f:
+            header = parse_gguf(
+                f.read(16 << 20), name=path.name, complete=False, file_size=path.stat().st_size
+            )
+        assert isinstance(header, GgufHeader)
+        return from_gguf([header], names=["model.gguf"])
     if "gguf" in spec:
         shape = getattr(gguf_factory, str(spec["gguf"]))
         qtype = GGMLQuantizationType[str(spec["qtype"])]

@@ -11,7 +11,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from maas.agent import probe
 from maas.agent.probe import dns_label, read_host, to_node
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "probe"
@@ -91,3 +93,36 @@ def test_maasctl_probe_output_validates(tmp_path: Path) -> None:
         check=False,
     )
     assert check.returncode == 0, check.stderr
+
+
+def test_gpu_numa_node_comes_from_the_pci_slot(tmp_path: Path, monkeypatch: Any) -> None:
+    # sysfs spells the bus id with a 4-digit domain in lower case; NVML with 8 in upper case
+    slot = tmp_path / "0000:c1:00.0"
+    slot.mkdir()
+    (slot / "numa_node").write_text("1\n")
+    other = tmp_path / "0000:41:00.0"
+    other.mkdir()
+    (other / "numa_node").write_text("-1\n")
+    monkeypatch.setattr(probe, "SYS_PCI", tmp_path)
+    assert probe.read_pci_numa_node("00000000:C1:00.0") == 1
+    assert probe.read_pci_numa_node("00000000:41:00.0") is None  # no affinity
+    assert probe.read_pci_numa_node("00000000:99:00.0") is None  # no such slot
+    readings = json.loads((FIXTURES / "h100-readings.json").read_text())
+    readings["nvml"]["gpus"][0].update(pci_bus_id="00000000:C1:00.0", numa_node=1)
+    (gpu,) = to_node(readings)[0].spec.gpus
+    assert gpu.pci_bus_id == "00000000:C1:00.0" and gpu.numa_node == 1
+
+
+def test_recorded_h200_slot_has_no_numa_affinity(tmp_path: Path, monkeypatch: Any) -> None:
+    # Recorded on the H200 device machine (a VM): nvidia-smi's bus id and every PCI device's
+    # sysfs numa_node; a single-node VM reports -1, so the GPU gets no NUMA node.
+    for line in (FIXTURES / "h200-pci-numa.txt").read_text().splitlines():
+        path, value = line.split()
+        slot = tmp_path / Path(path).parent.name
+        slot.mkdir()
+        (slot / "numa_node").write_text(value + "\n")
+    monkeypatch.setattr(probe, "SYS_PCI", tmp_path)
+    _, row = (FIXTURES / "h200-nvidia-smi.csv").read_text().strip().splitlines()
+    bus_id = row.split(", ")[0]
+    assert bus_id == "00000000:00:06.0" and (tmp_path / "0000:00:06.0").is_dir()
+    assert probe.read_pci_numa_node(bus_id) is None

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from maas.compiler.estimate_llama import decode_tokens_per_s
-from maas.compiler.placement_common import CPU_EFFICIENCY, GPU_EFFICIENCY
+from maas.compiler.placement_common import CPU_EFFICIENCY, FIXED_S_PER_LAYER, GPU_EFFICIENCY
 
 ROOT = Path(__file__).resolve().parents[2]
 H100_BANDWIDTH = 5120 // 8 * 2619 * 2_000_000
@@ -21,10 +21,10 @@ H100_BANDWIDTH = 5120 // 8 * 2619 * 2_000_000
 def main() -> int:
     raw = json.loads((ROOT / "bench/results/gpu-decode-raw.json").read_text())
     cpu = raw["cpu_bandwidth"] * CPU_EFFICIENCY
-    gpu = H100_BANDWIDTH * GPU_EFFICIENCY
+    gpu = H100_BANDWIDTH * GPU_EFFICIENCY["hbm"]
     print(
         f"CPU copy bandwidth {raw['cpu_bandwidth'] / 1e9:.1f} GB/s x {CPU_EFFICIENCY} = "
-        f"{cpu / 1e9:.1f} GB/s; GPU {H100_BANDWIDTH / 1e12:.2f} TB/s x {GPU_EFFICIENCY} = "
+        f"{cpu / 1e9:.1f} GB/s; GPU {H100_BANDWIDTH / 1e12:.2f} TB/s x {GPU_EFFICIENCY['hbm']} = "
         f"{gpu / 1e12:.2f} TB/s\n"
     )
     print(
@@ -34,7 +34,11 @@ def main() -> int:
     worst = 0.0
     for row in raw["decode"]:
         predicted = decode_tokens_per_s(
-            row["gpu_bytes"], row["cpu_bytes"], gpu_bandwidth=gpu, cpu_bandwidth=cpu
+            row["gpu_bytes"],
+            row["cpu_bytes"],
+            gpu_bandwidth=gpu,
+            cpu_bandwidth=cpu,
+            fixed_s=FIXED_S_PER_LAYER * 32,  # Llama-3-8B: 32 layers
         )
         assert predicted is not None
         error = (predicted - row["measured"]) / row["measured"] * 100

@@ -104,7 +104,7 @@ def decode() -> dict[str, object]:
         predicted = decode_tokens_per_s(
             gpu_bytes,
             cpu_bytes,
-            gpu_bandwidth=H100_BANDWIDTH * GPU_EFFICIENCY,
+            gpu_bandwidth=H100_BANDWIDTH * GPU_EFFICIENCY["hbm"],
             cpu_bandwidth=bandwidth,
         )
         rows.append(

@@ -21,6 +21,7 @@ from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.models import Node
 
 SYS_NODES = Path("/sys/devices/system/node")
+SYS_PCI = Path("/sys/bus/pci/devices")
 ARCH_NAMES = {
     "x86_64": "amd64",
     "aarch64": "arm64",
@@ -157,6 +158,7 @@ def _read_gpu(pynvml: Any, index: int) -> dict[str, Any]:
             pynvml, pynvml.nvmlDeviceGetMaxClockInfo, handle, pynvml.NVML_CLOCK_MEM
         ),
         "processes": _processes(pynvml, handle),
+        **_pci(pynvml, handle),
     }
 
 
@@ -176,6 +178,26 @@ def _processes(pynvml: Any, handle: Any) -> list[dict[str, int | None]] | None:
 def _used(value: object) -> int | None:
     # NVML reports NVML_VALUE_NOT_AVAILABLE (all bits set) where it cannot attribute memory
     return value if isinstance(value, int) and 0 <= value < (1 << 63) else None
+
+
+def _pci(pynvml: Any, handle: Any) -> dict[str, Any]:
+    """The GPU's PCI bus id (NVML) and the NUMA node the kernel says its slot hangs off."""
+    try:
+        bus_id = _text(pynvml.nvmlDeviceGetPciInfo(handle).busId)
+    except pynvml.NVMLError:
+        return {}
+    return {"pci_bus_id": bus_id, "numa_node": read_pci_numa_node(bus_id)}
+
+
+def read_pci_numa_node(bus_id: str) -> int | None:
+    """sysfs numa_node of a PCI device; NVML writes an 8-digit domain ("00000000:41:00.0"),
+    sysfs a 4-digit one in lower case. -1 (no affinity, e.g. one socket or a VM) is None."""
+    domain, _, rest = bus_id.lower().partition(":")
+    try:
+        value = int((SYS_PCI / f"{domain[-4:]}:{rest}" / "numa_node").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return value if value >= 0 else None
 
 
 def _optional(pynvml: Any, call: Any, *args: Any) -> int | None:
@@ -258,6 +280,10 @@ def _gpu(g: dict[str, Any]) -> dict[str, Any]:
         "memory_free_bytes": g["memory_free"],
         "compute_capability": g["compute_capability"],
     }
+    if g.get("pci_bus_id"):
+        out["pci_bus_id"] = g["pci_bus_id"]
+    if g.get("numa_node") is not None:
+        out["numa_node"] = g["numa_node"]
     width, clock = g.get("bus_width_bits"), g.get("memory_clock_max_mhz")
     if width and clock:
         out["memory_bus_width_bits"] = width

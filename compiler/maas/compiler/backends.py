@@ -31,6 +31,10 @@ class Backend:
     override_tensor_flag: str | None = None
     gpu_memory_utilization_flag: str | None = None
     cpu_offload_flag: str | None = None
+    parallel_flag: str | None = None
+    batch_flags: tuple[str, ...] = ()  # each gets placement.batch_size
+    # Fixed arguments after the placement's: keep the backend from re-deciding the placement.
+    pinned_args: tuple[str, ...] = ()
     owned_flags: frozenset[str] = field(default_factory=frozenset)
     serves_openai: bool = True
 
@@ -58,6 +62,12 @@ LLAMA_BOX = Backend(
     threads_flag="--threads",
     tensor_split_flag="--tensor-split",
     override_tensor_flag="--override-tensor",
+    parallel_flag="--parallel",
+    batch_flags=("--batch-size", "--ubatch-size"),
+    # llama-server's --fit (common/common.h: fit_params = true by default; common/common.cpp
+    # calls common_fit_params before loading) would move layers and shrink the context to the
+    # free memory it sees at start; the plan has decided both.
+    pinned_args=("--fit", "off"),
     owned_flags=frozenset(
         {
             "--host",
@@ -79,6 +89,21 @@ LLAMA_BOX = Backend(
             "--override-tensor",
             "-dev",
             "--device",
+            "-np",
+            "--parallel",
+            "-fit",
+            "--fit",
+            "-fitt",
+            "--fit-target",
+            "-fitc",
+            "--fit-ctx",
+            "-kvu",
+            "--kv-unified",
+            "--swa-full",
+            "-b",
+            "--batch-size",
+            "-ub",
+            "--ubatch-size",
         }
     ),
 )

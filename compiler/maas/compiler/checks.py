@@ -41,6 +41,7 @@ def check_deployments(deployments: Sequence[Loaded[Deployment]]) -> list[Diagnos
 def check_deployment(loaded: Loaded[Deployment]) -> list[Diagnostic]:
     spec, doc = loaded.model.spec, loaded.doc
     found = _check_source(spec, doc) + _check_backend(spec, doc) + _check_image(spec, doc)
+    found += _check_parallel(spec, doc)
     if spec.command is not None:
         template, errors = split_command(spec.command, doc, ("spec", "command"))
         found.extend(errors)
@@ -48,6 +49,22 @@ def check_deployment(loaded: Loaded[Deployment]) -> list[Diagnostic]:
             found.extend(check_template(template, doc))
             found.extend(_check_port(spec, doc, template.has("port")))
     return found
+
+
+def _check_parallel(spec: DeploymentBody, doc: SourceDoc) -> list[Diagnostic]:
+    """`parallel` is rendered as llama-server's --parallel; another backend would ignore it."""
+    backend, _ = resolve_backend(spec)
+    if spec.parallel == 1 or backend.parallel_flag:
+        return []
+    return [
+        Diagnostic(
+            "parallel-unsupported",
+            f"'parallel: {spec.parallel}' applies to llama-box only; backend '{backend.name}' "
+            "would not receive it",
+            doc.at(("spec", "parallel")),
+            hints=("remove it; a backend's own batching flag goes in backend_parameters",),
+        )
+    ]
 
 
 def _check_image(spec: DeploymentBody, doc: SourceDoc) -> list[Diagnostic]:

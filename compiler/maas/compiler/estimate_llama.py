@@ -4,8 +4,10 @@ Calibrated against what llama.cpp itself reports (`llama-fit-params -fitp on`, C
 on, n_ubatch 512; bench/results/gpu-memory.md):
 - weights: exact bytes per layer from the tensor table. `-ngl N` puts the output head first, then
   the last N-1 repeating layers, on the GPU; the token embedding always stays in host memory;
-- KV cache: n_ctx (padded to 256) x (K + V width) x bytes per element of the cache type, only for
-  the layers on each device;
+- KV cache: per layer as llama.cpp allocates it (estimate_attention): n_ctx (padded to 256) x
+  (K + V width) for full attention, window + ubatch cells for sliding-window layers, the
+  compressed K only for MLA, a fixed state per sequence for recurrent layers; times the slots;
+  only for the layers on each device;
 - compute buffers: the peak of the graph on each device. The GPU holds the logits of one ubatch,
   the activations of its layers and, when any weight stays on the CPU, a copy of the largest such
   tensor (llama.cpp offloads large-batch matrix products to the GPU).
@@ -16,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cache
 
+from maas.compiler.estimate_attention import attention_rows, layer_caches, window_size
 from maas.compiler.metadata import ModelMetadata
 
 N_UBATCH = 512
@@ -41,6 +44,7 @@ class LlamaLayout:
     gpu_blocks: tuple[int, ...] = ()  # repeating layers per GPU
     output_on_gpu: bool = False
     experts_on_cpu: frozenset[int] = field(default_factory=frozenset)  # block indices
+    n_ubatch: int = N_UBATCH  # llama.cpp's -ub (and -b): tokens per graph evaluation
 
     @property
     def n_gpu_layers(self) -> int:
@@ -66,9 +70,36 @@ def padded_context(n_ctx: int) -> int:
     return -(-n_ctx // CTX_PAD) * CTX_PAD
 
 
-def kv_bytes_per_layer(meta: ModelMetadata, n_ctx: int, cache_type: str = "f16") -> int:
+def slot_context(n_ctx: int, parallel: int = 1) -> int:
+    """Cells per slot when llama-server runs `--parallel N --ctx-size N*n_ctx` (no --kv-unified):
+    llama-context.cpp, llama_context::llama_context pads n_ctx to 256, then n_ctx_seq = n_ctx /
+    n_seq_max, padded to 256 again; llama-kv-cache.cpp keeps one stream of n_ctx_seq per slot."""
+    return padded_context(padded_context(n_ctx * parallel) // parallel)
+
+
+def layer_cache_bytes(
+    meta: ModelMetadata,
+    n_ctx: int,
+    cache_type: str = "f16",
+    parallel: int = 1,
+    n_ubatch: int = N_UBATCH,
+) -> list[int]:
+    """Bytes of each repeating layer's cache (KV cells or recurrent state), all slots together."""
     block, size = cache_type_size(cache_type)
-    return padded_context(n_ctx) * meta.kv_width * size // block
+    per_slot = slot_context(n_ctx, parallel)
+    # llama-kv-cache-iswa.cpp, llama_kv_cache_iswa::llama_kv_cache_iswa: window layers keep
+    # GGML_PAD(min(size_base, n_swa * (unified ? n_seq_max : 1) + n_ubatch), 256) cells per
+    # stream (--swa-full off; we never render --kv-unified, so one window per slot)
+    window = padded_context(min(per_slot, window_size(meta) + n_ubatch))
+    out: list[int] = []
+    for kind, elements in layer_caches(meta):
+        if kind == "recurrent":
+            # llama-memory-recurrent.cpp: r and s rows in f32, one per sequence (n_rs_seq 0)
+            out.append(elements * F32 * parallel)
+        else:
+            cells = window if kind == "swa" else per_slot
+            out.append(cells * parallel * elements * size // block)
+    return out
 
 
 def block_owner(layout: LlamaLayout, n_layer: int) -> list[int | None]:
@@ -90,25 +121,38 @@ def _ffn_rows(meta: ModelMetadata) -> int:
     return meta.feed_forward_length or 4 * meta.embedding_length
 
 
-def _activations(meta: ModelMetadata, n_ctx: int) -> int:
-    """Peak activations of one layer for one ubatch (FFN intermediates, residuals, KQ mask)."""
-    ffn = 2 * N_UBATCH * _ffn_rows(meta) * F32
+def _activations(meta: ModelMetadata, n_ctx: int, ub: int = N_UBATCH) -> int:
+    """Peak activations of one layer for one ubatch: the wider of the FFN intermediates and the
+    attention's query/output (wide for MLA's 128 heads of 576), plus residuals and KQ mask."""
+    ffn = 2 * ub * _ffn_rows(meta) * F32
+    attention = attention_rows(meta) * ub * F32
     return (
-        ffn + 5 * meta.embedding_length * N_UBATCH * F32 + 3 * padded_context(n_ctx) * N_UBATCH * 2
+        max(ffn, attention)
+        + 5 * meta.embedding_length * ub * F32
+        + 3 * padded_context(n_ctx) * ub * 2
     )
 
 
-def _logits(meta: ModelMetadata) -> int:
-    return ((meta.vocab_size or 0) + meta.embedding_length) * N_UBATCH * F32
+def _logits(meta: ModelMetadata, ub: int = N_UBATCH) -> int:
+    # the worst-case graph llama.cpp reserves has an output row per token of the ubatch
+    return ((meta.vocab_size or 0) + meta.embedding_length) * ub * F32
 
 
 def llama_memory(
-    meta: ModelMetadata, layout: LlamaLayout, *, n_ctx: int, cache_type: str = "f16"
+    meta: ModelMetadata,
+    layout: LlamaLayout,
+    *,
+    n_ctx: int,
+    cache_type: str = "f16",
+    parallel: int = 1,
 ) -> LlamaMemory:
-    """Bytes per GPU (model, KV, compute) and in host memory for one llama.cpp instance."""
+    """Bytes per GPU (model, KV, compute) and in host memory for one llama.cpp instance whose
+    `parallel` slots hold `n_ctx` tokens each."""
     n_layer = meta.block_count
     owners = block_owner(layout, n_layer)
-    kv = kv_bytes_per_layer(meta, n_ctx, cache_type)
+    ub = layout.n_ubatch
+    caches = layer_cache_bytes(meta, n_ctx, cache_type, parallel, ub)
+    cpu_kv = 0
     n_gpus = len(layout.gpu_blocks)
     model = [0] * n_gpus
     kv_gpu = [0] * n_gpus
@@ -120,18 +164,19 @@ def llama_memory(
         on_cpu = layer.experts if i in layout.experts_on_cpu else 0
         if gpu is None:
             host_model += layer.total
-            host_kv += kv
+            host_kv += caches[i]
+            cpu_kv = max(cpu_kv, caches[i])
             cpu_largest = max(cpu_largest, layer.largest)
         else:
             model[gpu] += layer.total - on_cpu
-            kv_gpu[gpu] += kv
+            kv_gpu[gpu] += caches[i]
             host_model += on_cpu
             if on_cpu:
                 cpu_largest = max(cpu_largest, layer.largest_expert)
-    host = DeviceMemory(host_model, host_kv, _host_compute(meta, n_ctx))
+    host = DeviceMemory(host_model, host_kv, _host_compute(meta, n_ctx, ub))
     if n_gpus == 0:
         return LlamaMemory((), host)
-    cpu_kv = kv if host_kv else 0  # attention of a CPU layer runs on a GPU copy of its KV
+    # attention of a CPU layer runs on a GPU copy of its KV (cpu_kv: the largest such layer)
     compute = _gpu_compute(meta, layout, n_ctx, cpu_largest, cpu_kv)
     gpus = tuple(DeviceMemory(model[g], kv_gpu[g], compute[g]) for g in range(n_gpus))
     if layout.output_on_gpu:
@@ -143,8 +188,8 @@ def llama_memory(
 def _gpu_compute(
     meta: ModelMetadata, layout: LlamaLayout, n_ctx: int, cpu_largest: int, cpu_kv: int
 ) -> list[int]:
-    acts = _activations(meta, n_ctx)
-    logits = _logits(meta)
+    acts = _activations(meta, n_ctx, layout.n_ubatch)
+    logits = _logits(meta, layout.n_ubatch)
     out: list[int] = []
     for gpu, blocks in enumerate(layout.gpu_blocks):
         peak = acts if blocks else 0
@@ -164,13 +209,15 @@ def _gpu_compute(
     return out
 
 
-def _host_compute(meta: ModelMetadata, n_ctx: int) -> int:
-    return 2 * meta.embedding_length * N_UBATCH * F32 + padded_context(n_ctx) * N_UBATCH * 2
+def _host_compute(meta: ModelMetadata, n_ctx: int, ub: int = N_UBATCH) -> int:
+    return 2 * meta.embedding_length * ub * F32 + padded_context(n_ctx) * ub * 2
 
 
-def cpu_only_memory(meta: ModelMetadata, *, n_ctx: int, cache_type: str = "f16") -> DeviceMemory:
+def cpu_only_memory(
+    meta: ModelMetadata, *, n_ctx: int, cache_type: str = "f16", parallel: int = 1
+) -> DeviceMemory:
     """A CPU build of llama.cpp: everything, the whole graph included, in host memory."""
-    kv = kv_bytes_per_layer(meta, n_ctx, cache_type) * meta.block_count
+    kv = sum(layer_cache_bytes(meta, n_ctx, cache_type, parallel))
     compute = max(_logits(meta), _activations(meta, n_ctx)) + _host_compute(meta, n_ctx)
     return DeviceMemory(meta.weight_bytes, kv, compute)
 
@@ -193,13 +240,19 @@ def bytes_per_token(meta: ModelMetadata, layout: LlamaLayout) -> tuple[int, int]
 
 
 def decode_tokens_per_s(
-    gpu_bytes: int, cpu_bytes: int, *, gpu_bandwidth: float | None, cpu_bandwidth: float | None
+    gpu_bytes: int,
+    cpu_bytes: int,
+    *,
+    gpu_bandwidth: float | None,
+    cpu_bandwidth: float | None,
+    fixed_s: float = 0.0,
 ) -> float | None:
-    """Two-bandwidth model: decode reads every active weight once per token."""
-    seconds = 0.0
+    """Decode reads every active weight (and the KV cache) once per token on its device, plus a
+    fixed time per token (`fixed_s`: kernel launches and synchronisation of every layer)."""
+    seconds = fixed_s
     for amount, bandwidth in ((gpu_bytes, gpu_bandwidth), (cpu_bytes, cpu_bandwidth)):
         if amount:
             if not bandwidth:
                 return None
             seconds += amount / bandwidth
-    return round(1 / seconds, 1) if seconds else None
+    return round(1 / seconds, 1) if seconds > fixed_s else None

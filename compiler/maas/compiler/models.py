@@ -125,6 +125,11 @@ class DeploymentBody(Strict):
     )
     replicas: Annotated[int, Field(ge=0, le=64)] = 1
     context_length: Annotated[int, Field(ge=1)] | None = None
+    parallel: Annotated[int, Field(ge=1, le=256)] = Field(
+        default=1,
+        description="llama-box: requests served at once (llama-server's --parallel slots); each "
+        "slot holds context_length tokens, so the KV cache grows with it.",
+    )
     env: dict[str, str | SecretRef] = Field(default_factory=dict)
     worker_selector: dict[str, str] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)
@@ -227,6 +232,10 @@ class Gpu(Strict):
     memory_bus_width_bits: Annotated[int, Field(ge=1)] | None = None
     memory_clock_max_mhz: Annotated[int, Field(ge=1)] | None = None
     memory_bandwidth_bytes_per_s: Annotated[int, Field(ge=1)] | None = None
+    pci_bus_id: str | None = Field(default=None, description="NVML's PCI bus id.")
+    numa_node: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="NUMA node the GPU's PCI slot hangs off (sysfs numa_node)."
+    )
 
     @property
     def free_bytes(self) -> int:

@@ -8,6 +8,8 @@ memory-bound, and remote memory plus cross-socket threads made DeepSeek-R1 decod
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from maas.compiler.diagnostics import Diagnostic, Position
@@ -16,11 +18,49 @@ from maas.compiler.models import Deployment, DeploymentBody, Gpu, Node, NumaNode
 from maas.compiler.plan import Estimate, Placement
 
 GIB = 1 << 30
-# Share of the theoretical GPU bandwidth (bus width x memory clock x 2) that llama.cpp's decode
-# kernels reach, and share of the node's CPU bandwidth (a copy on all cores, read + write) that its
-# CPU decode reaches; both measured on the H100 machine (bench/results/gpu-placement.md).
-GPU_EFFICIENCY = 0.39
+# Decode speed: seconds per token = bytes read on each device / its effective bandwidth + a fixed
+# time per layer (kernel launches, synchronisation). Share of the theoretical GPU bandwidth that
+# llama.cpp's decode reaches per memory class and the fixed time of today's build were fitted on
+# published llama-bench figures of 13 GPUs plus our H100 (bench/gpu/fit_speed.py, data with
+# sources in bench/data/decode-published.csv, result in bench/results/speed-model.md); CPU share
+# of the node's copy bandwidth measured on the H100 machine (bench/results/gpu-placement.md).
+GPU_EFFICIENCY = {"hbm": 0.675, "gddr": 0.963}
+FIXED_S_PER_LAYER = 42.1e-6
 CPU_EFFICIENCY = 0.58
+# Theoretical bandwidth of common cards (vendor data sheets), for GPUs whose NVML readings lack
+# bus width or memory clock; the memory class also comes from here when the name is known.
+GPU_MEMORY: tuple[tuple[re.Pattern[str], float, str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), bandwidth, kind)
+    for pattern, bandwidth, kind in (
+        (r"H200", 4.8e12, "hbm"),
+        (r"H100.*(PCIe|NVL)", 2.039e12, "hbm"),
+        (r"H100|H800", 3.352e12, "hbm"),
+        (r"A100.*40GB", 1.555e12, "hbm"),
+        (r"A100.*PCIe", 1.935e12, "hbm"),
+        (r"A100|A800", 2.039e12, "hbm"),
+        (r"V100", 9.0e11, "hbm"),
+        (r"MI300X", 5.3e12, "hbm"),
+        (r"MI250", 3.277e12, "hbm"),
+        (r"MI210", 1.638e12, "hbm"),
+        (r"L40", 8.64e11, "gddr"),
+        (r"\bL4\b", 3.0e11, "gddr"),
+        (r"\bA40\b", 6.96e11, "gddr"),
+        (r"\bA10\b", 6.0e11, "gddr"),
+        (r"RTX 6000 Ada", 9.6e11, "gddr"),
+        (r"RTX A6000", 7.68e11, "gddr"),
+        (r"RTX 5000 Ada", 5.76e11, "gddr"),
+        (r"RTX 4000 Ada", 3.6e11, "gddr"),
+        (r"RTX PRO 6000", 1.792e12, "gddr"),
+        (r"5090", 1.792e12, "gddr"),
+        (r"4090", 1.008e12, "gddr"),
+        (r"4080", 7.168e11, "gddr"),
+        (r"3090", 9.36e11, "gddr"),
+        (r"P40", 3.47e11, "gddr"),
+        (r"\bT4\b", 3.2e11, "gddr"),
+        (r"7900 XTX", 9.6e11, "gddr"),
+    )
+)
+HBM_MIN_BUS_BITS = 1024  # HBM stacks are 1024 bits wide; GDDR buses are 64-512
 
 
 @dataclass(frozen=True)
@@ -79,8 +119,10 @@ def _cpu_count(cpus: str) -> int:
     return total
 
 
-def cpu_pinning(node: Node, host_bytes: int) -> Pinning:
-    """One NUMA node for CPU work when the host has several and the CPU part fits in its memory."""
+def cpu_pinning(node: Node, host_bytes: int, gpus: Sequence[Gpu] = ()) -> Pinning:
+    """One NUMA node for CPU work when the host has several and the CPU part fits in its memory:
+    the node the placement's GPU hangs off (its activations and copies of CPU weights cross
+    PCIe from there), else the one with most memory. Threads: that node's physical cores."""
     cpu = node.spec.cpu
     numa = cpu.numa_nodes
     if len(numa) < 2:
@@ -90,28 +132,42 @@ def cpu_pinning(node: Node, host_bytes: int) -> Pinning:
     def room(n: NumaNode) -> int:
         return n.memory_bytes if n.memory_bytes is not None else host_memory(node) // len(numa)
 
-    best = max(numa, key=lambda n: (room(n), -n.id))
+    local = {g.numa_node for g in gpus if g.numa_node is not None}
+    near = [n for n in numa if n.id in local and room(n) >= host_bytes]
+    best = near[0] if len(local) == 1 and near else max(numa, key=lambda n: (room(n), -n.id))
     if room(best) < host_bytes:
         return Pinning(None, None, cpu.cores, "; not pinned: the CPU part exceeds one NUMA node")
     threads = max(1, _cpu_count(best.cpus) // smt)
+    why = ", the GPU's" if near and best is near[0] else ""
     return Pinning(
         best.cpus,
         str(best.id),
         threads,
-        f"; CPU work pinned to NUMA node {best.id} ({threads} cores)",
+        f"; CPU work pinned to NUMA node {best.id}{why} ({threads} cores)",
     )
 
 
+def gpu_memory(gpu: Gpu) -> tuple[float | None, str]:
+    """(theoretical bandwidth, memory class) of a GPU: NVML's bus width x memory clock x 2 where
+    the probe read them, else the name table; the class from the name, else the bus width."""
+    known = next(((bw, kind) for pattern, bw, kind in GPU_MEMORY if pattern.search(gpu.name)), None)
+    raw: float | None = gpu.memory_bandwidth_bytes_per_s
+    if raw is None and gpu.memory_bus_width_bits and gpu.memory_clock_max_mhz:
+        raw = gpu.memory_bus_width_bits // 8 * gpu.memory_clock_max_mhz * 2_000_000
+    if known is not None:
+        return (raw or known[0]), known[1]
+    wide = (gpu.memory_bus_width_bits or 0) >= HBM_MIN_BUS_BITS
+    return raw, "hbm" if wide else "gddr"
+
+
 def gpu_bandwidth(gpus: tuple[Gpu, ...]) -> float | None:
-    """Effective decode bandwidth of the slowest GPU used, from NVML facts in the node profile."""
+    """Effective decode bandwidth of the slowest GPU used."""
     values = []
     for gpu in gpus:
-        raw = gpu.memory_bandwidth_bytes_per_s
-        if raw is None and gpu.memory_bus_width_bits and gpu.memory_clock_max_mhz:
-            raw = gpu.memory_bus_width_bits // 8 * gpu.memory_clock_max_mhz * 2_000_000
+        raw, kind = gpu_memory(gpu)
         if raw is None:
             return None
-        values.append(raw * GPU_EFFICIENCY)
+        values.append(raw * GPU_EFFICIENCY[kind])
     return min(values) if values else None
 
 

@@ -15,7 +15,7 @@ the per-GPU margin.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from maas.compiler.estimate_llama import (
     DeviceMemory,
@@ -26,6 +26,8 @@ from maas.compiler.estimate_llama import (
 )
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Gpu
+
+PROMPT_UBATCH = 2048  # -b/-ub for MoE models with routed experts in host memory
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,20 @@ class LlamaChoice:
 
 class _Fitter:
     def __init__(
-        self, meta: ModelMetadata, n_ctx: int, budgets: dict[str, int], *, exact: bool
+        self,
+        meta: ModelMetadata,
+        n_ctx: int,
+        budgets: dict[str, int],
+        *,
+        exact: bool,
+        parallel: int = 1,
     ) -> None:
         self.meta, self.n_ctx, self.budgets = meta, n_ctx, budgets
         self.exact = exact  # use all the GPUs given, not the fewest that fit
+        self.parallel = parallel
 
     def memory(self, layout: LlamaLayout) -> LlamaMemory:
-        return llama_memory(self.meta, layout, n_ctx=self.n_ctx)
+        return llama_memory(self.meta, layout, n_ctx=self.n_ctx, parallel=self.parallel)
 
     def fits(self, layout: LlamaLayout, gpus: Sequence[Gpu]) -> LlamaMemory | None:
         memory = self.memory(layout)
@@ -88,13 +97,14 @@ def place_llama(
     margin: int,
     allow_cpu: bool,
     gpu_count: int | None = None,
+    parallel: int = 1,
 ) -> tuple[LlamaChoice | None, LlamaChoice | None]:
     """(the full-GPU choice or None, the best offloaded choice or None when nothing fits).
 
     `gpu_count` (the spec's `gpus: N`) uses exactly the N GPUs with most free memory."""
     by_free = sorted(gpus, key=lambda g: (-g.free_bytes, g.index))[:gpu_count]
     budgets = {g.uuid: g.free_bytes - margin for g in gpus}
-    fitter = _Fitter(meta, n_ctx, budgets, exact=gpu_count is not None)
+    fitter = _Fitter(meta, n_ctx, budgets, exact=gpu_count is not None, parallel=parallel)
     full = _full_gpu(fitter, by_free)
     if full is not None or (not allow_cpu and not by_free):
         return full, None
@@ -104,7 +114,8 @@ def place_llama(
     if offloaded is None and by_free:
         offloaded = _layer_offload(fitter, by_free)
     if offloaded is None:
-        offloaded = LlamaChoice(LlamaLayout(), (), (), cpu_only_memory(meta, n_ctx=n_ctx), "cpu")
+        host = cpu_only_memory(meta, n_ctx=n_ctx, parallel=parallel)
+        offloaded = LlamaChoice(LlamaLayout(), (), (), host, "cpu")
     return None, offloaded
 
 
@@ -136,7 +147,14 @@ def _expert_offload(fitter: _Fitter, by_free: Sequence[Gpu]) -> LlamaChoice | No
         if fitter.fits(layout(n), devices) is None:
             continue
         k = _smallest(lambda k, d=devices: fitter.fits(layout(k), d) is not None, 1, n)
-        return fitter.choice(layout(k), devices, "experts")
+        # With experts in host memory llama.cpp copies them to the GPU for every prompt ubatch
+        # (ggml-cuda.cu, ggml_backend_cuda_device_offload_op: ops of 32 rows or more run on the
+        # GPU and the scheduler copies their CPU weights over): a larger ubatch moves the same
+        # bytes for 4x the tokens. Taken only where it costs no expert layer on the GPU.
+        wide = replace(layout(k), n_ubatch=PROMPT_UBATCH)
+        return fitter.choice(wide, devices, "experts") or fitter.choice(
+            layout(k), devices, "experts"
+        )
     return None
 
 

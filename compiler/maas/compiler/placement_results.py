@@ -11,10 +11,12 @@ from collections.abc import Sequence
 
 from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.documents import Loaded
-from maas.compiler.estimate_llama import bytes_per_token, decode_tokens_per_s
+from maas.compiler.estimate_attention import known_architecture
+from maas.compiler.estimate_llama import N_UBATCH, bytes_per_token, decode_tokens_per_s
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Gpu, Node
 from maas.compiler.placement_common import (
+    FIXED_S_PER_LAYER,
     Pinning,
     PlacementResult,
     allows_cpu,
@@ -48,21 +50,34 @@ def place_llama_box(
     n_ctx = llama_context(deployment, meta)
     gpus = node.spec.gpus
     allow_cpu = allows_cpu(spec)
+    slots = spec.parallel
     full, offloaded = place_llama(
-        meta, gpus, n_ctx=n_ctx, margin=margin, allow_cpu=allow_cpu, gpu_count=gpu_count
+        meta,
+        gpus,
+        n_ctx=n_ctx,
+        margin=margin,
+        allow_cpu=allow_cpu,
+        gpu_count=gpu_count,
+        parallel=slots,
     )
     if full is not None:
         return _llama_result(deployment, node, meta, full, n_ctx, Pinning(None, None, 0, ""))
     if not allow_cpu:
         _, would = place_llama(
-            meta, gpus, n_ctx=n_ctx, margin=margin, allow_cpu=True, gpu_count=gpu_count
+            meta,
+            gpus,
+            n_ctx=n_ctx,
+            margin=margin,
+            allow_cpu=True,
+            gpu_count=gpu_count,
+            parallel=slots,
         )
         assert would is not None
         return PlacementResult(
             None, Estimate(), [_no_fit(deployment, node, meta, would, n_ctx, margin)]
         )
     assert offloaded is not None
-    pin = cpu_pinning(node, offloaded.host_bytes)
+    pin = cpu_pinning(node, offloaded.host_bytes, offloaded.gpus)
     if offloaded.host_bytes > host_memory(node):
         message = (
             f"'{deployment.model.metadata.name}' fits nowhere: its CPU part needs "
@@ -76,13 +91,19 @@ def place_llama_box(
     return _llama_result(deployment, node, meta, offloaded, n_ctx, pin)
 
 
-def _speed(node: Node, meta: ModelMetadata, choice: LlamaChoice, pin: Pinning) -> float | None:
+def _speed(
+    node: Node, meta: ModelMetadata, choice: LlamaChoice, pin: Pinning, slots: int = 1
+) -> float | None:
+    """Decode tok/s of one request: weights, and the KV cache at half the planned context (the
+    average over a conversation that fills it) divided among the slots."""
     on_gpu, on_cpu = bytes_per_token(meta, choice.layout)
+    kv_gpu = sum(m.kv for m in choice.gpu_memory) // (2 * slots)
     return decode_tokens_per_s(
-        on_gpu,
-        on_cpu,
+        on_gpu + kv_gpu,
+        on_cpu + choice.host.kv // (2 * slots),
         gpu_bandwidth=gpu_bandwidth(choice.gpus),
         cpu_bandwidth=cpu_bandwidth(node, pin),
+        fixed_s=FIXED_S_PER_LAYER * meta.block_count,
     )
 
 
@@ -113,10 +134,12 @@ def _llama_result(  # noqa: PLR0917
         cpuset_mems=pin.mems,
         threads=(pin.threads or node.spec.cpu.cores) if mode != "gpu" else None,
         context_length=n_ctx,
+        batch_size=layout.n_ubatch if layout.n_ubatch != N_UBATCH else None,
         reason=_llama_reason(node, meta, choice, experts) + pin.reason,
     )
     details = {
         "context_length": n_ctx,
+        "parallel": deployment.model.spec.parallel,
         "host_model_bytes": choice.host.model,
         "host_kv_bytes": choice.host.kv,
         "host_compute_bytes": choice.host.compute,
@@ -130,10 +153,26 @@ def _llama_result(  # noqa: PLR0917
     estimate = Estimate(
         vram_bytes=[m.total for m in choice.gpu_memory],
         ram_bytes=choice.host.total,
-        decode_tokens_per_s=_speed(node, meta, choice, pin),
+        decode_tokens_per_s=_speed(node, meta, choice, pin, deployment.model.spec.parallel),
         details=details,
     )
-    return PlacementResult(placement, estimate, [])
+    return PlacementResult(placement, estimate, _architecture_warning(deployment, meta))
+
+
+def _architecture_warning(deployment: Loaded[Deployment], meta: ModelMetadata) -> list[Diagnostic]:
+    if known_architecture(meta):
+        return []
+    return [
+        Diagnostic(
+            "unknown-architecture",
+            f"'{deployment.model.metadata.name}': the memory estimate does not know llama.cpp's "
+            f"cache layout for architecture '{meta.architecture}'; it assumes full-context KV "
+            "on every layer, which may be far from what llama.cpp allocates",
+            spec_position(deployment, "file"),
+            severity="warning",
+            hints=("check the container's log for its KV and compute buffer sizes",),
+        )
+    ]
 
 
 def _llama_reason(node: Node, meta: ModelMetadata, choice: LlamaChoice, experts: list[int]) -> str:
@@ -172,7 +211,10 @@ def _no_fit(  # noqa: PLR0917
 ) -> Diagnostic:
     from maas.compiler.estimate_llama import LlamaLayout, llama_memory
 
-    whole = llama_memory(meta, LlamaLayout((meta.block_count,), True), n_ctx=n_ctx).gpus[0]
+    slots = deployment.model.spec.parallel
+    whole = llama_memory(
+        meta, LlamaLayout((meta.block_count,), True), n_ctx=n_ctx, parallel=slots
+    ).gpus[0]
     need = whole.total + margin
     frees = ", ".join(f"{gib(g.free_bytes)} free on {g.uuid}" for g in node.spec.gpus) or "no GPU"
     message = (
@@ -180,7 +222,7 @@ def _no_fit(  # noqa: PLR0917
         f"KV cache {gib(whole.kv)} for {n_ctx} tokens, compute {gib(whole.compute)}, margin "
         f"{gib(margin)}); node '{node.metadata.name}' has {frees}"
     )
-    speed = _speed(node, meta, would, Pinning(None, None, 0, ""))
+    speed = _speed(node, meta, would, Pinning(None, None, 0, ""), slots)
     about = f" (about {speed:g} tok/s)" if speed else ""
     if would.kind == "cpu":
         offload = f"with allow_cpu_offload: true it would run on the CPU{about}"
@@ -272,7 +314,8 @@ def _vllm_estimate(meta: ModelMetadata, choice: VllmChoice) -> Estimate:
     bandwidth = gpu_bandwidth(choice.gpus)
     speed = None
     if bandwidth and not choice.cpu_offload_gb:
-        speed = round(bandwidth / choice.weight_bytes_per_gpu, 1)
+        per_token = choice.weight_bytes_per_gpu / bandwidth + FIXED_S_PER_LAYER * meta.block_count
+        speed = round(1 / per_token, 1)
     return Estimate(
         vram_bytes=vllm_vram(choice.utilization, choice.gpus),
         ram_bytes=choice.cpu_offload_gb * (1 << 30) * len(choice.gpus) or None,

@@ -34,6 +34,9 @@ class Placement(PlanModel):
     cpuset_mems: str | None = None
     threads: int | None = None
     context_length: int | None = Field(default=None, description="Context the backend is given.")
+    batch_size: int | None = Field(
+        default=None, description="llama.cpp's -b/-ub when not its default (experts on the CPU)."
+    )
     gpu_memory_utilization: float | None = None
     cpu_offload_gb: int | None = None
     reason: str = ""

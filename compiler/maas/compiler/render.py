@@ -159,10 +159,7 @@ def render_deployment(
 
 def placement_flags(backend: Backend, spec: DeploymentBody, placement: Placement) -> list[str]:
     """Arguments through which the backend learns the placement, in catalogue order."""
-    flags: list[str] = []
-    context = placement.context_length or spec.context_length  # placement may lower it
-    if backend.context_flag and context:
-        flags += [backend.context_flag, str(context)]
+    flags = _context_flags(backend, spec, placement)
     if backend.gpu_layers_flag:
         layers = {"gpu": 999, "cpu": 0}.get(placement.mode, placement.gpu_layers or 0)
         if placement.mode == "gpu" and placement.layers_total is not None:
@@ -174,10 +171,25 @@ def placement_flags(backend: Backend, spec: DeploymentBody, placement: Placement
         flags += [backend.override_tensor_flag, ",".join(placement.expert_offload)]
     if backend.tensor_parallel_flag and placement.tensor_parallel_size:
         flags += [backend.tensor_parallel_flag, str(placement.tensor_parallel_size)]
+    for flag in backend.batch_flags if placement.batch_size else ():
+        flags += [flag, str(placement.batch_size)]
     if backend.threads_flag and placement.threads:
         flags += [backend.threads_flag, str(placement.threads)]
     if backend.gpu_memory_utilization_flag and placement.gpu_memory_utilization:
         flags += [backend.gpu_memory_utilization_flag, f"{placement.gpu_memory_utilization:g}"]
     if backend.cpu_offload_flag and placement.cpu_offload_gb:
         flags += [backend.cpu_offload_flag, str(placement.cpu_offload_gb)]
+    return flags + list(backend.pinned_args)
+
+
+def _context_flags(backend: Backend, spec: DeploymentBody, placement: Placement) -> list[str]:
+    flags: list[str] = []
+    context = placement.context_length or spec.context_length  # placement may lower it
+    slots = spec.parallel if backend.parallel_flag else 1
+    if backend.context_flag and context:
+        # llama-server divides --ctx-size among its slots (llama-context.cpp: n_ctx_seq =
+        # n_ctx / n_seq_max without --kv-unified), so each slot gets context_length
+        flags += [backend.context_flag, str(context * slots)]
+    if backend.parallel_flag:
+        flags += [backend.parallel_flag, str(slots)]
     return flags

@@ -56,6 +56,28 @@ class ModelMetadata(BaseModel):
     token_embd_bytes: int = 0
     output_bytes: int = Field(default=0, description="Output head (+ norm) as loaded on a device.")
     dtype_bytes: float | None = Field(default=None, description="Bytes per weight (safetensors).")
+    # Attention facts beyond plain grouped-query attention (GGUF keys, as llama.cpp reads them;
+    # estimate_llama decides per architecture what they mean for its caches).
+    head_count_kv_layers: list[int] = Field(
+        default_factory=list, description="Per-layer KV heads when the header holds an array."
+    )
+    sliding_window: int | None = Field(default=None, description="attention.sliding_window.")
+    sliding_window_pattern: int | list[bool] | None = Field(
+        default=None, description="attention.sliding_window_pattern: period or per-layer flags."
+    )
+    key_length_swa: int | None = None
+    value_length_swa: int | None = None
+    kv_lora_rank: int = Field(default=0, description="MLA: compressed KV width.")
+    key_length_mla: int | None = Field(default=None, description="MLA: head size, decompressed.")
+    value_length_mla: int | None = None
+    ssm_conv_kernel: int = 0
+    ssm_inner_size: int = 0
+    ssm_state_size: int = 0
+    ssm_group_count: int = 0
+    recurrent_layers: list[bool] = Field(
+        default_factory=list, description="attention.recurrent_layers (hybrid models)."
+    )
+    full_attention_interval: int | None = None
     quantization: str | None = None
     files: list[str] = Field(default_factory=list)
 
@@ -72,10 +94,30 @@ class ModelMetadata(BaseModel):
 def _int(header: GgufHeader, key: str, default: int | None = None) -> int | None:
     value = header.get(key, default)
     if isinstance(value, list):  # per-layer arrays (e.g. head_count_kv): the largest counts
-        value = max(value) if value else default
+        value = max(value) if value and all(_is_int(v) for v in value) else default
     if isinstance(value, bool) or not isinstance(value, int | None):
         return default
     return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_list(header: GgufHeader, key: str, n_layer: int) -> list[int]:
+    """A per-layer integer array, or [] when the key is a scalar, absent or malformed."""
+    value = header.get(key)
+    if not isinstance(value, list) or len(value) != n_layer or not all(map(_is_int, value)):
+        return []
+    return [max(0, v) for v in value]
+
+
+def _flags(header: GgufHeader, key: str, n_layer: int) -> list[bool] | None:
+    """A per-layer boolean array (llama.cpp's get_key_or_arr of bools), or None."""
+    value = header.get(key)
+    if not isinstance(value, list) or len(value) < n_layer:
+        return None
+    return [bool(v) for v in value[:n_layer]]
 
 
 def from_gguf(headers: Sequence[GgufHeader], *, names: Sequence[str]) -> ModelMetadata:
@@ -91,11 +133,12 @@ def from_gguf(headers: Sequence[GgufHeader], *, names: Sequence[str]) -> ModelMe
             raise _missing(names[0], f"{arch}.{key}")
         return value
 
-    n_layer, n_embd, n_head = (
-        need("block_count"),
-        need("embedding_length"),
-        need("attention.head_count"),
-    )
+    n_layer, n_embd = need("block_count"), need("embedding_length")
+    # attention-free recurrent models (Mamba) have no heads: llama.cpp reads the key as optional
+    recurrent = (_int(first, f"{arch}.ssm.state_size") or 0) > 0
+    n_head = _int(first, f"{arch}.attention.head_count") or 0
+    if not (recurrent and n_head == 0):
+        n_head = need("attention.head_count")
     if n_layer > MAX_BLOCKS:
         raise MaasError.single(
             "model-metadata",
@@ -104,7 +147,11 @@ def from_gguf(headers: Sequence[GgufHeader], *, names: Sequence[str]) -> ModelMe
             hints=("the file may be damaged; download it again",),
         )
     n_head_kv = _int(first, f"{arch}.attention.head_count_kv") or n_head
-    head_dim = n_embd // n_head
+    head_dim = n_embd // n_head if n_head else 0
+    pattern_key = f"{arch}.attention.sliding_window_pattern"
+    pattern: int | list[bool] | None = _flags(first, pattern_key, n_layer)
+    if pattern is None:
+        pattern = _int(first, pattern_key)
     tensors = [t for h in headers for t in h.tensors]
     layers, token_embd, output = _layer_bytes(tensors, n_layer)
     return ModelMetadata(
@@ -130,6 +177,20 @@ def from_gguf(headers: Sequence[GgufHeader], *, names: Sequence[str]) -> ModelMe
         output_bytes=output,
         quantization=_quantization(tensors),
         files=list(names),
+        head_count_kv_layers=_int_list(first, f"{arch}.attention.head_count_kv", n_layer),
+        sliding_window=_int(first, f"{arch}.attention.sliding_window"),
+        sliding_window_pattern=pattern,
+        key_length_swa=_int(first, f"{arch}.attention.key_length_swa"),
+        value_length_swa=_int(first, f"{arch}.attention.value_length_swa"),
+        kv_lora_rank=_int(first, f"{arch}.attention.kv_lora_rank") or 0,
+        key_length_mla=_int(first, f"{arch}.attention.key_length_mla"),
+        value_length_mla=_int(first, f"{arch}.attention.value_length_mla"),
+        ssm_conv_kernel=_int(first, f"{arch}.ssm.conv_kernel") or 0,
+        ssm_inner_size=_int(first, f"{arch}.ssm.inner_size") or 0,
+        ssm_state_size=_int(first, f"{arch}.ssm.state_size") or 0,
+        ssm_group_count=_int(first, f"{arch}.ssm.group_count") or 0,
+        recurrent_layers=_flags(first, f"{arch}.attention.recurrent_layers", n_layer) or [],
+        full_attention_interval=_int(first, f"{arch}.full_attention_interval"),
     )
 
 
