@@ -32,7 +32,7 @@ from maas.agent.health import ReplicaHealth
 from maas.agent.hostpaths import admitted, resolved_mounts
 from maas.agent.modelfetch import fetch_models
 from maas.agent.observe import ObservedContainer, Owner, observe
-from maas.agent.prepare import Preparer
+from maas.agent.prepare import Preparer, hubs_offline, node_tokens
 from maas.agent.secrets import read_secret
 from maas.agent.store import Desired, Store
 from maas.compiler.compile import compile_plan
@@ -102,6 +102,7 @@ def fetch_metadata(
         offline=False,
         metadata_cache=config.state_dir / "metadata",
         model_cache=config.cache_dir,
+        token=node_tokens(config.secrets_dir),
         admit=lambda name, path: admitted(
             path, policy=policy, cache_dir=config.cache_dir, deployment=name
         ),
@@ -125,7 +126,9 @@ class Reconciler:
         self.node_name = config.node_name or node().metadata.name
         self.owner = Owner(self.node_name, config.label_namespace)
         self.store = Store(config.state_dir)
-        self.preparer = Preparer(engine, done=wake)
+        self.preparer = Preparer(
+            engine, done=wake, token=node_tokens(config.secrets_dir), offline=hubs_offline()
+        )
         self.health: dict[Replica, ReplicaHealth] = {}
         self.counters = Counters(config.state_dir)
         # Deployments whose containers could not be removed: {name: {error, permanent}}.

@@ -106,6 +106,7 @@ def compile_plan(
             ports=ports[p.name],
             options=options,
             resolved_file=(resolved_files or {}).get(p.name),
+            commit=_commit(models.get(p.name)),
             warnings=[d for d in p.result.diagnostics if d.severity == "warning"],
         )
         for p in placed
@@ -113,6 +114,10 @@ def compile_plan(
     ]
     rendered.sort(key=lambda d: d.name)
     return Plan(node=node.metadata.name, deployments=rendered, totals=ledger.totals())
+
+
+def _commit(metadata: ModelMetadata | None) -> str | None:
+    return metadata.commit if metadata is not None else None
 
 
 def _allocation_order(

@@ -58,6 +58,9 @@ class ModelMetadata(BaseModel):
     dtype_bytes: float | None = Field(default=None, description="Bytes per weight (safetensors).")
     quantization: str | None = None
     files: list[str] = Field(default_factory=list)
+    commit: str | None = Field(
+        default=None, description="The hub commit the revision resolved to (read at the edge)."
+    )
 
     @property
     def is_moe(self) -> bool:
