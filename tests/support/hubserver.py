@@ -38,6 +38,8 @@ class Faults:
     status: dict[str, int] = field(default_factory=dict)  # file -> status answered instead
     times: Counter[str] = field(default_factory=Counter)  # how many times each fault fires
     requests: Counter[str] = field(default_factory=Counter)  # GETs of a file's bytes
+    ranges: list[tuple[str, str]] = field(default_factory=list)  # (file, Range header) per GET
+    tokens: list[str] = field(default_factory=list)  # Authorization headers seen, any route
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, kind: dict[str, int], name: str) -> int | None:
@@ -105,6 +107,9 @@ class HubHandler(BaseHTTPRequestHandler):
         self._hf_file(body=False)
 
     def do_GET(self) -> None:
+        if self.headers.get("Authorization"):
+            with self.faults.lock:
+                self.faults.tokens.append(self.headers["Authorization"])
         parts = self._parts()
         if parts[:3] == ["api", "v1", "models"]:
             return self._modelscope(parts[3:])
@@ -193,6 +198,7 @@ class HubHandler(BaseHTTPRequestHandler):
         if body:
             with self.faults.lock:
                 self.faults.requests[name] += 1
+                self.faults.ranges.append((name, self.headers.get("Range", "")))
             status = self.faults.take(self.faults.status, name)
             if status is not None:
                 return self._send(status, 0, {})

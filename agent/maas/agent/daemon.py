@@ -125,6 +125,7 @@ class Agent:
                 "fetched_at": state.fetched_at,
             }
         extra["removal_errors"] = dict(r.removal_errors)
+        extra["cache"] = list(r.cache_usage)
         report = status_report(r.node_name, r.plan, r.observed, r.health, extra)
         if r.passes == 0:
             report["desired"] = "pending"  # not read yet: an empty list means nothing yet

@@ -30,6 +30,7 @@ from maas.agent.diff import Action, Replica, diff
 from maas.agent.engine import Engine
 from maas.agent.health import ReplicaHealth
 from maas.agent.hostpaths import admitted, resolved_mounts
+from maas.agent.modelcache import ModelCache
 from maas.agent.modelfetch import fetch_models
 from maas.agent.observe import ObservedContainer, Owner, observe
 from maas.agent.prepare import Preparer, hubs_offline, node_tokens
@@ -99,7 +100,7 @@ def fetch_metadata(
     is opened only when `policy` admits the path it resolves to."""
     fetched = fetch_models(
         deployments,
-        offline=False,
+        offline=not config.download_models,
         metadata_cache=config.state_dir / "metadata",
         model_cache=config.cache_dir,
         token=node_tokens(config.secrets_dir),
@@ -127,8 +128,13 @@ class Reconciler:
         self.owner = Owner(self.node_name, config.label_namespace)
         self.store = Store(config.state_dir)
         self.preparer = Preparer(
-            engine, done=wake, token=node_tokens(config.secrets_dir), offline=hubs_offline()
+            engine,
+            done=wake,
+            token=node_tokens(config.secrets_dir),
+            offline=hubs_offline() or not config.download_models,
         )
+        self.cache = ModelCache(config.cache_dir, config.state_dir, config.cache_max_idle_s)
+        self.cache_usage: list[dict[str, object]] = []
         self.health: dict[Replica, ReplicaHealth] = {}
         self.counters = Counters(config.state_dir)
         # Deployments whose containers could not be removed: {name: {error, permanent}}.
@@ -290,7 +296,16 @@ class Reconciler:
         if stopped or todo:
             self.refresh_observed()  # status and apply previews see what this pass did
         self._forget_removed(plan)
+        self._keep_cache(plan)
         return self._finish(result)
+
+    def _keep_cache(self, plan: Plan) -> None:
+        """Stamp and collect the model cache; its trouble never fails the pass."""
+        try:
+            self.cache.pass_done(plan)
+            self.cache_usage = self.cache.usage(plan)
+        except OSError as exc:
+            log.error("model cache", error=str(exc))
 
     @property
     def refused(self) -> bool:
