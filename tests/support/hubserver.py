@@ -40,6 +40,7 @@ class Faults:
     requests: Counter[str] = field(default_factory=Counter)  # GETs of a file's bytes
     ranges: list[tuple[str, str]] = field(default_factory=list)  # (file, Range header) per GET
     tokens: list[str] = field(default_factory=list)  # Authorization headers seen, any route
+    paths: list[str] = field(default_factory=list)  # request paths of the GETs of file bytes
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, kind: dict[str, int], name: str) -> int | None:
@@ -199,6 +200,7 @@ class HubHandler(BaseHTTPRequestHandler):
             with self.faults.lock:
                 self.faults.requests[name] += 1
                 self.faults.ranges.append((name, self.headers.get("Range", "")))
+                self.faults.paths.append(self.path)
             status = self.faults.take(self.faults.status, name)
             if status is not None:
                 return self._send(status, 0, {})

@@ -59,7 +59,7 @@ def download_revision(
     folder: Path,
     *,
     progress: Progress | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     attempts: int = ATTEMPTS,
 ) -> None:
     """Make `folder` hold `files` of `repo` at `commit`, verified; a no-op when it does."""
@@ -72,7 +72,7 @@ def download_revision(
     have = sum(_on_disk(partial, f) for f in files)
     check_space(partial, total - have, repo)
     progress.total, progress.done = float(total) or None, float(have)
-    fetch = _Fetch(hub, _session(), repo, commit, partial, progress, sleep, attempts)
+    fetch = _Fetch(hub, _session(), repo, commit, partial, progress, sleep or time.sleep, attempts)
     for index, remote in enumerate(files):
         progress.note = f"{index}/{len(files)} files"
         fetch.file(remote)
@@ -205,7 +205,11 @@ class _Fetch:
         try:
             response = self.session.get(
                 url,
-                headers={**self.hub.headers(), "Range": f"bytes={start}-"},
+                headers={
+                    **self.hub.headers(),
+                    "Range": f"bytes={start}-",
+                    "Accept-Encoding": "identity",  # the bytes the hub hashed, as they are
+                },
                 stream=True,
                 timeout=(30, 120),
             )
@@ -216,6 +220,7 @@ class _Fetch:
 
     def _body(self, response: Any, start: int, part: Path, remote: RemoteFile, hasher: Any) -> Any:
         import requests
+        import urllib3
 
         if response.status_code in PERMANENT_STATUS:
             raise MaasError.single(
@@ -235,7 +240,8 @@ class _Fetch:
             raise _Transient(f"the hub answers {response.status_code}")
         try:
             with part.open("ab") as out:
-                for block in response.iter_content(CHUNK):
+                # read1: what has arrived, up to CHUNK; a cut connection loses no byte of it.
+                while block := response.raw.read1(CHUNK, decode_content=False):
                     out.write(block)
                     if hasher is not None:
                         hasher.update(block)
@@ -244,6 +250,7 @@ class _Fetch:
             requests.ConnectionError,
             requests.Timeout,
             requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError,
         ) as exc:
             raise _Transient(f"connection lost: {exc}") from None
         got = part.stat().st_size

@@ -105,7 +105,7 @@ def compile_plan(
             estimate=p.result.estimate,
             ports=ports[p.name],
             options=options,
-            resolved_file=(resolved_files or {}).get(p.name),
+            resolved_file=(resolved_files or {}).get(p.name) or _first_file(models.get(p.name)),
             commit=_commit(models.get(p.name)),
             warnings=[d for d in p.result.diagnostics if d.severity == "warning"],
         )
@@ -114,6 +114,11 @@ def compile_plan(
     ]
     rendered.sort(key=lambda d: d.name)
     return Plan(node=node.metadata.name, deployments=rendered, totals=ledger.totals())
+
+
+def _first_file(metadata: ModelMetadata | None) -> str | None:
+    """The file a `file` glob resolved to where the metadata was read (a split model's first)."""
+    return metadata.files[0] if metadata is not None and metadata.files else None
 
 
 def _commit(metadata: ModelMetadata | None) -> str | None:
