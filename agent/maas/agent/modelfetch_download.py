@@ -23,6 +23,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from maas.compiler.diagnostics import MaasError
 
 MANIFEST = ".maas-revision.json"
 CHUNK = 4 << 20
+HASH_BATCH = 8 << 20
 PERMANENT_STATUS = (401, 403, 404, 410)
 ATTEMPTS = 6
 FIRST_DELAY_S = 0.5
@@ -116,14 +118,39 @@ def _session() -> Any:
     return requests.Session()
 
 
-def _hasher(remote: RemoteFile) -> Any:
+class _Behind:
+    """A hash that runs beside the download: one batch hashes in a thread (hashlib lets go of
+    the GIL for large updates) while the next one is read, so verifying costs no throughput
+    where a second core is free. Batches go in order; `hexdigest` waits for the last."""
+
+    _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
+
+    def __init__(self, hasher: Any) -> None:
+        self.hasher = hasher
+        self.pending: Future[None] | None = None
+
+    def update(self, data: bytes) -> None:
+        self.wait()
+        self.pending = self._pool.submit(self.hasher.update, data)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            self.pending.result()
+            self.pending = None
+
+    def hexdigest(self) -> str:
+        self.wait()
+        return str(self.hasher.hexdigest())
+
+
+def _hasher(remote: RemoteFile) -> _Behind | None:
     if remote.sha256:
-        return hashlib.sha256()
+        return _Behind(hashlib.sha256())
     if remote.git_sha1:
         # git's blob id: sha1 over "blob <size>\0" and the content (git-scm.com, Git Objects).
         h = hashlib.sha1(usedforsecurity=False)
         h.update(b"blob %d\0" % remote.size)
-        return h
+        return _Behind(h)
     return None
 
 
@@ -238,14 +265,20 @@ class _Fetch:
             start, hasher = 0, _hasher(remote)
         elif response.status_code not in (200, 206):
             raise _Transient(f"the hub answers {response.status_code}")
+        batch: list[bytes] = []
+        batched = 0
         try:
             with part.open("ab") as out:
                 # read1: what has arrived, up to CHUNK; a cut connection loses no byte of it.
                 while block := response.raw.read1(CHUNK, decode_content=False):
                     out.write(block)
-                    if hasher is not None:
-                        hasher.update(block)
                     self.progress.done += len(block)
+                    batch.append(block)
+                    batched += len(block)
+                    if batched >= HASH_BATCH:
+                        if hasher is not None:
+                            hasher.update(b"".join(batch))
+                        batch, batched = [], 0
         except (
             requests.ConnectionError,
             requests.Timeout,
@@ -253,6 +286,9 @@ class _Fetch:
             urllib3.exceptions.HTTPError,
         ) as exc:
             raise _Transient(f"connection lost: {exc}") from None
+        finally:
+            if hasher is not None and batch:  # what reached the file is hashed, always
+                hasher.update(b"".join(batch))
         got = part.stat().st_size
         if got < remote.size:
             raise _Transient(f"connection closed at byte {got} of {remote.size}")
