@@ -319,3 +319,39 @@ def test_the_collector_removes_idle_revisions_and_never_one_in_use(
     assert stale.pass_done(only_used, now=1e12) == []
     assert Path(used.model.path).is_file()
     assert needs_download(idle)  # gone: a plan that wants it again downloads it again
+
+
+def test_validate_says_where_a_model_cannot_fit_the_nodes_disk(
+    tmp_path: Path, hub: tuple[Path, Faults]
+) -> None:
+    spec = tmp_path / "d.yaml"
+    spec.write_text(
+        "apiVersion: maas/v1\nkind: Deployment\nmetadata: {name: m}\nspec:\n"
+        "  source: modelscope\n  repo_id: org/tiny-GGUF\n  file: tiny-q4.gguf\n"
+        "  allow_cpu_offload: true\n"
+    )
+    node = (ROOT / "examples" / "nodes" / "cpu-01.yaml").read_text()
+    small = tmp_path / "small.yaml"
+    small.write_text(node.replace("spec:\n", "spec:\n  disk: {total_bytes: 1000000}\n", 1))
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "maasctl"), "validate", str(spec), "--node", str(small)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert (
+        f"{spec}:6:12: error: the model is 11.0 MiB; the model cache file system of node "
+        "'cpu-01' holds 1000000 bytes in all [disk]"
+    ) in done.stdout + done.stderr
+    large = tmp_path / "large.yaml"
+    large.write_text(node.replace("spec:\n", "spec:\n  disk: {total_bytes: 100000000000}\n", 1))
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "maasctl"), "validate", str(spec), "--node", str(large)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

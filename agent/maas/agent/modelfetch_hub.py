@@ -220,7 +220,8 @@ def read_remote(
         raise
     except Exception as exc:
         raise transient(repo, exc) from exc
-    return meta.model_copy(update={"commit": listing.commit})
+    size = sum(f.size for f in listing.select(file))
+    return meta.model_copy(update={"commit": listing.commit, "download_bytes": size})
 
 
 def _range(hub: Hub, listing: Listing, name: str, size: int) -> bytes:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from maas.compiler.allocation import Ledger, charge_of
 from maas.compiler.backends import Backend, BackendRule, resolve_backend
-from maas.compiler.checks import check_deployments
+from maas.compiler.checks import check_deployments, check_disk
 from maas.compiler.diagnostics import Diagnostic, raise_if_errors
 from maas.compiler.documents import Loaded
 from maas.compiler.metadata import ModelMetadata
@@ -67,7 +67,7 @@ def compile_plan(
     """
     options = options or CompileOptions()
     models = models or {}
-    diagnostics = check_deployments(deployments)
+    diagnostics = check_deployments(deployments) + check_disk(deployments, node, models)
     ledger = Ledger(node, options.gpu_margin_bytes)
     placed: list[_Placed] = []
     for loaded in _allocation_order(deployments, node, models, previous):

@@ -61,6 +61,9 @@ class ModelMetadata(BaseModel):
     commit: str | None = Field(
         default=None, description="The hub commit the revision resolved to (read at the edge)."
     )
+    download_bytes: int | None = Field(
+        default=None, description="What the agent downloads for it: the files the hub lists."
+    )
 
     @property
     def is_moe(self) -> bool:
