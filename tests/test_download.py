@@ -355,3 +355,31 @@ def test_validate_says_where_a_model_cannot_fit_the_nodes_disk(
         env={**os.environ, "HOME": str(tmp_path)},
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_deployments_of_one_revision_share_its_folder_and_add_their_files(
+    tmp_path: Path, hub: tuple[Path, Faults]
+) -> None:
+    repo, faults = hub
+    q4 = planned(tmp_path, "modelscope")
+    fetch(q4)
+    first = Path(q4.model.path)
+    inode = first.stat().st_ino
+    other = planned(tmp_path, "modelscope", file="weights.bin")
+    other = other.model_copy(
+        update={
+            "model": other.model.model_copy(
+                update={
+                    "folder": q4.model.folder,
+                    "path": str(Path(q4.model.folder or "") / "weights.bin"),
+                }
+            )
+        }
+    )
+    assert needs_download(other) and not needs_download(q4)
+    bar = fetch(other)
+    assert bar.total == SIZE  # only what the folder lacked
+    assert Path(other.model.path).read_bytes() == (repo / "weights.bin").read_bytes()
+    assert first.stat().st_ino == inode  # the file in use was left as it was
+    assert not needs_download(other) and not needs_download(q4)
+    assert not partial_of(first.parent).exists()

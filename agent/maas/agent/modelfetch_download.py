@@ -18,6 +18,7 @@ from the URLs and with the hashes that the clients give (maas.agent.modelfetch_h
 from __future__ import annotations
 
 import errno
+import fnmatch
 import hashlib
 import json
 import shutil
@@ -53,6 +54,24 @@ def partial_of(folder: Path) -> Path:
     return folder.with_name(folder.name + ".partial")
 
 
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def holds(folder: Path, pattern: str | None) -> bool:
+    """Whether the revision folder holds what a spec's `file` takes (all of it without one)."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return False
+    if pattern is None:
+        return bool(manifest.get("whole"))
+    return any(fnmatch.fnmatch(name, pattern) for name in manifest.get("files", {}))
+
+
 def download_revision(
     hub: Hub,
     repo: str,
@@ -60,37 +79,53 @@ def download_revision(
     files: Sequence[RemoteFile],
     folder: Path,
     *,
+    whole: bool = False,
     progress: Progress | None = None,
     sleep: Callable[[float], None] | None = None,
     attempts: int = ATTEMPTS,
 ) -> None:
-    """Make `folder` hold `files` of `repo` at `commit`, verified; a no-op when it does."""
-    if (folder / MANIFEST).is_file():
+    """Make `folder` hold `files` of `repo` at `commit`, verified (`whole`: all the repository's
+    files); what it holds already is kept, and deployments that use it see only files appear."""
+    manifest = read_manifest(folder)
+    had: dict[str, int] = dict(manifest.get("files", {})) if manifest else {}
+    missing = [f for f in files if f.name not in had]
+    if manifest is not None and not missing and (manifest.get("whole") or not whole):
         return
     progress = progress or Progress("download")
     partial = partial_of(folder)
     partial.mkdir(parents=True, exist_ok=True)
-    total = sum(f.size for f in files)
-    have = sum(_on_disk(partial, f) for f in files)
+    total = sum(f.size for f in missing)
+    have = sum(_on_disk(partial, f) for f in missing)
     check_space(partial, total - have, repo)
     progress.total, progress.done = float(total) or None, float(have)
     fetch = _Fetch(hub, _session(), repo, commit, partial, progress, sleep or time.sleep, attempts)
-    for index, remote in enumerate(files):
-        progress.note = f"{index}/{len(files)} files"
+    for index, remote in enumerate(missing):
+        progress.note = f"{index}/{len(missing)} files"
         fetch.file(remote)
-    progress.note = f"{len(files)}/{len(files)} files"
-    manifest = {
+    progress.note = f"{len(missing)}/{len(missing)} files"
+    listed = {**had, **{f.name: f.size for f in missing}}
+    record = {
         "source": hub.source,
         "repo": repo,
         "commit": commit,
-        "bytes": total,
-        "files": {f.name: f.size for f in files},
+        "bytes": sum(listed.values()),
+        "files": listed,
+        "whole": whole or bool(manifest and manifest.get("whole")),
         "downloaded_at": time.time(),
     }
-    (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    if folder.exists():  # an incomplete folder of an earlier layout: replaced whole
-        shutil.rmtree(folder)
-    partial.rename(folder)
+    (partial / MANIFEST).write_text(json.dumps(record, indent=1))
+    if manifest is None:
+        if folder.exists():  # an incomplete folder of an earlier layout: replaced whole
+            shutil.rmtree(folder)
+        partial.rename(folder)  # the revision appears whole, at once
+        return
+    # Files another deployment of this revision did not take: moved in one by one, each whole,
+    # then the manifest that lists them (a crash in between leaves a file it does not list).
+    for remote in missing:
+        (folder / remote.name).parent.mkdir(parents=True, exist_ok=True)
+        (partial / remote.name).replace(folder / remote.name)
+    (partial / MANIFEST).replace(folder / MANIFEST)
+    shutil.rmtree(partial, ignore_errors=True)
 
 
 def check_space(where: Path, need: int, repo: str) -> None:

@@ -61,9 +61,9 @@ def needs_download(planned: PlanDeployment) -> bool:
     model = planned.model
     if not model.download or model.fetched_by != "agent" or model.folder is None:
         return False
-    from maas.agent.modelfetch_download import MANIFEST
+    from maas.agent.modelfetch_download import holds
 
-    return not (Path(model.folder) / MANIFEST).is_file()
+    return not holds(Path(model.folder), model.file)
 
 
 def download_model(
@@ -100,6 +100,7 @@ def download_model(
         listing.commit,
         listing.select(model.file),
         Path(model.folder),
+        whole=model.file is None,
         progress=bar,
     )
 
@@ -143,6 +144,18 @@ class Preparer:
                 self.jobs[key] = job
                 job.thread.start()
             return job
+
+    def start(self, planned: PlanDeployment) -> Job:
+        """The job for this deployment version, started when there is none; unlike `ready`, a
+        failed job is left for `ready` to report (with the replica's back-off)."""
+        key = (planned.name, planned.spec_hash)
+        with self.lock:
+            job = self.jobs.get(key)
+        if job is None:
+            if not needs_download(planned) and self.engine.has_image(planned.image):
+                return Job(phase="done")
+            job = self.ready(planned)
+        return job
 
     def forget(self, name: str) -> None:
         with self.lock:

@@ -33,7 +33,7 @@ from maas.agent.hostpaths import admitted, resolved_mounts
 from maas.agent.modelcache import ModelCache
 from maas.agent.modelfetch import fetch_models
 from maas.agent.observe import ObservedContainer, Owner, observe
-from maas.agent.prepare import Preparer, hubs_offline, node_tokens
+from maas.agent.prepare import Job, Preparer, hubs_offline, node_tokens
 from maas.agent.secrets import read_secret
 from maas.agent.store import Desired, Store
 from maas.compiler.compile import compile_plan
@@ -135,6 +135,7 @@ class Reconciler:
         )
         self.cache = ModelCache(config.cache_dir, config.state_dir, config.cache_max_idle_s)
         self.cache_usage: list[dict[str, object]] = []
+        self.preparing: dict[str, Job] = {}  # new versions prepared while the old ones serve
         self.health: dict[Replica, ReplicaHealth] = {}
         self.counters = Counters(config.state_dir)
         # Deployments whose containers could not be removed: {name: {error, permanent}}.
@@ -283,7 +284,7 @@ class Reconciler:
         self._notice_crashes(time.time())
         planned = {d.name: d for d in plan.deployments}
         held = {k for k, h in self.health.items() if self._held(k, h, planned, time.time())}
-        result.actions = diff(plan, self.observed, held)
+        result.actions = self._prepared_first(diff(plan, self.observed, held), planned)
         # Stops first (they free GPUs and ports), a few at a time: one by one, a hundred
         # backends that wait out the stop timeout take minutes, yet dockerd 20.10's
         # libnetwork has deadlocked on a hundred simultaneous exits. Creations and starts
@@ -298,6 +299,24 @@ class Reconciler:
         self._forget_removed(plan)
         self._keep_cache(plan)
         return self._finish(result)
+
+    def _prepared_first(
+        self, actions: list[Action], planned: dict[str, PlanDeployment]
+    ) -> list[Action]:
+        """Recreations whose new version is still being pulled or downloaded wait, and the old
+        container keeps serving meanwhile; the preparation's end wakes the next pass. A failed
+        preparation goes on as before: the creation reports it, with its back-off."""
+        kept, preparing = [], {}
+        for action in actions:
+            wanted = planned.get(action.deployment)
+            if action.kind == "recreate" and action.container_id and wanted is not None:
+                job = self.preparer.start(wanted)
+                if job.phase in ("pulling", "downloading"):
+                    preparing[action.deployment] = job
+                    continue
+            kept.append(action)
+        self.preparing = preparing
+        return kept
 
     def _keep_cache(self, plan: Plan) -> None:
         """Stamp and collect the model cache; its trouble never fails the pass."""

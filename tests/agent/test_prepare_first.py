@@ -1,0 +1,71 @@
+"""A change that needs a new model: the new version is downloaded while the old container keeps
+serving, and the old one is stopped only when the new one is ready to start (issue 20, item 4).
+Real agent, real engine, a local hub server."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from support.hubserver import local_hub
+from tests_agent_support import AgentProcess
+
+COMMAND = (
+    "[/bin/sh, -c, 'exec /bin/busybox httpd -f -p \"$0\" -h /www', \"{{port}}\", "
+    '"{{model_path}}"]'
+)
+
+
+def spec(image: str, file: str) -> str:
+    return (
+        "apiVersion: maas/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n"
+        f"  source: huggingface\n  repo_id: org/web\n  file: {file}\n  backend: custom\n"
+        f"  image: {image}\n  command: {COMMAND}\n  health: {{path: /health}}\n"
+        "  allow_cpu_offload: true\n"
+    )
+
+
+def test_the_old_version_serves_while_the_new_model_downloads(
+    tmp_path: Path, busybox: str
+) -> None:
+    hub = tmp_path / "hub"
+    (hub / "org" / "web").mkdir(parents=True)
+    (hub / "org" / "web" / "a.bin").write_bytes(b"a" * 1000)
+    (hub / "org" / "web" / "b.bin").write_bytes(os.urandom(8 << 20))
+    with local_hub(hub, chunk_delay_s=0.1) as endpoint:  # b.bin: about 3 s
+        (tmp_path / "agent").mkdir()
+        agent = AgentProcess(tmp_path / "agent")
+        agent.start(env={"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1"})
+        try:
+            done = agent.apply("web", spec(busybox, "a.bin"))
+            assert done.returncode == 0, done.stdout + done.stderr
+            (old,) = agent.status()["deployments"][0]["containers"]
+            assert agent.apply("web", spec(busybox, "b.bin"), wait=False).returncode == 0
+            seen: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                status = agent.status()
+                (d,) = status["deployments"]
+                if status.get("preparing"):
+                    # Preparing: the old container is the one that runs, and it is ready.
+                    # (ready: what the gateway routes to; the deployment counts only the new)
+                    assert [(c["id"], c["ready"]) for c in d["containers"]] == [(old["id"], True)]
+                    assert d["state"] == "downloading", d
+                    seen.append(status["preparing"][0])
+                elif seen and d["containers"] and d["containers"][0]["id"] != old["id"]:
+                    break
+                time.sleep(0.1)
+            assert seen, "no preparation seen"
+            assert seen[-1]["phase"] == "downloading"
+            assert seen[-1]["progress_bar"]["total"] == 8 << 20
+            agent.wait_for(
+                lambda: agent.status()["deployments"][0]["ready_replicas"] == 1,
+                timeout=60,
+                what="the new version to be ready",
+            )
+            (new,) = agent.status()["deployments"][0]["containers"]
+            assert new["id"] != old["id"] and new["spec_hash"] != old["spec_hash"]
+        finally:
+            agent.cleanup()
