@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from support.hubserver import local_hub
 from tests_agent_support import AgentProcess
 
+from support.hubserver import local_hub
+
 COMMAND = (
-    "[/bin/sh, -c, 'exec /bin/busybox httpd -f -p \"$0\" -h /www', \"{{port}}\", "
-    '"{{model_path}}"]'
+    '[/bin/sh, -c, \'exec /bin/busybox httpd -f -p "$0" -h /www\', "{{port}}", "{{model_path}}"]'
 )
 
 
@@ -27,9 +27,7 @@ def spec(image: str, file: str) -> str:
     )
 
 
-def test_the_old_version_serves_while_the_new_model_downloads(
-    tmp_path: Path, busybox: str
-) -> None:
+def test_the_old_version_serves_while_the_new_model_downloads(tmp_path: Path, busybox: str) -> None:
     hub = tmp_path / "hub"
     (hub / "org" / "web").mkdir(parents=True)
     (hub / "org" / "web" / "a.bin").write_bytes(b"a" * 1000)
