@@ -360,7 +360,7 @@ def test_validate_says_where_a_model_cannot_fit_the_nodes_disk(
 def test_deployments_of_one_revision_share_its_folder_and_add_their_files(
     tmp_path: Path, hub: tuple[Path, Faults]
 ) -> None:
-    repo, faults = hub
+    repo, _ = hub
     q4 = planned(tmp_path, "modelscope")
     fetch(q4)
     first = Path(q4.model.path)
