@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests_agent_support import AgentProcess
+from tests_agent_support import AgentProcess, web_spec
 
 from support.hubserver import local_hub
 
@@ -67,3 +67,32 @@ def test_the_old_version_serves_while_the_new_model_downloads(tmp_path: Path, bu
             assert new["id"] != old["id"] and new["spec_hash"] != old["spec_hash"]
         finally:
             agent.cleanup()
+
+
+def test_replicas_roll_one_at_a_time_and_one_always_serves(tmp_path: Path, busybox: str) -> None:
+    (tmp_path / "agent").mkdir()
+    agent = AgentProcess(tmp_path / "agent")
+    agent.start()
+    try:
+        done = agent.apply("web", web_spec("web", busybox, replicas=2))
+        assert done.returncode == 0, done.stdout + done.stderr
+        before = {c["id"] for c in agent.status()["deployments"][0]["containers"]}
+        changed = web_spec("web", busybox, replicas=2, extra="  env: {VERSION: '2'}\n")
+        assert agent.apply("web", changed, wait=False).returncode == 0
+        serving: list[int] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            (d,) = agent.status()["deployments"]
+            ready = [c for c in d["containers"] if c["ready"]]
+            serving.append(len(ready))
+            if d["ready_replicas"] == 2 and not before & {c["id"] for c in d["containers"]}:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"the roll-out did not end: {serving}")
+        assert min(serving) >= 1, serving  # never was there no ready replica to route to
+        assert 1 in serving  # and one was down at a time
+        log = agent.log.read_text()
+        assert log.count('"roll-out waits"') >= 1
+    finally:
+        agent.cleanup()

@@ -136,6 +136,7 @@ class Reconciler:
         self.cache = ModelCache(config.cache_dir, config.state_dir, config.cache_max_idle_s)
         self.cache_usage: list[dict[str, object]] = []
         self.preparing: dict[str, Job] = {}  # new versions prepared while the old ones serve
+        self._roll_waits: set[tuple[str, str, int]] = set()
         self.health: dict[Replica, ReplicaHealth] = {}
         self.counters = Counters(config.state_dir)
         # Deployments whose containers could not be removed: {name: {error, permanent}}.
@@ -305,8 +306,10 @@ class Reconciler:
     ) -> list[Action]:
         """Recreations whose new version is still being pulled or downloaded wait, and the old
         container keeps serving meanwhile; the preparation's end wakes the next pass. A failed
-        preparation goes on as before: the creation reports it, with its back-off."""
+        preparation goes on as before: the creation reports it, with its back-off. Replicas of
+        one deployment then roll one at a time (`_may_roll`)."""
         kept, preparing = [], {}
+        rolling: set[str] = set()
         for action in actions:
             wanted = planned.get(action.deployment)
             if action.kind == "recreate" and action.container_id and wanted is not None:
@@ -314,9 +317,30 @@ class Reconciler:
                 if job.phase in ("pulling", "downloading"):
                     preparing[action.deployment] = job
                     continue
+                if wanted.replicas > 1 and not self._may_roll(wanted, action, rolling):
+                    continue
             kept.append(action)
         self.preparing = preparing
         return kept
+
+    def _may_roll(self, wanted: PlanDeployment, action: Action, rolling: set[str]) -> bool:
+        """Replicas roll one at a time: a recreation waits while another replica of the new
+        version is not ready yet (starting, or failed: the roll-out stops there, and the
+        replicas of the old version keep serving)."""
+        if wanted.name in rolling:
+            return False  # one per pass
+        for replica in range(wanted.replicas):
+            health = self.health.get((wanted.name, replica))
+            if replica == action.replica or health is None:
+                continue
+            if health.spec_hash == wanted.spec_hash and not health.ready:
+                wait = (wanted.name, wanted.spec_hash, replica)
+                if wait not in self._roll_waits:  # once per wait, not once per pass
+                    self._roll_waits.add(wait)
+                    log.info("roll-out waits", deployment=wanted.name, for_replica=replica)
+                return False
+        rolling.add(wanted.name)
+        return True
 
     def _keep_cache(self, plan: Plan) -> None:
         """Stamp and collect the model cache; its trouble never fails the pass."""
