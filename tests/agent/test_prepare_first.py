@@ -96,3 +96,41 @@ def test_replicas_roll_one_at_a_time_and_one_always_serves(tmp_path: Path, busyb
         assert log.count('"roll-out waits"') >= 1
     finally:
         agent.cleanup()
+
+
+def test_a_new_version_that_never_gets_ready_is_rolled_back(tmp_path: Path, busybox: str) -> None:
+    (tmp_path / "agent").mkdir()
+    agent = AgentProcess(tmp_path / "agent")
+    agent.start()
+    try:
+        done = agent.apply("web", web_spec("web", busybox, replicas=2))
+        assert done.returncode == 0, done.stdout + done.stderr
+        (d,) = agent.status()["deployments"]
+        good, ids = d["spec_hash"], {c["replica"]: c["id"] for c in d["containers"]}
+        # The new version serves a folder without the health file: never ready in its 3 s.
+        broken = web_spec(
+            "web",
+            busybox,
+            replicas=2,
+            command='[/bin/busybox, httpd, -f, -p, "{{port}}", -h, /tmp]',
+        ).replace("health: {path: /health}", "health: {path: /health, startup_timeout_s: 3}")
+        assert agent.apply("web", broken, wait=False).returncode == 0
+        serving: list[int] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            status = agent.status()
+            (d,) = status["deployments"]
+            serving.append(sum(1 for c in d["containers"] if c["ready"]))
+            back = status.get("rolled_back", {}).get("web")
+            if back and d["ready_replicas"] == 2 and d["spec_hash"] == good:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"not rolled back: {agent.status()}")
+        assert "startup budget of 3 s" in back["reason"], back
+        assert min(serving) >= 1, serving
+        # The replica the roll-out never reached kept its container all along.
+        assert {c["replica"]: c["id"] for c in d["containers"]}[1] == ids[1]
+        assert "rolled back to the previous version" in agent.ctl("status").stdout
+    finally:
+        agent.cleanup()

@@ -126,6 +126,10 @@ class Agent:
             }
         extra["removal_errors"] = dict(r.removal_errors)
         extra["cache"] = list(r.cache_usage)
+        extra["rolled_back"] = {
+            name: {"failed_spec_hash": bad, "running_spec_hash": good.spec_hash, "reason": why}
+            for name, (bad, good, why) in sorted(r.rollbacks.items())
+        }
         preparing = dict(r.preparing)
         extra["preparing"] = [
             {

@@ -137,6 +137,10 @@ class Reconciler:
         self.cache_usage: list[dict[str, object]] = []
         self.preparing: dict[str, Job] = {}  # new versions prepared while the old ones serve
         self._roll_waits: set[tuple[str, str, int]] = set()
+        # Per deployment: the last version whose replicas were all ready, and a roll-out taken
+        # back to it (the failed spec hash, the version brought back, why).
+        self.last_good: dict[str, PlanDeployment] = {}
+        self.rollbacks: dict[str, tuple[str, PlanDeployment, str]] = {}
         self.health: dict[Replica, ReplicaHealth] = {}
         self.counters = Counters(config.state_dir)
         # Deployments whose containers could not be removed: {name: {error, permanent}}.
@@ -281,8 +285,9 @@ class Reconciler:
             result.ok = False
             log.error("reconcile refused", error=exc.diagnostics[0].render())
             return self._finish(result)
-        self.plan = plan
         self._notice_crashes(time.time())
+        plan = self._with_rollbacks(plan)
+        self.plan = plan
         planned = {d.name: d for d in plan.deployments}
         held = {k for k, h in self.health.items() if self._held(k, h, planned, time.time())}
         result.actions = self._prepared_first(diff(plan, self.observed, held), planned)
@@ -300,6 +305,50 @@ class Reconciler:
         self._forget_removed(plan)
         self._keep_cache(plan)
         return self._finish(result)
+
+    def _with_rollbacks(self, plan: Plan) -> Plan:
+        """The plan to act on: a deployment whose new version failed on a replica (not ready
+        within its startup budget, a crash loop, a permanent failure) while an earlier version
+        served goes back to that version, until a new spec is applied."""
+        # What the last pass acted on and is now all ready (a version can get ready and be
+        # replaced between two passes) is the version a failed roll-out goes back to.
+        self._remember_good(self.plan.deployments if self.plan else [])
+        chosen = []
+        for d in plan.deployments:
+            back = self.rollbacks.get(d.name)
+            if back is not None and back[0] == d.spec_hash:
+                chosen.append(back[1])
+                continue
+            self.rollbacks.pop(d.name, None)  # a new spec: tried afresh
+            good = self.last_good.get(d.name)
+            why = self._failed_version(d) if good and good.spec_hash != d.spec_hash else None
+            if good is not None and why is not None:
+                self.rollbacks[d.name] = (d.spec_hash, good, why)
+                log.error("roll-out rolled back", deployment=d.name, reason=why)
+                chosen.append(good)
+                continue
+            chosen.append(d)
+        self._remember_good(chosen)
+        for name in set(self.last_good) - {d.name for d in chosen}:
+            del self.last_good[name]
+        return plan.model_copy(update={"deployments": chosen})
+
+    def _remember_good(self, deployments: list[PlanDeployment]) -> None:
+        for d in deployments:
+            replicas = [self.health.get((d.name, r)) for r in range(d.replicas)]
+            if d.replicas and all(
+                h is not None and h.ready and h.spec_hash == d.spec_hash for h in replicas
+            ):
+                self.last_good[d.name] = d
+
+    def _failed_version(self, d: PlanDeployment) -> str | None:
+        for replica in range(d.replicas):
+            h = self.health.get((d.name, replica))
+            if h is None or h.spec_hash != d.spec_hash or h.phase != "failed":
+                continue
+            if h.cause == "probe" or h.crash_loop or h.permanent:
+                return f"replica {replica} of the new version failed: {h.last_error}"
+        return None
 
     def _prepared_first(
         self, actions: list[Action], planned: dict[str, PlanDeployment]

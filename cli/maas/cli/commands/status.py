@@ -125,6 +125,10 @@ def print_agent_state(status: dict[str, Any]) -> None:
                 f"{task['failures']} failed pass(es), {task['restarts']} restart(s); "
                 f"last: {task['last_error']}"
             )
+    for name, back in sorted(status.get("rolled_back", {}).items()):
+        print(f"{name}: rolled back to the previous version: {back['reason']}")
+    for prep in status.get("preparing", []):
+        print(f"{prep['deployment']}: {prep['phase']} the new version while the old one serves")
     if status.get("desired") == "refused":
         kept = ", ".join(f"{c['deployment']}/{c['replica']}" for c in status.get("kept", []))
         print(f"desired state refused; keeping every container as it is: {kept or 'none'}")
