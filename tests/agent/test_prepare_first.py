@@ -91,9 +91,7 @@ def test_replicas_roll_one_at_a_time_and_one_always_serves(tmp_path: Path, busyb
         else:
             raise AssertionError(f"the roll-out did not end: {serving}")
         assert min(serving) >= 1, serving  # never was there no ready replica to route to
-        assert 1 in serving  # and one was down at a time
-        log = agent.log.read_text()
-        assert log.count('"roll-out waits"') >= 1
+        assert 1 in serving  # and one was down at a time (for its start and first probe, >= 1 s)
     finally:
         agent.cleanup()
 
