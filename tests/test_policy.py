@@ -187,12 +187,13 @@ def test_containers_get_their_model_read_only_and_only_their_own_writable_folder
         "--cache",
         "/c/deployments/demo/huggingface",
         "--model",
-        "/c/models/huggingface/a/b",
+        "/c/models/huggingface/a/b/main",
     ]
+    assert custom.model.fetched_by == "agent"  # its command names {{model_path}}
     assert [m.model_dump() for m in custom.mounts] == [
         {
-            "source": "/c/models/huggingface/a/b",
-            "target": "/c/models/huggingface/a/b",
+            "source": "/c/models/huggingface/a/b/main",
+            "target": "/c/models/huggingface/a/b/main",
             "read_only": True,
         },
         {"source": "/c/deployments/demo", "target": "/c/deployments/demo", "read_only": False},
@@ -201,7 +202,12 @@ def test_containers_get_their_model_read_only_and_only_their_own_writable_folder
         "  source: huggingface\n  repo_id: a/b\n  file: m.Q4_K_M.gguf\n  allow_cpu_offload: true\n"
     )
     assert gguf.backend == "llama-box"
-    assert [(m.source, m.read_only) for m in gguf.mounts] == [("/c/models/huggingface/a/b", True)]
+    assert [(m.source, m.read_only) for m in gguf.mounts] == [
+        ("/c/models/huggingface/a/b/main", True)
+    ]
+    itself = plan_of(CUSTOM + "  image: x/y\n  command: '--cache {{hf_cache}}'\n")
+    assert (itself.model.fetched_by, itself.model.download) == ("backend", False)
+    assert [m.source for m in itself.mounts] == ["/c/deployments/demo"]
     local = plan_of("  source: local_path\n  path: /models/m.gguf\n  allow_cpu_offload: true\n")
     assert [(m.source, m.read_only) for m in local.mounts] == [("/models/m.gguf", True)]
 

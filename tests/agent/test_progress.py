@@ -22,7 +22,7 @@ from tests_agent_support import AgentProcess, web_spec
 from maas.agent.engine import Engine
 from maas.agent.progress import PullProgress
 from support.gguf_factory import write_tiny_llama
-from support.hubserver import local_hub
+from support.hubserver import COMMIT, Faults, local_hub
 from support.registry import local_registry
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,8 @@ def test_pull_progress_from_a_real_registry(
     assert all(d <= (t or d) for d, t in partial)
 
 
-def test_download_progress_in_status(tmp_path: Path, busybox: str) -> None:
+@pytest.mark.parametrize("source", ["huggingface", "modelscope"])
+def test_download_progress_in_status(tmp_path: Path, busybox: str, source: str) -> None:
     hub = tmp_path / "hub"
     (hub / "org" / "tiny-GGUF").mkdir(parents=True)
     model = write_tiny_llama(hub / "org" / "tiny-GGUF" / "tiny.gguf")
@@ -75,11 +76,17 @@ def test_download_progress_in_status(tmp_path: Path, busybox: str) -> None:
     with local_hub(hub, chunk_delay_s=0.1) as endpoint:  # ~4.5 s for 11 MiB
         (tmp_path / "agent").mkdir()
         agent = AgentProcess(tmp_path / "agent")
-        agent.start(env={"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1"})
+        agent.start(
+            env={
+                "HF_ENDPOINT": endpoint,
+                "MODELSCOPE_ENDPOINT": endpoint,
+                "HF_HUB_DISABLE_TELEMETRY": "1",
+            }
+        )
         try:
             spec = (
                 "apiVersion: maas/v1\nkind: Deployment\nmetadata: {name: hub}\nspec:\n"
-                "  source: huggingface\n  repo_id: org/tiny-GGUF\n  file: tiny.gguf\n"
+                f"  source: {source}\n  repo_id: org/tiny-GGUF\n  file: tiny.gguf\n"
                 f"  image: {busybox}\n  allow_cpu_offload: true\n"
             )
             assert agent.apply("hub", spec, wait=False).returncode == 0
@@ -104,6 +111,10 @@ def test_download_progress_in_status(tmp_path: Path, busybox: str) -> None:
             )
             (cached,) = (tmp_path / "agent" / "cache").rglob("tiny.gguf")
             assert cached.stat().st_size == size
+            # One folder per pinned revision, and status tells whose it is.
+            assert cached.parent.name == COMMIT and cached.parent.parent.parent.name == "org"
+            text = agent.ctl("status").stdout
+            assert f"{source}:org/tiny-GGUF  {COMMIT[:12]}" in text and "  hub" in text
         finally:
             agent.cleanup()
 
@@ -151,3 +162,45 @@ def test_startup_progress_plain_and_on_a_terminal(agent: AgentProcess, busybox: 
     assert "━" not in plain and "slower: starting" in plain
     json_status = agent.ctl("status", "-o", "json").stdout
     assert '"what": "startup"' in json_status and "━" not in json_status
+
+
+def test_a_download_cut_by_kill_9_resumes_after_the_restart(tmp_path: Path, busybox: str) -> None:
+    hub = tmp_path / "hub"
+    (hub / "org" / "tiny-GGUF").mkdir(parents=True)
+    model = write_tiny_llama(hub / "org" / "tiny-GGUF" / "tiny.gguf")
+    size = model.stat().st_size
+    faults = Faults()
+    with local_hub(hub, chunk_delay_s=0.1, faults=faults) as endpoint:
+        (tmp_path / "agent").mkdir()
+        agent = AgentProcess(tmp_path / "agent")
+        env = {"MODELSCOPE_ENDPOINT": endpoint}
+        agent.start(env=env)
+        try:
+            spec = (
+                "apiVersion: maas/v1\nkind: Deployment\nmetadata: {name: hub}\nspec:\n"
+                "  source: modelscope\n  repo_id: org/tiny-GGUF\n  file: tiny.gguf\n"
+                f"  image: {busybox}\n  allow_cpu_offload: true\n"
+            )
+            assert agent.apply("hub", spec, wait=False).returncode == 0
+
+            def halfway() -> bool:
+                bar = agent.status()["deployments"][0]["progress_bar"]
+                return bool(bar and bar["what"] == "download" and bar["done"] > size / 3)
+
+            agent.wait_for(halfway, timeout=60, what="a third of the download")
+            agent.kill()  # SIGKILL: no clean-up of any kind
+            (part,) = (tmp_path / "agent" / "cache").rglob("tiny.gguf.part")
+            kept = part.stat().st_size
+            assert 0 < kept < size
+            agent.start(env=env)
+            agent.wait_for(
+                lambda: agent.status()["deployments"][0]["state"] not in ("pending", "downloading"),
+                timeout=60,
+                what="the download to end",
+            )
+            (cached,) = (tmp_path / "agent" / "cache").rglob("tiny.gguf")
+            assert cached.read_bytes() == model.read_bytes()
+            resumed = [r for n, r in faults.ranges if n == "tiny.gguf" and r.endswith("-")]
+            assert resumed[-1] == f"bytes={kept}-", faults.ranges  # from the byte it had
+        finally:
+            agent.cleanup()

@@ -284,7 +284,7 @@ def test_model_download_failure_is_reported_and_starts_nothing(
         agent.wait_for(failed, timeout=60, what="download failure")
         (hub,) = agent.status()["deployments"]
         assert hub["backend"] == "llama-box"
-        assert "cannot download org/tiny-GGUF" in hub["last_error"]
+        assert "cannot reach the hub for 'org/tiny-GGUF'" in hub["last_error"]
         assert agent.containers() == []
         assert not list((tmp_path / "cache").rglob("*.gguf"))
     finally:

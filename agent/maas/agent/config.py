@@ -51,7 +51,14 @@ class AgentConfig(BaseModel):
     node_file: Path | None = Field(default=None, description="A Node profile instead of probing.")
     policy: Policy = Field(default_factory=Policy)
     source: GitSourceConfig | None = None
-    download_models: bool = True
+    download_models: bool = Field(
+        default=True,
+        description="False: offline; models come only from the cache, the hubs are not asked.",
+    )
+    cache_max_idle_s: Annotated[float, Field(ge=0)] = Field(
+        default=7 * 86400.0,
+        description="A model revision that no deployment has used for this long is removed.",
+    )
     request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0,
         description="A client of the socket must send a request's headers, and then its body, "

@@ -128,7 +128,28 @@ class Agent:
             }
         extra["removal_errors"] = dict(r.removal_errors)
         extra["gpu_foreign"] = [p.as_dict() for p in r.foreign]
+        extra["cache"] = list(r.cache_usage)
+        extra["rolled_back"] = {
+            name: {"failed_spec_hash": bad, "running_spec_hash": good.spec_hash, "reason": why}
+            for name, (bad, good, why) in sorted(r.rollbacks.items())
+        }
+        preparing = dict(r.preparing)
+        extra["preparing"] = [
+            {
+                "deployment": name,
+                "phase": job.phase,
+                "progress": job.progress,
+                "progress_bar": job.bar.as_dict() if job.bar is not None else None,
+            }
+            for name, job in sorted(preparing.items())
+        ]
         report = status_report(r.node_name, r.plan, r.observed, r.health, extra)
+        for deployment in report["deployments"]:
+            job = preparing.get(deployment["name"])
+            if job is not None and deployment["state"] != "running":
+                # The new version is pulled or downloaded while the old container serves.
+                deployment["state"], deployment["progress"] = job.phase, job.progress
+                deployment["progress_bar"] = job.bar.as_dict() if job.bar is not None else None
         if r.passes == 0:
             report["desired"] = "pending"  # not read yet: an empty list means nothing yet
         if r.refused:

@@ -1,10 +1,12 @@
 """Model metadata at the edge: read GGUF/safetensors headers of local, cached or remote models.
 
 Bytes come from local files, from files in the Hugging Face cache layout
-(`models--ORG--NAME/snapshots/REV/`), from the agent's own model cache, or, online, from HTTP range
-requests through huggingface_hub (a prefix that grows while the header needs more; never the
-whole file). Local files are opened only as regular files, never waited on (`read_regular`), and
-the agent reads a local_path model only when its policy admits the path it resolves to. The pure
+(`models--ORG--NAME/snapshots/REV/`), from the agent's own model cache (one folder per revision),
+or, online, from HTTP range requests to Hugging Face or ModelScope (maas.agent.modelfetch_hub: a
+prefix that grows while the header needs more; never the whole file). A hub model's metadata
+carries the commit its revision resolved to, which the compiler pins in the plan. Local files
+are opened only as regular files, never waited on (`read_regular`), and the agent reads a
+local_path model only when its policy admits the path it resolves to. The pure
 parsers in maas.compiler.metadata turn bytes into `ModelMetadata`, which is
 cached as JSON per repo revision. `offline=True` never touches the network: without a cached or
 local copy the estimate is unknown and the plan still compiles.
@@ -13,6 +15,7 @@ local copy the estimate is unknown and the plan still compiles.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +27,7 @@ from maas.compiler.diagnostics import Diagnostic, MaasError
 from maas.compiler.documents import Loaded
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, DeploymentBody
+from maas.compiler.render import DEFAULT_REVISION
 
 SPLIT = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 FIRST_READ = 1 << 20
@@ -57,6 +61,7 @@ def fetch_models(
     hf_cache: Path | None = None,
     model_cache: Path | None = None,
     admit: Admit | None = None,
+    token: Callable[[str], str | None] | None = None,
 ) -> FetchResult:
     """Metadata per deployment name for llama-box/vLLM deployments; problems become warnings.
 
@@ -85,6 +90,7 @@ def fetch_models(
             metadata_cache or default_metadata_cache(),
             hf_cache or default_hf_cache(),
             model_cache,
+            token,
         )
         try:
             meta = fetcher.fetch(spec, local)
@@ -134,7 +140,12 @@ def _unknown(name: str, why: str) -> Diagnostic:
 
 class _Fetcher:
     def __init__(
-        self, offline: bool, cache: Path, hf_cache: Path, model_cache: Path | None
+        self,
+        offline: bool,
+        cache: Path,
+        hf_cache: Path,
+        model_cache: Path | None,
+        token: Callable[[str], str | None] | None = None,
     ) -> None:
         self.offline, self.cache, self.hf_cache, self.model_cache = (
             offline,
@@ -142,19 +153,25 @@ class _Fetcher:
             hf_cache,
             model_cache,
         )
+        self.token = token or (lambda source: None)
         self.why = ""
 
     def fetch(self, spec: DeploymentBody, local: Path | None = None) -> ModelMetadata | None:
         if spec.source == "local_path":
             assert spec.path is not None
             return read_local(local or Path(spec.path))
-        if spec.source != "huggingface" or spec.repo_id is None:
-            self.why = f"reading {spec.source} models is not supported"
-            return None
-        local = self._local_copy(spec)
-        if local is not None:
-            return read_local(local)
-        key = self.cache / spec.repo_id / (spec.revision or "main") / f"{spec.file or '_'}.json"
+        assert spec.repo_id is not None
+        copy = self._local_copy(spec)
+        if copy is not None:
+            return read_local(copy[0]).model_copy(update={"commit": copy[1]})
+        # Keyed by source, repository and revision: an offline plan keeps the pinned commit.
+        key = (
+            self.cache
+            / ("" if spec.source == "huggingface" else spec.source)
+            / spec.repo_id
+            / (spec.revision or DEFAULT_REVISION[spec.source])
+            / f"{spec.file or '_'}.json"
+        )
         if key.is_file():
             return ModelMetadata.model_validate_json(key.read_bytes())
         if self.offline:
@@ -162,34 +179,50 @@ class _Fetcher:
             return None
         from maas.agent.modelfetch_hub import read_remote
 
-        meta = read_remote(spec.repo_id, spec.revision, spec.file)
+        meta = read_remote(
+            spec.source, spec.repo_id, spec.revision, spec.file, self.token(spec.source)
+        )
         key.parent.mkdir(parents=True, exist_ok=True)
         tmp = key.with_suffix(".tmp")
         tmp.write_text(meta.model_dump_json())
         tmp.replace(key)
         return meta
 
-    def _local_copy(self, spec: DeploymentBody) -> Path | None:
+    def _local_copy(self, spec: DeploymentBody) -> tuple[Path, str | None] | None:
+        """A copy on this host: a Hugging Face cache snapshot, or a revision folder of the
+        agent's model cache named by the spec's revision (a commit); with the commit it is."""
         assert spec.repo_id is not None
-        org, _, name = spec.repo_id.partition("/")
-        snapshots = self.hf_cache / f"models--{org}--{name}" / "snapshots"
-        candidates = []
-        if snapshots.is_dir():
-            ref = self.hf_cache / f"models--{org}--{name}" / "refs" / (spec.revision or "main")
-            rev = ref.read_text().strip() if ref.is_file() else (spec.revision or "")
-            candidates.append(snapshots / rev)
-        if self.model_cache is not None:
-            candidates.append(self.model_cache / "models" / "huggingface" / spec.repo_id)
-        for folder in candidates:
+        candidates: list[tuple[Path, str | None]] = []
+        if spec.source == "huggingface":
+            org, _, name = spec.repo_id.partition("/")
+            repo = self.hf_cache / f"models--{org}--{name}"
+            if (repo / "snapshots").is_dir():
+                ref = repo / "refs" / (spec.revision or "main")
+                rev = ref.read_text().strip() if ref.is_file() else (spec.revision or "")
+                if rev:
+                    candidates.append((repo / "snapshots" / rev, rev))
+        if self.model_cache is not None and spec.revision:
+            folder = self.model_cache / "models" / spec.source / spec.repo_id / spec.revision
+            candidates.append((folder, _manifest_commit(folder)))
+        for folder, commit in candidates:
             if not folder.is_dir():
                 continue
             if spec.file is None:
                 if (folder / "config.json").is_file():
-                    return folder
+                    return folder, commit
                 continue
             matches = sorted(p for p in folder.iterdir() if fnmatch.fnmatch(p.name, spec.file))
             if matches:
-                return matches[0]
+                return matches[0], commit
+        return None
+
+
+def _manifest_commit(folder: Path) -> str | None:
+    from maas.agent.modelfetch_download import MANIFEST
+
+    try:
+        return str(json.loads((folder / MANIFEST).read_text())["commit"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 

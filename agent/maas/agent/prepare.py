@@ -1,10 +1,12 @@
-"""Getting a deployment ready to start: its image present and, for built-in backends, its model
-in the cache. Runs in background threads so that a long pull or download never blocks the
-reconcile loop; the loop asks `ready()` and shows `progress` in status.
+"""Getting a deployment ready to start: its image present and, when the plan says the agent
+downloads it, its model's pinned revision in the cache. Runs in background threads so that a
+long pull or download never blocks the reconcile loop; the loop asks `ready()` and shows
+`progress` in status.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from maas.agent.engine import Engine
-from maas.agent.progress import Progress, PullProgress, download_bar
+from maas.agent.progress import Progress, PullProgress
 from maas.compiler.diagnostics import MaasError
 from maas.compiler.plan import PlanDeployment
 
@@ -27,65 +29,94 @@ class Job:
     thread: threading.Thread | None = field(default=None, repr=False)
 
 
+# The node secrets (maas.agent.secrets) that hold each hub's token; absent: anonymous.
+TOKEN_SECRETS = {"huggingface": "huggingface-token", "modelscope": "modelscope-token"}
+TokenSource = Callable[[str], str | None]  # hub source -> token
+
+
+def node_tokens(secrets_dir: Path) -> TokenSource:
+    """Each hub's token from the node's secrets folder, read at each download (a token added
+    later is taken without a restart); no secret: anonymous."""
+    from maas.agent.secrets import read_secret
+
+    def token(source: str) -> str | None:
+        name = TOKEN_SECRETS.get(source)
+        if name is None or not (secrets_dir / name).exists():
+            return None
+        return read_secret(secrets_dir, name) or None
+
+    return token
+
+
+def hubs_offline() -> bool:
+    """Offline as each hub's client reads it: HF_HUB_OFFLINE (huggingface_hub constants) or
+    MODELSCOPE_OFFLINE."""
+    return any(
+        os.environ.get(name, "") not in ("", "0", "false")
+        for name in ("HF_HUB_OFFLINE", "MODELSCOPE_OFFLINE")
+    )
+
+
 def needs_download(planned: PlanDeployment) -> bool:
     model = planned.model
-    return model.download and planned.backend != "custom" and not Path(model.path).exists()
+    if not model.download or model.fetched_by != "agent" or model.folder is None:
+        return False
+    from maas.agent.modelfetch_download import holds
+
+    return not holds(Path(model.folder), model.file)
 
 
 def download_model(
-    planned: PlanDeployment, progress: Callable[[str], None], bar: Progress | None = None
+    planned: PlanDeployment,
+    progress: Callable[[str], None],
+    bar: Progress | None = None,
+    *,
+    token: TokenSource = lambda source: None,
+    offline: bool = False,
 ) -> None:
-    """Fetch a hub model into the cache path the plan mounts (huggingface_hub)."""
+    """Fetch a hub model's pinned revision into the folder the plan mounts (see
+    maas.agent.modelfetch_download): resumable, verified, space-checked."""
     model = planned.model
     if not needs_download(planned):
         return
-    if model.source != "huggingface" or model.repo_id is None:
+    assert model.repo_id is not None and model.folder is not None
+    name = model.commit or model.revision or "the default revision"
+    if offline:
         raise MaasError.single(
             "download",
-            f"downloading from {model.source} is not supported; "
-            "put the model in the cache or use local_path",
+            f"offline, and {model.source} '{model.repo_id}' at {name} is not in the cache",
+            retryable=False,
+            hints=(f"put the revision in {model.folder} or let the agent go online",),
         )
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from maas.agent.modelfetch_download import download_revision
+    from maas.agent.modelfetch_hub import hub_for
 
-    target = Path(model.path)
-    local_dir = target if not target.suffix else target.parent
-    progress(f"downloading {model.repo_id}")
-    try:
-        snapshot_download(
-            repo_id=model.repo_id,
-            revision=model.revision,
-            local_dir=local_dir,
-            allow_patterns=[model.file] if model.file else None,
-            tqdm_class=download_bar(bar) if bar is not None else None,
-        )
-    except GatedRepoError as exc:  # before its base class
-        raise MaasError.single(
-            "download",
-            f"cannot download {model.repo_id}: access denied ({exc})",
-            hints=("accept the model's licence on the hub and give the agent a token",),
-        ) from exc
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
-        # The hub answered that it does not exist (404): trying again will not change that.
-        raise MaasError.single(
-            "download", f"cannot download {model.repo_id}: {exc}", retryable=False
-        ) from exc
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise MaasError.single(
-            "download", f"cannot download {model.repo_id}: {exc}", retryable=True
-        ) from exc
+    hub = hub_for(model.source, token(model.source))
+    progress(f"downloading {model.source} {model.repo_id}@{name}")
+    listing = hub.listing(model.repo_id, model.commit or model.revision)
+    download_revision(
+        hub,
+        model.repo_id,
+        listing.commit,
+        listing.select(model.file),
+        Path(model.folder),
+        whole=model.file is None,
+        progress=bar,
+    )
 
 
 class Preparer:
-    def __init__(self, engine: Engine, done: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        done: Callable[[], None],
+        *,
+        token: TokenSource = lambda source: None,
+        offline: bool = False,
+    ) -> None:
         self.engine = engine
         self.done = done  # wakes the reconcile loop when a job ends
+        self.token, self.offline = token, offline
         self.jobs: dict[tuple[str, str], Job] = {}
         self.lock = threading.Lock()
 
@@ -114,6 +145,18 @@ class Preparer:
                 job.thread.start()
             return job
 
+    def start(self, planned: PlanDeployment) -> Job:
+        """The job for this deployment version, started when there is none; unlike `ready`, a
+        failed job is left for `ready` to report (with the replica's back-off)."""
+        key = (planned.name, planned.spec_hash)
+        with self.lock:
+            job = self.jobs.get(key)
+        if job is None:
+            if not needs_download(planned) and self.engine.has_image(planned.image):
+                return Job(phase="done")
+            job = self.ready(planned)
+        return job
+
     def forget(self, name: str) -> None:
         with self.lock:
             for key in [k for k in self.jobs if k[0] == name]:
@@ -136,7 +179,7 @@ class Preparer:
             if needs_download(planned):
                 job.phase, job.bar = "downloading", Progress("download")
                 self.done()  # the loop shows the new phase now, not at its next pass
-                download_model(planned, progress, job.bar)
+                download_model(planned, progress, job.bar, token=self.token, offline=self.offline)
             job.phase = "done"
         except MaasError as exc:
             job.error = exc.diagnostics[0].message

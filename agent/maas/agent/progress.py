@@ -1,12 +1,10 @@
 """Progress of long work, as figures a person can read: image pulls (layers and bytes, from the
-engine's pull events), model downloads (bytes of total, from huggingface_hub's progress bars) and
-startup (seconds of the startup budget). The figures are shared objects that the worker thread
-updates and `maasctl status` reads as they are."""
+engine's pull events), model downloads (bytes of total, counted as they arrive by
+maas.agent.modelfetch_download) and startup (seconds of the startup budget). The figures are
+shared objects that the worker thread updates and `maasctl status` reads as they are."""
 
 from __future__ import annotations
 
-import io
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,43 +57,6 @@ class PullProgress:
         sized = sum(t for _, t, _ in self.layers.values())
         self.progress.total = float(sized) if sized else None
         self.progress.note = f"{finished}/{len(self.layers)} layers"
-
-
-def download_bar(progress: Progress) -> type:
-    """A tqdm class for huggingface_hub's `tqdm_class`: its byte bars feed `progress` (the one
-    furthest along, as several bars count the same bytes), its file bar the note."""
-    from tqdm import tqdm  # type: ignore[import-untyped]
-
-    lock = threading.Lock()
-    bars: dict[int, tuple[float, float]] = {}
-
-    class Bar(tqdm):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.pop("name", None)
-            kwargs["file"] = io.StringIO()  # drawn by maasctl, not into the agent's journal
-            kwargs["mininterval"] = 0
-            super().__init__(*args, **kwargs)
-            self._report()
-
-        def update(self, n: float | None = 1) -> bool | None:
-            shown: bool | None = super().update(n)
-            self._report()
-            return shown
-
-        def refresh(self, *args: Any, **kwargs: Any) -> None:
-            super().refresh(*args, **kwargs)
-            self._report()
-
-        def _report(self) -> None:
-            with lock:
-                if self.unit == "B":
-                    bars[id(self)] = (float(self.n), float(self.total or 0))
-                    done, total = max(bars.values())
-                    progress.done, progress.total = done, total or None
-                elif self.total:
-                    progress.note = f"{int(self.n)}/{int(self.total)} files"
-
-    return Bar
 
 
 def reporter(progress: Progress) -> Callable[[Mapping[str, Any]], None]:

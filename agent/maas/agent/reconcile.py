@@ -31,9 +31,10 @@ from maas.agent.engine import Engine
 from maas.agent.gpuroom import ForeignProcess, blocked
 from maas.agent.health import ReplicaHealth
 from maas.agent.hostpaths import admitted, resolved_mounts
+from maas.agent.modelcache import ModelCache
 from maas.agent.modelfetch import fetch_models
 from maas.agent.observe import ObservedContainer, Owner, observe
-from maas.agent.prepare import Preparer
+from maas.agent.prepare import Job, Preparer, hubs_offline, node_tokens
 from maas.agent.secrets import read_secret
 from maas.agent.store import Desired, Store
 from maas.compiler.compile import compile_plan
@@ -102,9 +103,10 @@ def fetch_metadata(
     is opened only when `policy` admits the path it resolves to."""
     fetched = fetch_models(
         deployments,
-        offline=False,
+        offline=not config.download_models,
         metadata_cache=config.state_dir / "metadata",
         model_cache=config.cache_dir,
+        token=node_tokens(config.secrets_dir),
         admit=lambda name, path: admitted(
             path, policy=policy, cache_dir=config.cache_dir, deployment=name
         ),
@@ -130,7 +132,20 @@ class Reconciler:
         self.node_name = config.node_name or node(frozenset())[0].metadata.name
         self.owner = Owner(self.node_name, config.label_namespace)
         self.store = Store(config.state_dir)
-        self.preparer = Preparer(engine, done=wake)
+        self.preparer = Preparer(
+            engine,
+            done=wake,
+            token=node_tokens(config.secrets_dir),
+            offline=hubs_offline() or not config.download_models,
+        )
+        self.cache = ModelCache(config.cache_dir, config.state_dir, config.cache_max_idle_s)
+        self.cache_usage: list[dict[str, object]] = []
+        self.preparing: dict[str, Job] = {}  # new versions prepared while the old ones serve
+        self._roll_waits: set[tuple[str, str, int]] = set()
+        # Per deployment: the last version whose replicas were all ready, and a roll-out taken
+        # back to it (the failed spec hash, the version brought back, why).
+        self.last_good: dict[str, PlanDeployment] = {}
+        self.rollbacks: dict[str, tuple[str, PlanDeployment, str]] = {}
         self.health: dict[Replica, ReplicaHealth] = {}
         self.counters = Counters(config.state_dir)
         # Deployments whose containers could not be removed: {name: {error, permanent}}.
@@ -276,11 +291,12 @@ class Reconciler:
             result.ok = False
             log.error("reconcile refused", error=exc.diagnostics[0].render())
             return self._finish(result)
-        self.plan = plan
         self._notice_crashes(time.time())
+        plan = self._with_rollbacks(plan)
+        self.plan = plan
         planned = {d.name: d for d in plan.deployments}
         held = {k for k, h in self.health.items() if self._held(k, h, planned, time.time())}
-        result.actions = diff(plan, self.observed, held)
+        result.actions = self._prepared_first(diff(plan, self.observed, held), planned)
         # Stops first (they free GPUs and ports), a few at a time: one by one, a hundred
         # backends that wait out the stop timeout take minutes, yet dockerd 20.10's
         # libnetwork has deadlocked on a hundred simultaneous exits. Creations and starts
@@ -294,7 +310,101 @@ class Reconciler:
         if stopped or todo:
             self.refresh_observed()  # status and apply previews see what this pass did
         self._forget_removed(plan)
+        self._keep_cache(plan)
         return self._finish(result)
+
+    def _with_rollbacks(self, plan: Plan) -> Plan:
+        """The plan to act on: a deployment whose new version failed on a replica (not ready
+        within its startup budget, a crash loop, a permanent failure) while an earlier version
+        served goes back to that version, until a new spec is applied."""
+        # What the last pass acted on and is now all ready (a version can get ready and be
+        # replaced between two passes) is the version a failed roll-out goes back to.
+        self._remember_good(self.plan.deployments if self.plan else [])
+        chosen = []
+        for d in plan.deployments:
+            back = self.rollbacks.get(d.name)
+            if back is not None and back[0] == d.spec_hash:
+                chosen.append(back[1])
+                continue
+            self.rollbacks.pop(d.name, None)  # a new spec: tried afresh
+            good = self.last_good.get(d.name)
+            why = self._failed_version(d) if good and good.spec_hash != d.spec_hash else None
+            if good is not None and why is not None:
+                self.rollbacks[d.name] = (d.spec_hash, good, why)
+                log.error("roll-out rolled back", deployment=d.name, reason=why)
+                chosen.append(good)
+                continue
+            chosen.append(d)
+        self._remember_good(chosen)
+        for name in set(self.last_good) - {d.name for d in chosen}:
+            del self.last_good[name]
+        return plan.model_copy(update={"deployments": chosen})
+
+    def _remember_good(self, deployments: list[PlanDeployment]) -> None:
+        for d in deployments:
+            replicas = [self.health.get((d.name, r)) for r in range(d.replicas)]
+            if d.replicas and all(
+                h is not None and h.ready and h.spec_hash == d.spec_hash for h in replicas
+            ):
+                self.last_good[d.name] = d
+
+    def _failed_version(self, d: PlanDeployment) -> str | None:
+        for replica in range(d.replicas):
+            h = self.health.get((d.name, replica))
+            if h is None or h.spec_hash != d.spec_hash or h.phase != "failed":
+                continue
+            if h.cause == "probe" or h.crash_loop or h.permanent:
+                return f"replica {replica} of the new version failed: {h.last_error}"
+        return None
+
+    def _prepared_first(
+        self, actions: list[Action], planned: dict[str, PlanDeployment]
+    ) -> list[Action]:
+        """Recreations whose new version is still being pulled or downloaded wait, and the old
+        container keeps serving meanwhile; the preparation's end wakes the next pass. A failed
+        preparation goes on as before: the creation reports it, with its back-off. Replicas of
+        one deployment then roll one at a time (`_may_roll`)."""
+        kept, preparing = [], {}
+        rolling: set[str] = set()
+        for action in actions:
+            wanted = planned.get(action.deployment)
+            if action.kind == "recreate" and action.container_id and wanted is not None:
+                job = self.preparer.start(wanted)
+                if job.phase in ("pulling", "downloading"):
+                    preparing[action.deployment] = job
+                    continue
+                if wanted.replicas > 1 and not self._may_roll(wanted, action, rolling):
+                    continue
+            kept.append(action)
+        self.preparing = preparing
+        return kept
+
+    def _may_roll(self, wanted: PlanDeployment, action: Action, rolling: set[str]) -> bool:
+        """Replicas roll one at a time: a recreation waits while another replica of the new
+        version is not ready yet (starting, or failed: the roll-out stops there, and the
+        replicas of the old version keep serving)."""
+        if wanted.name in rolling:
+            return False  # one per pass
+        for replica in range(wanted.replicas):
+            health = self.health.get((wanted.name, replica))
+            if replica == action.replica or health is None:
+                continue
+            if health.spec_hash == wanted.spec_hash and not health.ready:
+                wait = (wanted.name, wanted.spec_hash, replica)
+                if wait not in self._roll_waits:  # once per wait, not once per pass
+                    self._roll_waits.add(wait)
+                    log.info("roll-out waits", deployment=wanted.name, for_replica=replica)
+                return False
+        rolling.add(wanted.name)
+        return True
+
+    def _keep_cache(self, plan: Plan) -> None:
+        """Stamp and collect the model cache; its trouble never fails the pass."""
+        try:
+            self.cache.pass_done(plan)
+            self.cache_usage = self.cache.usage(plan)
+        except OSError as exc:
+            log.error("model cache", error=str(exc))
 
     @property
     def refused(self) -> bool:

@@ -13,7 +13,7 @@ from maas.compiler.documents import Loaded
 from maas.compiler.imageref import reference_problem
 from maas.compiler.loader import SourceDoc
 from maas.compiler.metadata import ModelMetadata
-from maas.compiler.models import Deployment, DeploymentBody
+from maas.compiler.models import Deployment, DeploymentBody, Node
 from maas.compiler.template import check_template, split_command
 
 
@@ -122,6 +122,37 @@ def check_models(
                     hints=(
                         "answers past the trained length degrade unless the backend scales "
                         "RoPE; set context_length to at most the trained length",
+                    ),
+                )
+            )
+    return found
+
+
+def check_disk(
+    deployments: Sequence[Loaded[Deployment]], node: Node, models: Mapping[str, ModelMetadata]
+) -> list[Diagnostic]:
+    """A hub model the agent downloads that is larger than the node's whole model cache file
+    system: it can never fit. Free space changes by the minute (downloads, the collector), so
+    the agent checks it against the bytes still missing right before it downloads."""
+    disk = node.spec.disk
+    if disk is None:
+        return []
+    found: list[Diagnostic] = []
+    for loaded in deployments:
+        meta = models.get(loaded.model.metadata.name)
+        if meta is None or not meta.download_bytes:
+            continue
+        need, at = meta.download_bytes, loaded.doc.at(("spec", "repo_id"))
+        gib = f"{need / 2**30:.1f} GiB" if need >= 2**30 else f"{need / 2**20:.1f} MiB"
+        if need > disk.total_bytes:
+            found.append(
+                Diagnostic(
+                    "disk",
+                    f"the model is {gib}; the model cache file system of node "
+                    f"'{node.metadata.name}' holds {disk.total_bytes} bytes in all",
+                    at,
+                    hints=(
+                        "give the agent's cache_dir a larger file system, or pick a smaller file",
                     ),
                 )
             )

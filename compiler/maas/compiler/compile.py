@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from maas.compiler.allocation import Charge, Ledger, charge_of
 from maas.compiler.backends import Backend, BackendRule, resolve_backend
-from maas.compiler.checks import check_deployments
+from maas.compiler.checks import check_deployments, check_disk
 from maas.compiler.diagnostics import Diagnostic, raise_if_errors
 from maas.compiler.documents import Loaded
 from maas.compiler.metadata import ModelMetadata
@@ -68,7 +68,8 @@ def compile_plan(
     deployment is placed by the foundation rules and its estimate is unknown.
     """
     options = options or CompileOptions()
-    placed, ledger = _allocate(deployments, node, options, previous, models or {})
+    models = models or {}
+    placed, ledger = _allocate(deployments, node, options, previous, models)
     _share_leftover(placed, ledger)
     previous_ports = {d.name: d.ports for d in previous.deployments} if previous else None
     ports = allocate_ports({p.name: p.replicas for p in placed}, options.port_range, previous_ports)
@@ -81,7 +82,8 @@ def compile_plan(
             estimate=p.result.estimate,
             ports=ports[p.name],
             options=options,
-            resolved_file=(resolved_files or {}).get(p.name),
+            resolved_file=(resolved_files or {}).get(p.name) or _first_file(models.get(p.name)),
+            commit=_commit(models.get(p.name)),
             warnings=[d for d in p.result.diagnostics if d.severity == "warning"],
         )
         for p in placed
@@ -112,7 +114,7 @@ def _allocate(
 ) -> tuple[list[_Placed], Ledger]:
     """Every deployment placed against the node's ledger in allocation order, and the ledger;
     raises `MaasError` with every problem."""
-    diagnostics = check_deployments(deployments)
+    diagnostics = check_deployments(deployments) + check_disk(deployments, node, models)
     ledger = Ledger(node, options.gpu_margin_bytes)
     placed: list[_Placed] = []
     for loaded in _allocation_order(deployments, node, models, previous):
@@ -145,6 +147,15 @@ def _charge(entry: _Placed) -> Charge:
         unknown=entry.unknown,
         processes=0 if entry.unknown else _processes(entry.loaded, entry.backend, True),
     )
+
+
+def _first_file(metadata: ModelMetadata | None) -> str | None:
+    """The file a `file` glob resolved to where the metadata was read (a split model's first)."""
+    return metadata.files[0] if metadata is not None and metadata.files else None
+
+
+def _commit(metadata: ModelMetadata | None) -> str | None:
+    return metadata.commit if metadata is not None else None
 
 
 def _allocation_order(

@@ -221,6 +221,13 @@ class Memory(Strict):
     available_bytes: Annotated[int, Field(ge=0)] | None = None
 
 
+class Disk(Strict):
+    """The file system of the agent's model cache."""
+
+    total_bytes: Annotated[int, Field(ge=1)]
+    free_bytes: Annotated[int, Field(ge=0)] | None = None
+
+
 class Gpu(Strict):
     index: Annotated[int, Field(ge=0)]
     uuid: str
@@ -246,6 +253,7 @@ class NodeBody(Strict):
     cpu: Cpu
     memory: Memory
     gpus: list[Gpu] = Field(default_factory=list)
+    disk: Disk | None = Field(default=None, description="The model cache's file system.")
     driver_version: str | None = None
     cuda_version: str | None = None
 

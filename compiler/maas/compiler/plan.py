@@ -66,8 +66,17 @@ class ModelRef(PlanModel):
     repo_id: str | None = None
     file: str | None = None
     revision: str | None = None
+    commit: str | None = Field(
+        default=None, description="The hub commit the revision resolved to: the pinned revision."
+    )
+    folder: str | None = Field(
+        default=None, description="The revision's folder in the cache (mounted read-only)."
+    )
     path: str = Field(description="Where the model is on the host (and in the container).")
     download: bool = Field(description="Whether the agent fetches it into the cache before start.")
+    fetched_by: Literal["agent", "backend", "none"] = Field(
+        default="agent", description="Who downloads it: the agent, the backend itself, or nobody."
+    )
 
 
 class Limits(PlanModel):

@@ -48,17 +48,48 @@ class CompileOptions:
         return f"{work_dir(self.cache_dir, deployment)}/huggingface"
 
 
+# The revision a hub serves when none is named (huggingface_hub's DEFAULT_REVISION; ModelScope's
+# DEFAULT_MODEL_REVISION in modelscope/hub/constants.py).
+DEFAULT_REVISION = {"huggingface": "main", "modelscope": "master"}
+
+
 def model_dir(options: CompileOptions, source: str, repo_id: str) -> str:
-    """A hub repository's folder in the model store (where the agent downloads it)."""
+    """A hub repository's folder in the model store: one folder per revision inside."""
     return f"{model_store(options.cache_dir)}/{source}/{repo_id}"
 
 
-def model_ref(spec: DeploymentBody, options: CompileOptions, resolved_file: str | None) -> ModelRef:
+def revision_dir(options: CompileOptions, spec: DeploymentBody, commit: str | None) -> str:
+    """The folder of one revision: named by its commit when the edge resolved it (a plan that
+    is reproducible), else by the revision's name."""
+    assert spec.repo_id is not None
+    name = commit or spec.revision or DEFAULT_REVISION[spec.source]
+    return f"{model_dir(options, spec.source, spec.repo_id)}/{name}"
+
+
+def model_ref(
+    spec: DeploymentBody,
+    options: CompileOptions,
+    resolved_file: str | None,
+    *,
+    commit: str | None = None,
+    backend_downloads: bool = False,
+) -> ModelRef:
     if spec.source == "local_path":
         assert spec.path is not None
-        return ModelRef(source="local_path", path=spec.path, download=False)
+        return ModelRef(source="local_path", path=spec.path, download=False, fetched_by="none")
     assert spec.repo_id is not None
-    base = model_dir(options, spec.source, spec.repo_id)
+    if backend_downloads:
+        # The backend fetches the model into its own folder (`{{hf_cache}}`): nothing to mount.
+        return ModelRef(
+            source=spec.source,
+            repo_id=spec.repo_id,
+            file=spec.file,
+            revision=spec.revision,
+            path=model_dir(options, spec.source, spec.repo_id),
+            download=False,
+            fetched_by="backend",
+        )
+    base = revision_dir(options, spec, commit)
     file = resolved_file or spec.file
     path = f"{base}/{file}" if file and not (GLOB_CHARS & set(file)) else base
     return ModelRef(
@@ -66,8 +97,11 @@ def model_ref(spec: DeploymentBody, options: CompileOptions, resolved_file: str 
         repo_id=spec.repo_id,
         file=spec.file,
         revision=spec.revision,
+        commit=commit,
+        folder=base,
         path=path,
         download=True,
+        fetched_by="agent",
     )
 
 
@@ -81,11 +115,21 @@ def render_deployment(
     ports: list[int],
     options: CompileOptions,
     resolved_file: str | None = None,
+    commit: str | None = None,
     warnings: list[Diagnostic] | None = None,
 ) -> PlanDeployment:
     deployment = loaded.model
     spec = deployment.spec
-    model = model_ref(spec, options, resolved_file)
+    if spec.command is not None:
+        template, _ = split_command(spec.command, loaded.doc, ("spec", "command"))
+        base = list(template.args) if template else []
+    else:
+        base = list(backend.template)
+    # A custom backend fetches its model itself unless its command names `{{model_path}}`.
+    backend_downloads = backend.name == "custom" and "model_path" not in placeholders(base)
+    model = model_ref(
+        spec, options, resolved_file, commit=commit, backend_downloads=backend_downloads
+    )
     values = {
         "port": str(ports[0]),
         "model_path": model.path,
@@ -94,21 +138,17 @@ def render_deployment(
         "gpu_ids": ",".join(placement.gpus),
         "gpu_count": str(len(placement.gpus)),
     }
-    if spec.command is not None:
-        template, _ = split_command(spec.command, loaded.doc, ("spec", "command"))
-        base = list(template.args) if template else []
-    else:
-        base = list(backend.template)
     command = render(base, values) + placement_flags(backend, spec, placement)
     command += list(spec.backend_parameters)
     image = spec.image or backend.image_for(gpu=placement.mode != "cpu")
     assert image is not None, "checked: custom backends carry an image"
     if spec.source == "local_path":
         mounts = [Mount(source=model.path, target=model.path, read_only=True)]
+    elif model.folder is not None:
+        # Only its own revision, read-only: deployments of the same revision share it.
+        mounts = [Mount(source=model.folder, target=model.folder, read_only=True)]
     else:
-        assert spec.repo_id is not None
-        folder = model_dir(options, spec.source, spec.repo_id)
-        mounts = [Mount(source=folder, target=folder, read_only=True)]
+        mounts = []
     if backend.name == "custom" or "hf_cache" in placeholders(base):
         own = work_dir(options.cache_dir, deployment.metadata.name)
         mounts.append(Mount(source=own, target=own))

@@ -1,4 +1,5 @@
-"""`maasctl status [NAME] [-o text|json]`: deployments, replicas, readiness, restarts."""
+"""`maasctl status [NAME] [-o text|json]`: deployments, replicas, readiness, restarts, and the
+model cache per model."""
 
 from __future__ import annotations
 
@@ -60,16 +61,49 @@ def run(args: argparse.Namespace) -> int:
         for hint in warning["hints"]:
             print(f"  hint: {hint}")
     print(
-        table(
-            ["deployment", "state", "ready", "ports", "restarts", "rollouts", "last error"], rows
-        )
+        table(["deployment", "state", "ready", "ports", "restarts", "rollouts", "last error"], rows)
         if rows
         else "no deployments"
     )
     from maas.cli.progressview import print_status_bars
 
     print_status_bars(status["deployments"])
+    if not args.name:
+        print_cache(status.get("cache", []))
     return exitcodes.OK
+
+
+def size_text(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover - the loop returns at GiB
+
+
+def print_cache(models: list[dict[str, Any]]) -> None:
+    """The model cache per model: its revisions, their size, and who uses them."""
+    if not models:
+        return
+    from maas.cli.output import table
+
+    rows = []
+    for model in models:
+        for rev in model["revisions"]:
+            state = ", ".join(rev["used_by"]) if rev["used_by"] else "unused"
+            if not rev["complete"]:
+                state += " (downloading)"
+            rows.append(
+                [
+                    f"{model['source']}:{model['repo']}",
+                    rev["revision"][:12],
+                    size_text(rev["bytes"]),
+                    state,
+                ]
+            )
+    total = sum(m["bytes"] for m in models)
+    print(f"model cache: {size_text(total)}")
+    print(table(["model", "revision", "size", "used by"], rows))
 
 
 def print_agent_state(status: dict[str, Any]) -> None:
@@ -97,6 +131,10 @@ def print_agent_state(status: dict[str, Any]) -> None:
             f"GPU {process['gpu']}: pid {process['pid']} ({process['name']}) holds "
             f"{process['used_bytes'] / (1 << 30):.1f} GiB outside this node's containers"
         )
+    for name, back in sorted(status.get("rolled_back", {}).items()):
+        print(f"{name}: rolled back to the previous version: {back['reason']}")
+    for prep in status.get("preparing", []):
+        print(f"{prep['deployment']}: {prep['phase']} the new version while the old one serves")
     if status.get("desired") == "refused":
         kept = ", ".join(f"{c['deployment']}/{c['replica']}" for c in status.get("kept", []))
         print(f"desired state refused; keeping every container as it is: {kept or 'none'}")

@@ -80,6 +80,12 @@ class ModelMetadata(BaseModel):
     full_attention_interval: int | None = None
     quantization: str | None = None
     files: list[str] = Field(default_factory=list)
+    commit: str | None = Field(
+        default=None, description="The hub commit the revision resolved to (read at the edge)."
+    )
+    download_bytes: int | None = Field(
+        default=None, description="What the agent downloads for it: the files the hub lists."
+    )
 
     @property
     def is_moe(self) -> bool:
