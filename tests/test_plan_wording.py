@@ -48,3 +48,9 @@ def test_same_mode_and_layers_name_the_field_that_changed() -> None:
     )
     (reason,) = [r for r in _reasons(plans[0].deployments[0], wider) if r.startswith("placement")]
     assert reason == "placement changed: threads None -> 8"
+
+
+def test_agent_help_names_every_option() -> None:
+    from maas.agent.daemon import build_parser
+
+    assert [a.dest for a in build_parser()._actions if not a.help] == []

@@ -399,29 +399,59 @@ def open_socket(path: Path, group: str | None) -> socket.socket:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maas-agent",
         description="MaaS-Base node agent: "
         "reconciles this host's Docker containers against its plan.",
     )
     parser.add_argument("--config", type=Path, help="configuration file (/etc/maas/agent.yaml)")
-    parser.add_argument("--node-name")
+    parser.add_argument("--node-name", help="this node's name in plans (default: the host name)")
     parser.add_argument(
         "--label-namespace", help="prefix of the container labels and names (default maas)"
     )
-    parser.add_argument("--state-dir", type=Path)
-    parser.add_argument("--socket", type=Path)
-    parser.add_argument("--cache-dir", type=Path)
-    parser.add_argument("--bind-address")
-    parser.add_argument("--metrics-port", type=int)
+    parser.add_argument(
+        "--state-dir", type=Path, help="desired state, counters, metadata (default /var/lib/maas)"
+    )
+    parser.add_argument(
+        "--socket", type=Path, help="the API socket maasctl talks to (default /run/maas/agent.sock)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="models and per-deployment folders (default /var/lib/maas/cache)",
+    )
+    parser.add_argument(
+        "--bind-address", help="the address replicas' ports are published on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, help="Prometheus metrics on 127.0.0.1:PORT (default 9464)"
+    )
     parser.add_argument("--node-file", type=Path, help="use this Node profile instead of probing")
-    parser.add_argument("--resync", type=float, dest="resync_s", metavar="SECONDS")
+    parser.add_argument(
+        "--resync",
+        type=float,
+        dest="resync_s",
+        metavar="SECONDS",
+        help="a full reconcile pass at least this often (default 30)",
+    )
     parser.add_argument("--source", choices=("git",), help="pull desired state from git")
     parser.add_argument("url", nargs="?", help="the git URL for --source git")
-    parser.add_argument("--branch", default="main")
-    parser.add_argument("--interval", type=float, default=30.0, metavar="SECONDS")
-    parser.add_argument("--verify-signatures", action="store_true")
-    return parser.parse_args(argv)
+    parser.add_argument("--branch", default="main", help="the branch to follow (default main)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often the repository is fetched (default 30)",
+    )
+    parser.add_argument(
+        "--verify-signatures", action="store_true", help="refuse commits without a valid signature"
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

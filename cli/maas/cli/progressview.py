@@ -53,8 +53,9 @@ def print_status_bars(deployments: list[dict[str, Any]], stream: TextIO = sys.st
     grid = Table.grid(padding=(0, 1))
     for name, bar in busy:
         total = float(bar["total"]) if bar.get("total") else None
-        grid.add_row(name, ProgressBar(total=total, completed=float(bar["done"]), width=30),
-                     describe(bar))
+        grid.add_row(
+            name, ProgressBar(total=total, completed=float(bar["done"]), width=30), describe(bar)
+        )
     Console(file=stream).print(grid)
 
 

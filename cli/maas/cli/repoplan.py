@@ -8,15 +8,16 @@ from pathlib import Path
 
 from maas.cli import exitcodes
 from maas.cli.commands.validate import repo_prefix
-from maas.cli.output import use_color
+from maas.cli.output import print_diagnostics, use_color
 from maas.cli.render_diff import diff_json, diff_markdown, diff_text
+from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.plandiff import diff_fleets
 from maas.compiler.repo import FleetPlan, compile_repo
 
 
 def run_repo_plan(args: argparse.Namespace, root: Path) -> int:
     from maas.agent import gitrepo
-    from maas.agent.modelfetch import fetch_repo_models
+    from maas.agent.modelfetch import fetch_repo_metadata, fetch_repo_models
 
     if args.base:
         base_id = gitrepo.resolve(root, args.base)
@@ -33,12 +34,20 @@ def run_repo_plan(args: argparse.Namespace, root: Path) -> int:
         head_sources = gitrepo.read_revision(root, head_id)
     else:
         head_id, head_sources = "worktree", gitrepo.read_worktree(root)
+    fetched = fetch_repo_metadata(head_sources, offline=args.offline)
     head = compile_repo(
         head_sources,
         previous=base if args.base else None,
         root=f"{args.head}:" if args.head else repo_prefix(str(root)),
-        models=fetch_repo_models(head_sources, offline=args.offline),
+        models=dict(fetched.models),
     )
+    # The head's warnings, as `maasctl plan` of one node prints them: metadata that could not be
+    # read, and each planned deployment's (on the first node that runs it).
+    located = head.located()
+    planned = [
+        Diagnostic.from_dict(w) for name in sorted(located) for w in located[name][1].diagnostics
+    ]
+    print_diagnostics([*fetched.warnings, *planned])
     diff = diff_fleets(base, head)
     if args.output == "json":
         sys.stdout.write(diff_json(diff, base=base_id, head=head_id, assignment=head.assignment))

@@ -104,11 +104,11 @@ def run(args: argparse.Namespace) -> int:
         options=CompileOptions(policy=Policy()),
         models=fetched.models,
     )
-    warnings = [d for d in checked if d.severity == "warning"] + fetched.warnings + [
-        Diagnostic(code=str(w["code"]), message=str(w["message"]), severity="warning")
-        for d in plan.deployments
-        for w in d.diagnostics
-    ]
+    warnings = (
+        [d for d in checked if d.severity == "warning"]
+        + fetched.warnings
+        + [Diagnostic.from_dict(w) for d in plan.deployments for w in d.diagnostics]
+    )
     print_diagnostics(warnings)
     if args.output == "json":
         sys.stdout.write(plan_to_json(plan))
