@@ -27,8 +27,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from maas.compiler import CompileOptions, MaasError, compile_plan, load_sources  # noqa: E402
 from maas.compiler.metadata import ModelMetadata  # noqa: E402
-from maas.compiler.metadata.gguf import GgufHeader, parse_gguf  # noqa: E402
-from maas.compiler.metadata.model import from_gguf  # noqa: E402
 from maas.compiler.metadata.safetensors import from_config  # noqa: E402
 from support import gguf_factory  # noqa: E402
 
@@ -74,17 +72,9 @@ def metadata(tmp: Path) -> dict[str, ModelMetadata]:
         (path,) = gguf_factory.write_header_only(
             tmp / f"{kind}.gguf", shape, GGMLQuantizationType.Q4_0
         )
-        with path.open("rb") as f:
-            head = f.read(8 << 20)
-        header = parse_gguf(head, name=path.name, complete=False, file_size=path.stat().st_size)
-        assert isinstance(header, GgufHeader)
-        out[kind] = from_gguf([header], names=[path.name])
-    config = {
-        "architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "intermediate_size": 14336,
-        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-        "max_position_embeddings": 131072, "torch_dtype": "bfloat16", "vocab_size": 128256,
-    }  # fmt: skip
-    out["vllm"] = from_config(json.dumps(config).encode(), weight_bytes=16 * GIB, name="c")
+        out[kind] = gguf_factory.header_metadata(path)
+    config = json.dumps(gguf_factory.LLAMA31_8B_CONFIG).encode()
+    out["vllm"] = from_config(config, weight_bytes=16 * GIB, name="c")
     return out
 
 

@@ -15,8 +15,6 @@ from hypothesis import strategies as st
 from maas.compiler import CompileOptions, MaasError, Plan, compile_plan, load_sources
 from maas.compiler.allocation import PROCESS_CONTEXT_BYTES
 from maas.compiler.metadata import ModelMetadata
-from maas.compiler.metadata.gguf import GgufHeader, parse_gguf
-from maas.compiler.metadata.model import from_gguf
 from maas.compiler.metadata.safetensors import from_config
 from support import gguf_factory
 
@@ -49,17 +47,9 @@ def models(tmp: Path) -> dict[str, ModelMetadata]:
         (path,) = gguf_factory.write_header_only(
             folder / "m.gguf", shape, GGMLQuantizationType.Q4_0
         )
-        with path.open("rb") as f:  # header-only: the rest of the file is a hole
-            head = f.read(8 << 20)
-        header = parse_gguf(head, name="m.gguf", complete=False, file_size=path.stat().st_size)
-        assert isinstance(header, GgufHeader)
-        out[kind] = from_gguf([header], names=["m.gguf"])
-    config = {
-        "architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "intermediate_size": 14336,
-        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-        "max_position_embeddings": 131072, "torch_dtype": "bfloat16", "vocab_size": 128256,
-    }  # fmt: skip
-    out["vllm-8b"] = from_config(json.dumps(config).encode(), weight_bytes=16 * GIB, name="c")
+        out[kind] = gguf_factory.header_metadata(path)
+    config = json.dumps(gguf_factory.LLAMA31_8B_CONFIG).encode()
+    out["vllm-8b"] = from_config(config, weight_bytes=16 * GIB, name="c")
     return out
 
 

@@ -14,8 +14,6 @@ from golden_support import check_golden
 from maas.cli.render_diff import diff_markdown, diff_text
 from maas.cli.render_plan import plan_text
 from maas.compiler import MaasError
-from maas.compiler.metadata.gguf import GgufHeader, parse_gguf
-from maas.compiler.metadata.model import from_gguf
 from maas.compiler.plandiff import diff_fleets
 from maas.compiler.repo import compile_repo
 from support import gguf_factory
@@ -44,11 +42,7 @@ def test_a_fleet_that_must_spread(tmp_path: Path, update_goldens: bool) -> None:
     (path,) = gguf_factory.write_header_only(
         tmp_path / "m.gguf", gguf_factory.LLAMA3_70B, GGMLQuantizationType.Q4_0
     )
-    with path.open("rb") as f:
-        header = parse_gguf(f.read(8 << 20), name="m.gguf", complete=False,
-                            file_size=path.stat().st_size)  # fmt: skip
-    assert isinstance(header, GgufHeader)
-    meta = from_gguf([header], names=["m.gguf"])
+    meta = gguf_factory.header_metadata(path)
     names = ["alpha", "bravo", "charlie", "delta"]
     models = {n: meta for n in names}
     base_sources = {f"nodes/{x}.yaml": node(f"node-{x}") for x in "abc"}

@@ -22,15 +22,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from gguf import GGMLQuantizationType as Q
+from verify import metadata, model  # the same random-weight models and header reading
 
 from maas.agent.probe import read_nvml
 from maas.compiler import CompileOptions, compile_plan, load_sources
-from maas.compiler.metadata.gguf import parse_gguf
-from maas.compiler.metadata.model import from_gguf
-from support.gguf_factory import LLAMA3_8B, fill_random_weights, write_header_only
+from support.gguf_factory import LLAMA3_8B
 
 BIN = Path("/tmp/llama.cpp/build/bin")
-MODELS = Path("/tmp/models")
 OUT = Path(os.environ.get("OUT", "/tmp/out"))
 GIB = 1 << 30
 # Two deployments: an 8B at Q8_0 (32k context) and an 8B at Q4_0 (64k context, offload allowed).
@@ -43,22 +41,6 @@ SPECS = {
 def log(text: str) -> None:
     with (OUT / "gpu-node-plan-raw.log").open("a") as f:
         f.write(text + "\n")
-
-
-def model(shape: object, qtype: Q) -> Path:
-    path = MODELS / f"{shape.name}-{qtype.name.lower()}-data.gguf"  # type: ignore[attr-defined]
-    if not path.exists():
-        MODELS.mkdir(parents=True, exist_ok=True)
-        write_header_only(path, shape, qtype)  # type: ignore[arg-type]
-        fill_random_weights([path])
-    return path
-
-
-def metadata(path: Path):  # type: ignore[no-untyped-def]
-    with path.open("rb") as f:
-        prefix = f.read(8 << 20)
-    header = parse_gguf(prefix, name=path.name, complete=False, file_size=path.stat().st_size)
-    return from_gguf([header], names=[path.name])
 
 
 def node_text(name: str, total: int, free: int) -> str:

@@ -283,8 +283,11 @@ def test_applies_from_stdin_and_from_other_users_do_not_remove_each_other(busybo
                 check=False,
             )
             assert as_nobody.returncode == 0, as_nobody.stdout + as_nobody.stderr
-            names = {d["name"] for d in agent.status()["deployments"]}
-            assert names == {"a", "b", "c", "d"}
+            # status lists a deployment once a pass has taken the new desired state
+            agent.wait_for(
+                lambda: {d["name"] for d in agent.status()["deployments"]} == {"a", "b", "c", "d"},
+                what="all four deployments",
+            )
             stored = json.loads((shared / "state" / "desired.json").read_text())["sources"]
             assert str(spec) in stored and f"nobody:{spec}" in stored
         finally:

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
 
+from maas.compiler.metadata import ModelMetadata
+
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -221,3 +223,30 @@ def fill_random_weights(paths: list[Path], *, seed: int = 0, scale: float = 0.01
             blocks = raw.reshape(-1, type_size)
             blocks[:, :2] = scale_bytes
         reader.data.flush()
+
+
+def header_metadata(path: Path) -> ModelMetadata:
+    """The placement metadata of a (header-only) GGUF written here, read as the agent reads it:
+    the first 8 MiB, never the hole behind them."""
+    from maas.compiler.metadata.gguf import GgufHeader, parse_gguf
+    from maas.compiler.metadata.model import from_gguf
+
+    with path.open("rb") as f:
+        head = f.read(8 << 20)
+    header = parse_gguf(head, name=path.name, complete=False, file_size=path.stat().st_size)
+    assert isinstance(header, GgufHeader)
+    return from_gguf([header], names=[path.name])
+
+
+# A Llama-3.1-8B `config.json` for vLLM placement (safetensors metadata).
+LLAMA31_8B_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 131072,
+    "torch_dtype": "bfloat16",
+    "vocab_size": 128256,
+}
