@@ -179,6 +179,9 @@ class Gateway:
 
     async def dispatch(self, call: Call, model: str, attempt: Attempt[R], answer: Answer[R]) -> R:
         decision = self.balancer.choose(self.source.table, model, call.started)
+        if isinstance(decision, NoReadyReplica) and await self.source.recheck():
+            # The table may be up to one poll old: a replica that became ready since is served.
+            decision = self.balancer.choose(self.source.table, model, call.started)
         if isinstance(decision, UnknownModel):
             unreachable = self.source.unreachable
             if unreachable is not None:

@@ -31,6 +31,8 @@ class RouteSource(Protocol):
 
     async def start(self) -> None: ...
 
+    async def recheck(self) -> bool: ...
+
     async def close(self) -> None: ...
 
 
@@ -49,6 +51,9 @@ class StaticRouteSource:
 
     async def start(self) -> None:
         return None
+
+    async def recheck(self) -> bool:
+        return False
 
     async def close(self) -> None:
         return None
@@ -77,6 +82,7 @@ class AgentRouteSource:
         self.healthy: bool | None = None
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._recheck: asyncio.Future[bool] | None = None
 
     @property
     def unreachable(self) -> str | None:
@@ -94,6 +100,21 @@ class AgentRouteSource:
         self._open()
         await self.refresh()
         self._task = asyncio.create_task(self._poll(), name="gateway-route-source")
+
+    async def recheck(self) -> bool:
+        """A poll now, shared by every request that asks while it runs: a model that became
+        ready since the last poll (a client that waited for `apply --wait` and asks at once)
+        is served instead of answered 503. True when the table was updated."""
+        if self._recheck is None or self._recheck.done():
+            self._recheck = asyncio.ensure_future(self._guarded_refresh())
+        return await asyncio.shield(self._recheck)
+
+    async def _guarded_refresh(self) -> bool:
+        try:
+            return await self.refresh()
+        except Exception as exc:  # a bad status document answers the request as before
+            log.error("route_recheck_failed", exc_info=exc)
+            return False
 
     async def refresh(self) -> bool:
         """One poll; True when the table was updated."""
@@ -141,6 +162,8 @@ class AgentRouteSource:
                 log.error("route_poll_failed", exc_info=exc)
 
     async def close(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
