@@ -145,7 +145,7 @@ def _charge(entry: _Placed) -> Charge:
         entry.result.estimate,
         entry.replicas,
         unknown=entry.unknown,
-        processes=0 if entry.unknown else _processes(entry.loaded, entry.backend, True),
+        processes=_processes(entry.loaded, entry.backend, unknown=entry.unknown),
     )
 
 
@@ -220,7 +220,8 @@ def _placed_on(  # noqa: PLR0917
     metadata: ModelMetadata | None,
     before: PlanDeployment | None,
 ) -> _Attempt:
-    view = ledger.view(gpus, loaded.model.spec.replicas, _processes(loaded, backend, metadata))
+    processes = _processes(loaded, backend, unknown=metadata is None)
+    view = ledger.view(gpus, loaded.model.spec.replicas, processes)
     result = place(
         loaded,
         backend,
@@ -235,11 +236,10 @@ def _placed_on(  # noqa: PLR0917
     return _Attempt(kept or result, kept=kept is not None)
 
 
-def _processes(loaded: Loaded[Deployment], backend: Backend, metadata: object) -> int:
+def _processes(loaded: Loaded[Deployment], backend: Backend, *, unknown: bool) -> int:
     """How many processes of the deployment hold a CUDA context outside their estimate on each
     of its GPUs: llama.cpp's replicas (vLLM's fraction and a declared need include theirs)."""
-    known = metadata is not None and backend.name == "llama-box"
-    return loaded.model.spec.replicas if known else 0
+    return 0 if unknown or backend.name != "llama-box" else loaded.model.spec.replicas
 
 
 def _intended_gpus(
