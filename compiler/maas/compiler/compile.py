@@ -357,11 +357,10 @@ def _with_utilization(
 ) -> PlacementResult:
     placement = result.placement
     assert placement is not None
-    reason = placement.reason.split("; given ")[0]
     placement = placement.model_copy(
         update={
             "gpu_memory_utilization": utilization,
-            "reason": f"{reason}; given {utilization:g} (its KV cache fills the rest)",
+            "reason": f"{placement.reason}; given {utilization:g} (its KV cache fills the rest)",
         }
     )
     estimate = result.estimate.model_copy(update={"vram_bytes": vllm_vram(utilization, gpus)})
