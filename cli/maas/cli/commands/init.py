@@ -110,8 +110,9 @@ def install_from(git_url: str | None, rev: str | None, version: str | None) -> I
                 hints=("pass --git-url URL [--rev COMMIT], or --version VERSION",),
             )
         git_url = _git(root, "remote", "get-url", "origin")
-        if git_url is None:
-            git_url = root.as_uri()
+        local = root if git_url is None else _local_path(root, git_url)
+        if local is not None:  # no origin, or one that is a folder: pip needs a file:// URL
+            git_url = local.as_uri()
             note = (
                 f"the workflow and hook install MaaS-Base from {git_url}, which only this machine "
                 "reaches; pass --git-url with your team's repository"
@@ -124,6 +125,15 @@ def install_from(git_url: str | None, rev: str | None, version: str | None) -> I
             )
     requirement = f"maas-base @ git+{git_url}@{rev}"
     return Install(requirement, PRE_COMMIT_GIT.format(url=git_url, rev=rev), note)
+
+
+def _local_path(root: Path, url: str) -> Path | None:
+    """The folder a remote names when it is a path (git takes `/srv/maas` or `../maas` as a
+    remote; pip only takes URLs), else None."""
+    if "://" in url:
+        return None
+    path = (root / url).resolve()
+    return path if path.is_dir() else None
 
 
 def _git(root: Path, *args: str) -> str | None:
