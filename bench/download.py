@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from maas.agent.modelfetch_download import download_revision  # noqa: E402
-from maas.agent.modelfetch_hub import RemoteFile, hub_for  # noqa: E402
+from maas.host.models.download import download_revision  # noqa: E402
+from maas.host.models.hub import RemoteFile, hub_for  # noqa: E402
 from support.hubserver import local_hub  # noqa: E402
 
 GOAL = 0.9

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-echo "== ruff" && ruff check compiler agent cli tests bench
+echo "== ruff" && ruff check compiler host agent gateway cli tests bench
 echo "== mypy" && mypy
 echo "== import-linter" && lint-imports
 echo "== pytest" && python -m pytest -q -p no:cacheprovider "$@"

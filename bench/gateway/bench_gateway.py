@@ -181,7 +181,7 @@ def start_peers(
     gateway_args = ["--port", str(ports["gateway"]), "--agent-socket", str(socket_path)]
     gateway_args += ["--keys-file", str(tmp / "no-keys"), "--config", str(tmp / "gateway.yaml")]
     gateway_args += ["--event-loop", args.event_loop]
-    gateway_cmd = [*alone, py, "-m", "maas.agent.gateway.main", *gateway_args]
+    gateway_cmd = [*alone, py, "-m", "maas.gateway.main", *gateway_args]
     gateway = stack.enter_context(process(gateway_cmd, urls["gateway"]))
     bare_cmd = [*alone, py, str(HERE / "bare_proxy.py"), str(ports["bare"]), str(ports["direct"])]
     bare = stack.enter_context(process(bare_cmd, urls["bare"]))

@@ -1,9 +1,9 @@
 """Our estimate versus llama.cpp for each attention kind (issue 13), from the raw files that
 bench/gpu/collect_arch.py wrote on the GPU machine (bench/results/gpu-arch-*-raw.jsonl).
 
-Rebuilds the same header-only models here, runs maas.compiler.estimate_llama on each configuration
-and the placement rules at the same budgets, and prints markdown: per-device totals and errors,
-then -ngl / expert layout against `llama-fit-params -fitt`.
+Rebuilds the same header-only models here, runs maas.compiler.placement.llama_memory on each
+configuration and the placement rules at the same budgets, and prints markdown: per-device totals
+and errors, then -ngl / expert layout against `llama-fit-params -fitt`.
 Usage: PYTHONPATH=tests:compiler python bench/gpu/compare_arch.py [RESULTS_DIR]
 """
 
@@ -18,12 +18,12 @@ from pathlib import Path
 
 from gguf import GGMLQuantizationType as Q
 
-from maas.compiler.estimate_llama import LlamaLayout, llama_memory
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.metadata.gguf import parse_gguf
 from maas.compiler.metadata.model import from_gguf
 from maas.compiler.models import Gpu
-from maas.compiler.placement_llama import place_llama
+from maas.compiler.placement.llama_fit import place_llama
+from maas.compiler.placement.llama_memory import LlamaLayout, llama_memory
 from support.gguf_arch import (
     DEEPSEEK_V3,
     GEMMA3_27B,

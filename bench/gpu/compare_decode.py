@@ -2,7 +2,7 @@
 
 Reads bench/results/gpu-decode-raw.json (verify.py decode: llama-bench -p 0 -n 64 of a Llama-3-8B
 Q4_0 with random weights, and the CPU bandwidth of a copy on all 16 cores) and predicts each point
-with the constants in maas.compiler.placement_common. Usage: python bench/gpu/compare_decode.py
+with the constants in maas.compiler.placement.common. Usage: python bench/gpu/compare_decode.py
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from maas.compiler.estimate_llama import decode_tokens_per_s
-from maas.compiler.placement_common import CPU_EFFICIENCY, FIXED_S_PER_LAYER, GPU_EFFICIENCY
+from maas.compiler.placement.common import CPU_EFFICIENCY, FIXED_S_PER_LAYER, GPU_EFFICIENCY
+from maas.compiler.placement.llama_memory import decode_tokens_per_s
 
 ROOT = Path(__file__).resolve().parents[2]
 H100_BANDWIDTH = 5120 // 8 * 2619 * 2_000_000

@@ -1,9 +1,9 @@
 """Our layer placement versus `llama-fit-params` for GPU budgets of 8 to 47 GiB.
 
 Reads bench/results/gpu-fit-raw.json (llama.cpp's own fit on the H100, `-fitt` set so that it may
-use B GiB), places the same header-only models with maas.compiler.placement_llama on a GPU with
+use B GiB), places the same header-only models with maas.compiler.placement.llama_fit on a GPU with
 B GiB free and no margin, and prints both as markdown.
-Usage: python bench/gpu/compare_fit.py [--holdout]
+Usage: python -m bench.gpu.compare_fit [--holdout]
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from compare_memory import SUFFIX, load_models
+from bench.gpu.compare_memory import SUFFIX, load_models
 
 from maas.compiler.models import Gpu
-from maas.compiler.placement_llama import place_llama
+from maas.compiler.placement.llama_fit import place_llama
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30

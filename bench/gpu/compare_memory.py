@@ -1,8 +1,8 @@
 """Our llama.cpp memory estimate versus llama.cpp's own breakdown (`llama-fit-params -fitp on`).
 
 Reads bench/results/gpu-breakdown-raw.json (recorded on the H100 by collect_memory.py), rebuilds
-the same header-only models here, runs maas.compiler.estimate_llama on each configuration and
-prints per-device errors and a summary as markdown.
+the same header-only models here, runs maas.compiler.placement.llama_memory on each configuration
+and prints per-device errors and a summary as markdown.
 Usage: python bench/gpu/compare_memory.py [--holdout]
 """
 
@@ -17,10 +17,10 @@ from pathlib import Path
 
 from gguf import GGMLQuantizationType as Q
 
-from maas.compiler.estimate_llama import LlamaLayout, llama_memory
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.metadata.gguf import parse_gguf
 from maas.compiler.metadata.model import from_gguf
+from maas.compiler.placement.llama_memory import LlamaLayout, llama_memory
 from support.gguf_factory import (
     LLAMA2_13B,
     LLAMA3_8B,

@@ -1,6 +1,6 @@
 """Fit the decode speed model on published llama.cpp figures and report its held-out error.
 
-Model (maas.compiler.placement_common): seconds per token = weight bytes read / (efficiency of the
+Model (maas.compiler.placement.common): seconds per token = weight bytes read / (efficiency of the
 memory class x theoretical bandwidth) + KV bytes read at half the test's context / the same
 + a fixed per-token time (kernel launches, synchronisation). Unknowns: one efficiency per class
 (HBM, GDDR) and one fixed time per source, since llama.cpp's per-token overhead fell between the

@@ -24,8 +24,8 @@ from pathlib import Path
 from gguf import GGMLQuantizationType as Q
 from verify import metadata, model  # the same random-weight models and header reading
 
-from maas.agent.probe import read_nvml
 from maas.compiler import CompileOptions, compile_plan, load_sources
+from maas.host.probe import read_nvml
 from support.gguf_factory import LLAMA3_8B
 
 BIN = Path("/tmp/llama.cpp/build/bin")

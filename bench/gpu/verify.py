@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType as Q
 
-from maas.compiler.estimate_llama import LlamaLayout, bytes_per_token, decode_tokens_per_s
 from maas.compiler.metadata.gguf import parse_gguf
 from maas.compiler.metadata.model import from_gguf
 from maas.compiler.models import Gpu
-from maas.compiler.placement_common import GPU_EFFICIENCY
-from maas.compiler.placement_llama import experts_pattern, place_llama
+from maas.compiler.placement.common import GPU_EFFICIENCY
+from maas.compiler.placement.llama_fit import experts_pattern, place_llama
+from maas.compiler.placement.llama_memory import LlamaLayout, bytes_per_token, decode_tokens_per_s
 from support.gguf_factory import LLAMA3_8B, MIXTRAL_8X7B, fill_random_weights, write_header_only
 
 BIN = Path("/tmp/llama.cpp/build/bin")

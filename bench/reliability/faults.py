@@ -35,9 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "agent")]
 
-from tests_agent_support import AgentProcess, web_spec  # noqa: E402
-
 from maas.cli.client import AgentClient  # noqa: E402
+from support.agent import AgentProcess, web_spec  # noqa: E402
 from support.images import busybox_image  # noqa: E402
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests_agent_support import AgentProcess, web_spec
 
 from maas.cli.client import AgentClient
 from maas.compiler.diagnostics import MaasError
+from support.agent import AgentProcess, web_spec
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -155,7 +155,9 @@ def _connect_as(path: Path, uid: int, gid: int) -> int:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
-def test_socket_admits_its_group_and_refuses_other_users(tmp_path: Path) -> None:
+def test_socket_admits_its_group_and_refuses_other_users(
+    tmp_path: Path, engine_ready: None
+) -> None:
     import grp
     import pwd
     import tempfile

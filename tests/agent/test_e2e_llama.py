@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests_agent_support import AgentProcess
 
+from support.agent import AgentProcess
 from support.gguf_factory import write_tiny_llama
 from support.images import llama_server_image
 

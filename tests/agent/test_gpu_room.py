@@ -9,9 +9,9 @@ import os
 import subprocess
 import uuid
 
-from maas.agent.gpuroom import ForeignProcess, blocked, split_processes
-from maas.agent.probe import _in_containers
 from maas.compiler import compile_plan, load_sources
+from maas.host.gpuroom import ForeignProcess, blocked, split_processes
+from maas.host.probe import _in_containers
 
 GIB = 1 << 30
 NODE = """apiVersion: maas/v1

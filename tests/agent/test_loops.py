@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 from test_pull_mode import git, push, running
-from tests_agent_support import NODE_PROFILE, AgentProcess, web_spec
 
-from maas.agent.gateway.source import AgentRouteSource
+from maas.gateway.source import AgentRouteSource
+from support.agent import NODE_PROFILE, AgentProcess, web_spec
 from support.gguf_factory import TINY, write_header_only
 
 

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests_agent_support import AgentProcess, web_spec
-
+from support.agent import AgentProcess, web_spec
 from support.hubserver import local_hub
 
 COMMAND = (

@@ -12,26 +12,18 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests_agent_support import AgentProcess, web_spec
 
-from maas.agent.engine import Engine
-from maas.agent.progress import PullProgress
+from maas.host.engine import Engine
+from maas.host.progress import PullProgress
+from support.agent import AgentProcess, web_spec
 from support.gguf_factory import write_tiny_llama
 from support.hubserver import COMMIT, Faults, local_hub
-from support.registry import local_registry
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with local_registry(tmp_path_factory.mktemp("registry")) as address:
-        yield address
 
 
 def test_pull_progress_from_a_real_registry(

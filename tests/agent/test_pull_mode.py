@@ -7,7 +7,7 @@ import random
 import subprocess
 from pathlib import Path
 
-from tests_agent_support import NODE_PROFILE, AgentProcess, web_spec
+from support.agent import NODE_PROFILE, AgentProcess, web_spec
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tests_agent_support import ROOT, AgentProcess
+
+from support.agent import AgentProcess
+from support.paths import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from tests_agent_support import AgentProcess, web_spec
+from support.agent import AgentProcess, web_spec
 
 
 def ids(agent: AgentProcess) -> dict[str, str]:

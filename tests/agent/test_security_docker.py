@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests_agent_support import AgentProcess, web_spec
+from support.agent import AgentProcess, web_spec
 
 
 def state_of(agent: AgentProcess, name: str) -> dict[str, object]:

@@ -7,9 +7,10 @@ import socket
 import time
 from pathlib import Path
 
-from tests_agent_support import AgentProcess
+from support.agent import AgentProcess
+from support.paths import ROOT
 
-UNIT = Path(__file__).resolve().parents[2] / "packaging" / "systemd" / "maas-agent.service"
+UNIT = ROOT / "packaging" / "systemd" / "maas-agent.service"
 
 
 def test_ready_status_watchdog_and_stopping(tmp_path: Path, busybox: str) -> None:

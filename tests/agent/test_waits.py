@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
-from tests_agent_support import AgentProcess, web_spec
 
-from support.registry import local_registry
+from support.agent import AgentProcess, web_spec
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with local_registry(tmp_path_factory.mktemp("registry")) as address:
-        yield address
 
 
 def timed_apply(

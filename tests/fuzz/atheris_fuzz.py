@@ -22,14 +22,6 @@ import atheris
 with atheris.instrument_imports(include=["maas", "ruamel", "fuzz_targets"]):
     import fuzz_targets
 
-    import maas.agent.gateway.requests
-    import maas.agent.modelfetch
-    import maas.agent.sources_edit
-    import maas.compiler.compile
-    import maas.compiler.metadata.gguf
-    import maas.compiler.metadata.model
-    import maas.compiler.metadata.safetensors
-    import maas.compiler.sources  # noqa: F401 - imported to be instrumented
 
 
 def main() -> None:

@@ -225,8 +225,8 @@ def policy_pipeline(data: bytes) -> None:
 def apply_pipeline(text: str) -> None:
     """Text as an apply reaches the agent: merged into stored sources, its models' metadata
     read (offline: local files only), compiled. Only MaasError may escape."""
-    from maas.agent.modelfetch import fetch_models
-    from maas.agent.sources_edit import merge, remove_deployment
+    from maas.agent.desired.sources import merge, remove_deployment
+    from maas.host.models.metadata import fetch_models
 
     stored = {"stored.yaml": (ROOT / "examples" / "tei-embeddings-cpu.yaml").read_text()}
     try:
@@ -254,7 +254,7 @@ def compile_everywhere_with(
 def json_pipeline(data: bytes) -> None:
     """A request body as the gateway's front reads it: a model name, or a 400 (never a crash
     such as RecursionError on deep nesting)."""
-    from maas.agent.gateway.requests import BadRequest, model_of_json
+    from maas.gateway.requests import BadRequest, model_of_json
 
     try:
         assert isinstance(model_of_json(data), str)

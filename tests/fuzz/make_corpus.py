@@ -4,14 +4,13 @@ GGUF seeds are real headers written by the `gguf` package through tests/support/
 tiny shapes (dense, MoE, one shard of a split model), cut at the end of the tensor table; the
 safetensors seeds are a header, an index and a config.json as Hugging Face writes them.
 
-    python tests/fuzz/make_corpus.py
+    PYTHONPATH=tests python tests/fuzz/make_corpus.py
 """
 
 from __future__ import annotations
 
 import json
 import struct
-import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +20,6 @@ CORPUS = Path(__file__).resolve().parent / "corpus"
 
 
 def gguf_seeds() -> dict[str, bytes]:
-    sys.path.insert(0, str(ROOT / "tests"))
     from maas.compiler.metadata.gguf import GgufHeader, parse_gguf
     from support.gguf_factory import TINY, write_header_only
 

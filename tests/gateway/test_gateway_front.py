@@ -13,7 +13,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from gateway_support import (
+
+from maas.gateway import front
+from maas.gateway.keys import hash_key
+from support.gateway import (
     Replica,
     asynctest,
     deployment,
@@ -24,9 +27,6 @@ from gateway_support import (
     serving,
     status,
 )
-
-from maas.agent.gateway import front
-from maas.agent.gateway.keys import hash_key
 
 CHAT = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 

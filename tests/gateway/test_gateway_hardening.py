@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_support import Replica, asynctest, deployment, free_port, gateway, port_of, serving
-from gateway_support import status as status_doc
 
-from maas.agent.gateway import front, upstream
-from maas.agent.gateway.keys import hash_key
+from maas.gateway import front, upstream
+from maas.gateway.keys import hash_key
+from support.gateway import Replica, asynctest, deployment, free_port, gateway, port_of, serving
+from support.gateway import status as status_doc
 
 
 def _models(port: int, key: str) -> int:
@@ -56,7 +56,7 @@ def test_key_reload_survives_a_byte_that_is_not_utf8_and_revokes(tmp_path: Path)
             [
                 sys.executable,
                 "-m",
-                "maas.agent.gateway.main",
+                "maas.gateway.main",
                 "--config",
                 str(tmp_path / "gateway.yaml"),
                 "--agent-socket",
@@ -164,7 +164,7 @@ async def test_routes_are_kept_while_the_agent_refuses_or_has_not_read_its_state
     gateway dropped every route (404 for every running model)."""
     from aiohttp import web
 
-    from maas.agent.gateway.source import AgentRouteSource
+    from maas.gateway.source import AgentRouteSource
 
     document: dict[str, Any] = status_doc(deployment("a", [40001]))
 

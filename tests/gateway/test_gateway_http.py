@@ -10,7 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gateway_support import (
+
+from maas.gateway.keys import hash_key
+from support.gateway import (
     Replica,
     asynctest,
     deployment,
@@ -22,8 +24,6 @@ from gateway_support import (
     serving,
     status,
 )
-
-from maas.agent.gateway.keys import hash_key
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from maas.agent.gateway.config import GatewayConfig, check_exposure, is_loopback, load_config
-from maas.agent.gateway.keys import KeyRing, hash_key, new_key, parse_key_file
-from maas.agent.gateway.requests import (
+from maas.compiler.diagnostics import MaasError
+from maas.gateway.config import GatewayConfig, check_exposure, is_loopback, load_config
+from maas.gateway.keys import KeyRing, hash_key, new_key, parse_key_file
+from maas.gateway.requests import (
     BadRequest,
     FormModelScanner,
     model_of_json,
     multipart_boundary,
 )
-from maas.agent.gateway.usage import Usage, UsageTap, find_usage
-from maas.compiler.diagnostics import MaasError
+from maas.gateway.usage import Usage, UsageTap, find_usage
 
 # --- model of a request --------------------------------------------------------------------
 
@@ -205,7 +205,7 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
 
 
 def test_facade_is_sorted_and_importable() -> None:
-    from maas.agent import gateway
+    from maas import gateway
 
     names = gateway.__all__
     assert names == sorted(names, key=lambda n: (not n.isupper(), not n[:1].isupper(), n))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 import urllib.request
 import uuid
@@ -17,7 +16,11 @@ from typing import Any
 import aiohttp
 import pytest
 import uvloop
-from gateway_support import (
+
+from maas.gateway import Gateway, GatewayConfig, KeyRing
+from maas.gateway.keys import hash_key
+from maas.gateway.source import AgentRouteSource
+from support.gateway import (
     asynctest,
     deployment,
     free_port,
@@ -27,10 +30,6 @@ from gateway_support import (
     serving_gateway,
     status,
 )
-
-from maas.agent.gateway import Gateway, GatewayConfig, KeyRing
-from maas.agent.gateway.keys import hash_key
-from maas.agent.gateway.source import AgentRouteSource
 from support.gguf_factory import write_tiny_llama
 from support.images import llama_server_image
 
@@ -216,8 +215,7 @@ async def test_client_disconnect_mid_stream_stops_llama_generating(llama: int) -
 
 @asynctest(timeout=300, runners=[uvloop.run])  # one real agent is enough
 async def test_through_the_real_agent(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
-    from tests_agent_support import AgentProcess
+    from support.agent import AgentProcess
 
     docker_client()
     image = llama_server_image()

@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from gateway_support import asynctest, deployment, free_port, status
 
-from maas.agent.gateway.keys import hash_key
-from maas.agent.gateway.source import AgentRouteSource
+from maas.gateway.keys import hash_key
+from maas.gateway.source import AgentRouteSource
+from support.gateway import asynctest, deployment, free_port, status
+from support.paths import ROOT
 
 
 def gateway_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "maas.agent.gateway.main", *args]
+    return [sys.executable, "-m", "maas.gateway.main", *args]
 
 
 def run(*args: str, stdin: str = "", tmp: Path) -> subprocess.CompletedProcess[str]:
@@ -140,7 +141,7 @@ async def test_agent_route_source_polls_the_status_socket(tmp_path: Path) -> Non
         await runner.cleanup()
 
 
-UNIT = Path(__file__).resolve().parents[2] / "packaging" / "systemd" / "maas-gateway.service"
+UNIT = ROOT / "packaging" / "systemd" / "maas-gateway.service"
 
 
 def test_unit_file() -> None:

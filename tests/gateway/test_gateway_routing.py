@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from maas.agent.gateway.routing import (
+from maas.gateway.routing import (
     Balancer,
     NoReadyReplica,
     Pick,

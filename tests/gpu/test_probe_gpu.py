@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from maas.agent.probe import probe_with_warnings
+from maas.host.probe import probe_with_warnings
 
 pytestmark = [
     pytest.mark.gpu,

@@ -1,1 +1,1 @@
-"""maas.agent: every side effect of MaaS-Base (probe, Docker engine, state store, daemon)."""
+"""maas.agent: the node agent (`maas-agent`): desired state, reconcile, its API, the daemon."""

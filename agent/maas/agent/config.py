@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from maas.agent.observe import DEFAULT_NAMESPACE
-from maas.agent.settings import load_settings
+from maas.agent.reconcile.observe import DEFAULT_NAMESPACE
 from maas.compiler.policy import Policy
 from maas.compiler.render import CompileOptions
+from maas.host.settings import load_settings
 
 DEFAULT_PATH = Path("/etc/maas/agent.yaml")
 

@@ -22,20 +22,21 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from maas.agent.api import Api
+from maas.agent.api.metrics import Metrics
+from maas.agent.api.server import Api
+from maas.agent.api.status import status_report
 from maas.agent.config import AgentConfig, load_config
-from maas.agent.engine import Engine
-from maas.agent.gitsource import GitSource
-from maas.agent.hostports import port_range_warning
-from maas.agent.metrics import Metrics
-from maas.agent.probing import Prober
-from maas.agent.reconcile import NodeSource, Reconciler
-from maas.agent.sdnotify import Notifier
-from maas.agent.status import status_report
-from maas.agent.store import Desired
-from maas.agent.supervise import Supervisor
+from maas.agent.desired.gitsource import GitSource
+from maas.agent.desired.store import Desired
+from maas.agent.reconcile.probes import Prober
+from maas.agent.reconcile.reconciler import NodeSource, Reconciler
 from maas.compiler.diagnostics import Diagnostic, MaasError
 from maas.compiler.repo import FleetPlan
+from maas.host.engine import Engine
+from maas.host.logs import configure_logging
+from maas.host.ports import port_range_warning
+from maas.host.sdnotify import Notifier
+from maas.host.supervise import Supervisor
 
 log = structlog.get_logger("maas.agent")
 
@@ -52,7 +53,7 @@ def node_provider(config: AgentConfig) -> NodeSource:
             raise MaasError(documents.diagnostics or [])
         node = documents.nodes[0].model
         return lambda ours: (node, [])
-    from maas.agent.probe import probe_live
+    from maas.host.probe import probe_live
 
     return probe_live
 
@@ -231,7 +232,7 @@ class Agent:
         while not self.stopping.is_set():
             try:
                 engine = Engine()
-                for event in engine.events(self.reconciler.owner):
+                for event in engine.events(self.reconciler.owner.filters()):
                     if event.get("status") == "die":
                         # dockerd announces "die" before it records the exit; an inspect waits
                         # for the container's lock, so the next pass lists it as exited.
@@ -491,18 +492,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     return 0
 
-
-def configure_logging() -> None:
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            # exc_info becomes an "exception" field with the whole traceback.
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-    )
 
 
 if __name__ == "__main__":

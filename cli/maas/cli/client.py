@@ -8,8 +8,8 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from maas.agent.discovery import ORDER, agent_socket
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position
+from maas.host.discovery import ORDER, agent_socket
 
 
 class NoAgent(MaasError):
@@ -29,7 +29,7 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def socket_path(flag: str | None) -> str:
-    """The agent's socket: see maas.agent.discovery for the order (flag, environment, the local
+    """The agent's socket: see maas.host.discovery for the order (flag, environment, the local
     run directory, the system socket)."""
     return str(agent_socket(flag))
 

@@ -12,8 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from maas.agent.discovery import ORDER
 from maas.cli import exitcodes
+from maas.host.discovery import ORDER
 
 COMMANDS = ("validate", "plan", "probe", "schema", "init", "apply", "status", "delete", "logs")
 VERSION = "0.1.0"

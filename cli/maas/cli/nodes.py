@@ -43,6 +43,6 @@ def single_node(nodes: Sequence[Loaded[Node]]) -> Node:
 
 def probe_node() -> Node:
     """This host's Node profile, from the agent's probe."""
-    from maas.agent.probe import probe
+    from maas.host.probe import probe
 
     return probe()

@@ -16,8 +16,8 @@ from maas.compiler.repo import FleetPlan, compile_repo
 
 
 def run_repo_plan(args: argparse.Namespace, root: Path) -> int:
-    from maas.agent import gitrepo
-    from maas.agent.modelfetch import fetch_repo_metadata, fetch_repo_models
+    from maas.host import gitrepo
+    from maas.host.models.metadata import fetch_repo_metadata, fetch_repo_models
 
     if args.base:
         base_id = gitrepo.resolve(root, args.base)

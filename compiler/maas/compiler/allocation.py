@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from maas.compiler.models import Gpu, Node
-from maas.compiler.placement_common import gib, host_memory
+from maas.compiler.placement.common import gib, host_memory
 from maas.compiler.plan import DeviceTotal, Estimate, Placement
 
 HOST = "host"

@@ -21,9 +21,9 @@ from maas.compiler.diagnostics import Diagnostic, raise_if_errors
 from maas.compiler.documents import Loaded
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Gpu, Node
-from maas.compiler.placement import PlacementResult, estimated, place
-from maas.compiler.placement_results import vllm_vram
-from maas.compiler.placement_vllm import DEFAULT_UTILIZATION
+from maas.compiler.placement.entry import PlacementResult, estimated, place
+from maas.compiler.placement.results import vllm_vram
+from maas.compiler.placement.vllm import DEFAULT_UTILIZATION
 from maas.compiler.plan import Estimate, Placement, Plan, PlanDeployment
 from maas.compiler.policy import check_policy
 from maas.compiler.ports import allocate_ports

@@ -9,7 +9,6 @@ by default this checkout's `origin` and commit) or a version of the package (`--
 from __future__ import annotations
 
 import argparse
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +93,8 @@ class Install:
 
 
 def install_from(git_url: str | None, rev: str | None, version: str | None) -> Install:
-    from maas.agent.discovery import checkout_root
     from maas.compiler import MaasError
+    from maas.host.discovery import checkout_root
 
     if version:
         requirement = f"maas-base=={version}"
@@ -137,13 +136,13 @@ def _local_path(root: Path, url: str) -> Path | None:
 
 
 def _git(root: Path, *args: str) -> str | None:
+    from maas.compiler import MaasError
+    from maas.host.gitrepo import git
+
     try:
-        done = subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60, check=False
-        )
-    except OSError:
+        return git(root, *args).decode(errors="replace").strip() or None
+    except MaasError:
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def files(install: Install) -> dict[str, str]:
@@ -196,13 +195,9 @@ def run(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content, encoding="utf-8")
     if not (root / ".git").exists():
-        done = subprocess.run(
-            ["git", "init", "-q", str(root)], capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise MaasError.single(
-                "init", f"git init failed: {done.stderr.strip()}", position=Position(str(root))
-            )
+        from maas.host.gitrepo import git
+
+        git(root, "init", "-q")
     print(f"created config repository in {root}: {', '.join(sorted(scaffold))}")
     print(f"CI and the pre-commit hook install: {install.requirement}")
     if install.note:

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from maas.agent.gitrepo import is_repository
+    from maas.host.gitrepo import is_repository
 
     if len(args.paths) == 1 and not args.node and is_repository(Path(args.paths[0])):
         from maas.cli.repoplan import run_repo_plan
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         node = single_node(documents.nodes)
     else:
         node = probe_node()
-    from maas.agent.modelfetch import fetch_models
+    from maas.host.models.metadata import fetch_models
 
     fetched = fetch_models(documents.deployments, offline=args.offline)
     plan = compile_plan(

@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from maas.agent.probe import measure_memory_bandwidth, read_host, to_node
     from maas.cli.output import print_diagnostics
+    from maas.host.probe import measure_memory_bandwidth, read_host, to_node
 
     readings = read_host()
     if args.measure_bandwidth:

@@ -45,7 +45,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maas.agent.gitrepo import is_repository
     from maas.cli.inputs import read_sources
     from maas.cli.output import print_diagnostics, summary_line
     from maas.compiler import (
@@ -57,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from maas.compiler.diagnostics import errors_only
     from maas.compiler.policy import Policy
+    from maas.host.gitrepo import is_repository
 
     try:
         if len(args.paths) == 1 and is_repository(Path(args.paths[0])) and not args.node:
@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
             documents = load_sources(read_sources(args.paths))
             diagnostics = documents.diagnostics + check_deployments(documents.deployments)
         if args.node and not errors_only(diagnostics):
-            from maas.agent.modelfetch import fetch_models
             from maas.cli.nodes import load_node
+            from maas.host.models.metadata import fetch_models
 
             node = load_node(args.node)
             fetched = fetch_models(documents.deployments, offline=args.offline)
@@ -95,11 +95,11 @@ def run(args: argparse.Namespace) -> int:
 def validate_repo(root: Path, args: argparse.Namespace) -> list[Diagnostic]:
     """Every file's problems, warnings included; the fleet is compiled only when no file has an
     error (compile_repo raises the first kind of problem it meets)."""
-    from maas.agent.gitrepo import read_worktree
-    from maas.agent.modelfetch import fetch_repo_metadata
     from maas.compiler import MaasError, check_deployments, load_sources
     from maas.compiler.diagnostics import errors_only
     from maas.compiler.repo import CONFIG_FILE, compile_repo
+    from maas.host.gitrepo import read_worktree
+    from maas.host.models.metadata import fetch_repo_metadata
 
     prefix = repo_prefix(str(args.paths[0]))
     sources = read_worktree(root)

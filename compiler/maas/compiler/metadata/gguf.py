@@ -1,11 +1,10 @@
 """GGUF header and tensor table parser over bytes: what placement needs, never the weights.
 
-Pure and bounded: the caller (maas.agent.modelfetch) passes a byte prefix of a local file or of an
-HTTP range read. `parse_gguf` returns the header, or `NeedMore` with how many bytes of the file it
-needs when the prefix ends inside the header, so a remote reader can grow its range. Every size a
+Pure and bounded: the caller (maas.host.models.metadata) passes a byte prefix of a local file or of
+an HTTP range read. `parse_gguf` returns the header, or `NeedMore` with how many bytes of the file
+it needs when the prefix ends inside the header, so a remote reader can grow its range. Every size a
 hostile file declares is checked against fixed bounds before anything is allocated; a corrupt or
-truncated header is a `MaasError` with a Diagnostic, never another exception.
-"""
+truncated header is a `MaasError` with a Diagnostic, never another exception."""
 
 from __future__ import annotations
 

@@ -1,0 +1,66 @@
+"""From one PlanDeployment replica to the engine's container-create arguments (pure but for
+secret values, which are resolved here at the last moment and never leave the returned dict)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from maas.agent.reconcile.observe import Owner
+from maas.compiler.models import SecretRef
+from maas.compiler.plan import PlanDeployment
+
+
+def container_spec(
+    planned: PlanDeployment,
+    replica: int,
+    *,
+    owner: Owner,
+    bind_address: str,
+    secret: Callable[[str], str],
+) -> dict[str, Any]:
+    host_port = planned.ports[replica] if replica < len(planned.ports) else planned.port
+    security = planned.security
+    spec: dict[str, Any] = {
+        "image": planned.image,
+        "command": list(planned.command),
+        "name": owner.container_name(planned.name, replica),
+        "labels": owner.labels(planned.name, replica, planned.spec_hash, host_port),
+        "environment": {
+            key: secret(value.secret) if isinstance(value, SecretRef) else value
+            for key, value in planned.env.items()
+        },
+        "volumes": {
+            m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+            for m in planned.mounts
+        },
+        "detach": True,
+        "restart_policy": {"Name": "no"},  # restarts are the agent's, with back-off
+        "privileged": security.privileged,
+        "cap_add": list(security.cap_add) or None,
+        "devices": [f"{d}:{d}:rwm" for d in security.devices] or None,
+    }
+    if planned.entrypoint is not None:
+        spec["entrypoint"] = list(planned.entrypoint)
+    if security.host_network:
+        spec["network_mode"] = "host"
+    else:
+        spec["ports"] = {f"{planned.port}/tcp": (bind_address, host_port)}
+    if security.host_pid:
+        spec["pid_mode"] = "host"
+    if security.host_ipc:
+        spec["ipc_mode"] = "host"
+    placement = planned.placement
+    if placement.gpus:
+        spec["device_requests"] = [
+            {"driver": "nvidia", "device_ids": list(placement.gpus), "capabilities": [["gpu"]]}
+        ]
+    if placement.cpuset:
+        spec["cpuset_cpus"] = placement.cpuset
+    if placement.cpuset_mems:
+        spec["cpuset_mems"] = placement.cpuset_mems
+    if planned.limits.memory_bytes:
+        spec["mem_limit"] = planned.limits.memory_bytes
+    if planned.limits.nano_cpus:
+        spec["nano_cpus"] = planned.limits.nano_cpus
+    return spec

@@ -1,0 +1,90 @@
+"""Readiness and liveness probes of the running replicas (HTTP GET of the plan's health paths,
+or a TCP connect when it has none), feeding each replica's ReplicaHealth; a replica that fails
+its startup budget or its liveness is stopped, and the crash-loop back-off decides its restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import aiohttp
+
+from maas.agent.reconcile.diff import Replica
+
+STARTUP_PERIOD_S = 1.0
+LIVENESS_PERIOD_S = 10.0
+
+
+class Prober:
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent  # maas.agent.daemon.Agent (not imported: it imports us)
+        self.probed: dict[Replica, float] = {}  # when each replica was last probed
+
+    async def run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=2)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not self.agent.stopping.is_set():
+                with self.agent.supervisor.guard("probes"):
+                    await self._probe_all(session)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.agent.stopping.wait(), timeout=STARTUP_PERIOD_S)
+
+    def _due_probes(self, now: float) -> list[tuple[Replica, int, list[str], float]]:
+        """Replicas to probe now: starting ones every second (ready soon after they are), ready
+        ones every LIVENESS_PERIOD_S (the kubelet's default), which keeps the agent idle at rest."""
+        plan = self.agent.reconciler.plan
+        planned = {d.name: d for d in plan.deployments} if plan else {}
+        due: list[tuple[Replica, int, list[str], float]] = []
+        for container in list(self.agent.reconciler.observed):
+            key = (container.deployment, container.replica)
+            d = planned.get(container.deployment)
+            health = self.agent.reconciler.health.get(key)
+            if d is None or health is None or container.port is None:
+                continue
+            if health.container_id != container.id or health.phase not in ("starting", "running"):
+                continue
+            period = LIVENESS_PERIOD_S if health.ready else STARTUP_PERIOD_S
+            if now - self.probed.get(key, 0.0) >= period - 0.1:
+                due.append((key, container.port, d.health.paths, d.health.startup_timeout_s))
+        return due
+
+    async def _probe_all(self, session: aiohttp.ClientSession) -> None:
+        now = time.time()
+        due = self._due_probes(now)
+        results = await asyncio.gather(*(self._probe(session, p, paths) for _, p, paths, _ in due))
+        for (key, _, _, startup_timeout_s), ok in zip(due, results, strict=True):
+            self.probed[key] = now
+            health = self.agent.reconciler.health.get(key)
+            if health is None or not health.probe_result(
+                ok, time.time(), startup_timeout_s=startup_timeout_s
+            ):
+                continue
+            await asyncio.to_thread(
+                self.agent.reconciler.restart_unhealthy, key, health.last_error or "unhealthy"
+            )
+            self.agent.wake()
+
+    async def _probe(self, session: aiohttp.ClientSession, port: int, paths: list[str]) -> bool:
+        host = (
+            "127.0.0.1"
+            if self.agent.config.bind_address in ("0.0.0.0", "")
+            else self.agent.config.bind_address
+        )
+        if not paths:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+            except (OSError, TimeoutError):
+                return False
+            writer.close()
+            return True
+        for path in paths:
+            try:
+                async with session.get(f"http://{host}:{port}{path}") as response:
+                    if response.status != 200:
+                        return False
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                return False
+        return True

@@ -1,0 +1,665 @@
+"""One reconcile pass: desired state -> live compile -> observe -> diff -> execute -> status facts.
+
+Level-triggered: every pass compares the whole Plan with everything Docker reports for this node.
+Failures of single actions are recorded on the replica (with back-off) and never stop the pass;
+a corrupt store or an engine that does not answer stops the pass before anything is touched.
+A container the policy refuses right before its creation (a bind source that resolves outside the
+allowed roots, a secret that cannot be passed) is recorded on its replica once and re-checked on
+each pass without touching the engine: no back-off, no restarts counted, nothing logged again.
+Secret values the agent resolved are scrubbed from every error text it stores or logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import structlog
+from pydantic import ValidationError
+
+from maas.agent.config import AgentConfig
+from maas.agent.desired.store import Desired, Store
+from maas.agent.reconcile.containers import container_spec
+from maas.agent.reconcile.counters import Counters
+from maas.agent.reconcile.diff import Action, Replica, diff
+from maas.agent.reconcile.health import ReplicaHealth
+from maas.agent.reconcile.observe import ObservedContainer, Owner, observe
+from maas.agent.reconcile.prepare import Job, Preparer, hubs_offline, node_tokens
+from maas.compiler.compile import compile_plan
+from maas.compiler.diagnostics import Diagnostic, MaasError, Position
+from maas.compiler.documents import Loaded
+from maas.compiler.metadata import ModelMetadata
+from maas.compiler.models import Deployment, Node, SecretRef
+from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler.policy import Policy, narrow
+from maas.compiler.render import CompileOptions
+from maas.compiler.sources import load_sources
+from maas.host.engine import Engine
+from maas.host.gpuroom import ForeignProcess, blocked
+from maas.host.models.cache import ModelCache
+from maas.host.models.metadata import fetch_models
+from maas.host.paths import admitted, resolved_mounts
+from maas.host.secrets import read_secret
+
+log = structlog.get_logger("maas.agent")
+# Our container IDs -> the node to plan on and the foreign processes holding GPU memory.
+NodeSource = Callable[[frozenset[str]], tuple[Node, list[ForeignProcess]]]
+STORE_REFUSALS = ("store-corrupt", "store-missing")
+PARALLEL_ACTIONS = 8
+PARALLEL_STOPS = 4
+
+
+@dataclass
+class PassResult:
+    started: float = 0.0
+    duration_s: float = 0.0
+    actions: list[Action] = field(default_factory=list)
+    ok: bool = True
+
+
+def internal_error(what: str, exc: BaseException) -> Diagnostic:
+    """An unexpected exception as status shows it: its type only (its text may hold data that
+    must not be stored, such as bytes of a secret); the journal has the traceback."""
+    return Diagnostic(
+        "internal",
+        f"internal error in {what}: {type(exc).__name__}",
+        hints=("the agent's journal has the traceback; the next pass tries again",),
+    )
+
+
+def load_deployments(
+    sources: dict[str, str], assigned: dict[str, int] | None = None
+) -> list[Loaded[Deployment]]:
+    """The Deployment documents of the desired sources; any error among them raises.
+
+    With `assigned` (pull mode), only the deployments the fleet gave this node, with the number
+    of replicas it gave.
+    """
+    documents = load_sources(sources, kinds=("Deployment",))
+    if [d for d in documents.diagnostics if d.severity == "error"]:
+        raise MaasError(documents.diagnostics)
+    if assigned is None:
+        return documents.deployments
+    chosen = []
+    for loaded in documents.deployments:
+        replicas = assigned.get(loaded.model.metadata.name)
+        if replicas is not None:
+            spec = loaded.model.spec.model_copy(update={"replicas": replicas})
+            chosen.append(Loaded(loaded.model.model_copy(update={"spec": spec}), loaded.doc))
+    return chosen
+
+
+def fetch_metadata(
+    deployments: list[Loaded[Deployment]], config: AgentConfig, policy: Policy
+) -> dict[str, ModelMetadata]:
+    """Model metadata for placement (GGUF/safetensors headers: local files, caches, or range
+    requests to the hub); a model it cannot read is placed without an estimate. A local model
+    is opened only when `policy` admits the path it resolves to."""
+    fetched = fetch_models(
+        deployments,
+        offline=not config.download_models,
+        metadata_cache=config.state_dir / "metadata",
+        model_cache=config.cache_dir,
+        token=node_tokens(config.secrets_dir),
+        admit=lambda name, path: admitted(
+            path, policy=policy, cache_dir=config.cache_dir, deployment=name
+        ),
+    )
+    for warning in fetched.warnings:
+        log.warning("model metadata", warning=warning.render())
+    return fetched.models
+
+
+class Reconciler:
+    def __init__(
+        self,
+        config: AgentConfig,
+        engine: Engine,
+        node: NodeSource,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.node_source = node
+        self.foreign: list[ForeignProcess] = []  # GPU memory held outside our containers
+        self.live_node: Node | None = None
+        self.node_name = config.node_name or node(frozenset())[0].metadata.name
+        self.owner = Owner(self.node_name, config.label_namespace)
+        self.store = Store(config.state_dir)
+        self.preparer = Preparer(
+            engine,
+            done=wake,
+            token=node_tokens(config.secrets_dir),
+            offline=hubs_offline() or not config.download_models,
+        )
+        self.cache = ModelCache(config.cache_dir, config.state_dir, config.cache_max_idle_s)
+        self.cache_usage: list[dict[str, object]] = []
+        self.preparing: dict[str, Job] = {}  # new versions prepared while the old ones serve
+        self._roll_waits: set[tuple[str, str, int]] = set()
+        # Per deployment: the last version whose replicas were all ready, and a roll-out taken
+        # back to it (the failed spec hash, the version brought back, why).
+        self.last_good: dict[str, PlanDeployment] = {}
+        self.rollbacks: dict[str, tuple[str, PlanDeployment, str]] = {}
+        self.health: dict[Replica, ReplicaHealth] = {}
+        self.counters = Counters(config.state_dir)
+        # Deployments whose containers could not be removed: {name: {error, permanent}}.
+        self.removal_errors: dict[str, dict[str, object]] = {}
+        self.observed: list[ObservedContainer] = []
+        self.plan: Plan | None = None
+        self.applied_at: float | None = None  # when the desired state was last submitted
+        self._memo: tuple[tuple[object, ...], Plan] | None = None
+        self._models: tuple[object, dict[str, ModelMetadata]] | None = None
+        self.policy: Policy = config.policy  # in force: the node's, narrowed by a repository's
+        self._secrets: set[str] = set()  # values resolved so far, scrubbed from error texts
+        self.errors: list[Diagnostic] = []
+        self.last: PassResult = PassResult()
+        self.passes = 0
+        # `lock`: one pass (or probe restart) at a time; it is held while Docker works, for
+        # seconds. `state_lock`: the desired state (store, compile memo), held only briefly, so
+        # that apply and delete are answered during a long pass and the next pass takes them all.
+        self.lock = threading.RLock()
+        self.state_lock = threading.RLock()
+        self.pool = ThreadPoolExecutor(max_workers=PARALLEL_ACTIONS, thread_name_prefix="action")
+        self.stop_pool = ThreadPoolExecutor(max_workers=PARALLEL_STOPS, thread_name_prefix="stop")
+
+    # desired state -------------------------------------------------------------------------
+    def desired_plan(self) -> tuple[Plan, list[Diagnostic]]:
+        """The plan to work towards, and why it is the last good one rather than a new one."""
+        with self.state_lock:
+            desired = self.store.load()
+            self.applied_at = desired.applied_at
+            policy = self._options(desired).policy
+            assert policy is not None
+            self.policy = policy  # what containers are checked against at creation
+            if not desired.sources and desired.assigned is None:
+                # Only an old state file has a plan without sources; a plan is never trusted
+                # past the checks at container creation.
+                return desired.plan or Plan(node=self.node_name), []
+            try:
+                return self._compiled(desired, desired.plan), []
+            except MaasError as exc:
+                if desired.plan is None:
+                    raise
+                return desired.plan, list(exc.diagnostics)  # keep running the last good plan
+            except Exception as exc:
+                if desired.plan is None:
+                    raise
+                log.error("compile_crashed", exc_info=exc)
+                return desired.plan, [internal_error("the compile", exc)]
+
+    def compile(self, desired: Desired) -> Plan:
+        with self.state_lock:
+            return self._compiled(desired, self.stored_plan())
+
+    def _options(self, desired: Desired) -> CompileOptions:
+        """The node's own options (cache, ports, margin) and policy, which a repository's policy
+        can only narrow."""
+        node = self.config.policy
+        policy = node
+        if desired.policy is not None:
+            try:
+                stated = Policy.model_validate({**node.model_dump(), **desired.policy})
+            except ValidationError:
+                raise MaasError.single(
+                    "store-corrupt",
+                    "the stored repository policy is not a policy; refusing to act",
+                    position=Position(str(self.store.path)),
+                ) from None
+            policy = narrow(node, stated)
+        return dataclasses.replace(self.config.compile_options(), policy=policy)
+
+    def _compiled(self, desired: Desired, previous: Plan | None) -> Plan:
+        """The one place the agent compiles, for push and pull mode alike (desired sources x
+        live node x its own options and policy), remembered: a resync with the same sources,
+        node and options (most of them) reuses the last plan instead of compiling again."""
+        sources, assigned = desired.sources, desired.assigned
+        node, self.foreign = self.node_source(frozenset(c.id for c in self.observed))
+        self.live_node = node
+        options = self._options(desired)
+        ports = {d.name: d.ports for d in previous.deployments} if previous else {}
+        frozen = json.dumps(assigned, sort_keys=True)
+        key = (sources, frozen, node, options, ports)
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1]
+        deployments = load_deployments(sources, assigned)
+        assert options.policy is not None
+        if self._models is None or self._models[0] != (sources, frozen, options.policy):
+            # Fetched once per set of sources: the hub is not asked again on every resync.
+            models = fetch_metadata(deployments, self.config, options.policy)
+            self._models = ((sources, frozen, options.policy), models)
+        plan = compile_plan(
+            deployments,
+            node,
+            options=options,
+            previous=previous,
+            models=self._models[1],
+        )
+        plan = plan.model_copy(update={"node": self.node_name})
+        self._memo = (key, plan)
+        return plan
+
+    def submit(self, desired: Desired) -> Plan:
+        """Validate and store new desired state; raises MaasError and stores nothing if bad."""
+        with self.state_lock:
+            plan = self.compile(desired)
+            stored = self.store.load()
+            if stored.model_copy(update={"applied_at": None}) != desired.model_copy(
+                update={"plan": plan, "applied_at": None}
+            ):  # else: nothing to write
+                update = {"plan": plan, "applied_at": time.time()}
+                self.store.save(desired.model_copy(update=update))
+            for health in list(self.health.values()):
+                health.retry()  # submitting again is how a permanent failure is retried
+            return plan
+
+    def stored_plan(self) -> Plan | None:
+        try:
+            return self.store.load().plan
+        except MaasError:
+            return None
+
+    # the pass ---------------------------------------------------------------------------------
+    def reconcile(self) -> PassResult:
+        with self.lock:
+            result = PassResult(started=time.time())
+            try:
+                return self._reconcile(result)
+            except Exception as exc:  # one bad pass must not end the loop; the next one retries
+                log.error("reconcile_failed", exc_info=exc)
+                self.errors = [internal_error("the reconcile pass", exc)]
+                result.ok = False
+                return self._finish(result)
+
+    def _reconcile(self, result: PassResult) -> PassResult:
+        # self.errors is replaced, never emptied first: status (read from other threads) must
+        # not show a refusing agent as a healthy one with nothing to run, even for a moment.
+        try:
+            # Observed first: a pass that refuses to act still shows what runs.
+            self.observed = observe(self.engine.list_ours(self.owner.filters()), self.owner)
+            plan, errors = self.desired_plan()
+            if not plan.deployments and self.observed and not self.store.path.exists():
+                raise self._store_missing()
+            self.errors = errors
+        except MaasError as exc:
+            self.errors = list(exc.diagnostics)
+            result.ok = False
+            log.error("reconcile refused", error=exc.diagnostics[0].render())
+            return self._finish(result)
+        self._notice_crashes(time.time())
+        plan = self._with_rollbacks(plan)
+        self.plan = plan
+        planned = {d.name: d for d in plan.deployments}
+        held = {k for k, h in self.health.items() if self._held(k, h, planned, time.time())}
+        result.actions = self._prepared_first(diff(plan, self.observed, held), planned)
+        # Stops first (they free GPUs and ports), a few at a time: one by one, a hundred
+        # backends that wait out the stop timeout take minutes, yet dockerd 20.10's
+        # libnetwork has deadlocked on a hundred simultaneous exits. Creations and starts
+        # then run a few at a time, as the engine creates containers concurrently.
+        stops = [a for a in result.actions if a.kind in ("remove", "recreate")]
+        stopped = list(self.stop_pool.map(self._stop_for, stops))
+        todo = [a for a in result.actions if a.kind in ("start", "create")]
+        todo[:0] = [a for a in stopped if a is not None and a.kind == "recreate"]
+        todo = self._room_for(plan, todo)
+        list(self.pool.map(lambda a: self._execute(a, planned.get(a.deployment)), todo))
+        if stopped or todo:
+            self.refresh_observed()  # status and apply previews see what this pass did
+        self._forget_removed(plan)
+        self._keep_cache(plan)
+        return self._finish(result)
+
+    def _with_rollbacks(self, plan: Plan) -> Plan:
+        """The plan to act on: a deployment whose new version failed on a replica (not ready
+        within its startup budget, a crash loop, a permanent failure) while an earlier version
+        served goes back to that version, until a new spec is applied."""
+        # What the last pass acted on and is now all ready (a version can get ready and be
+        # replaced between two passes) is the version a failed roll-out goes back to.
+        self._remember_good(self.plan.deployments if self.plan else [])
+        chosen = []
+        for d in plan.deployments:
+            back = self.rollbacks.get(d.name)
+            if back is not None and back[0] == d.spec_hash:
+                chosen.append(back[1])
+                continue
+            self.rollbacks.pop(d.name, None)  # a new spec: tried afresh
+            good = self.last_good.get(d.name)
+            why = self._failed_version(d) if good and good.spec_hash != d.spec_hash else None
+            if good is not None and why is not None:
+                self.rollbacks[d.name] = (d.spec_hash, good, why)
+                log.error("roll-out rolled back", deployment=d.name, reason=why)
+                chosen.append(good)
+                continue
+            chosen.append(d)
+        self._remember_good(chosen)
+        for name in set(self.last_good) - {d.name for d in chosen}:
+            del self.last_good[name]
+        return plan.model_copy(update={"deployments": chosen})
+
+    def _remember_good(self, deployments: list[PlanDeployment]) -> None:
+        for d in deployments:
+            replicas = [self.health.get((d.name, r)) for r in range(d.replicas)]
+            if d.replicas and all(
+                h is not None and h.ready and h.spec_hash == d.spec_hash for h in replicas
+            ):
+                self.last_good[d.name] = d
+
+    def _failed_version(self, d: PlanDeployment) -> str | None:
+        for replica in range(d.replicas):
+            h = self.health.get((d.name, replica))
+            if h is None or h.spec_hash != d.spec_hash or h.phase != "failed":
+                continue
+            if h.cause == "probe" or h.crash_loop or h.permanent:
+                return f"replica {replica} of the new version failed: {h.last_error}"
+        return None
+
+    def _prepared_first(
+        self, actions: list[Action], planned: dict[str, PlanDeployment]
+    ) -> list[Action]:
+        """Recreations whose new version is still being pulled or downloaded wait, and the old
+        container keeps serving meanwhile; the preparation's end wakes the next pass. A failed
+        preparation goes on as before: the creation reports it, with its back-off. Replicas of
+        one deployment then roll one at a time (`_may_roll`)."""
+        kept, preparing = [], {}
+        rolling: set[str] = set()
+        for action in actions:
+            wanted = planned.get(action.deployment)
+            if action.kind == "recreate" and action.container_id and wanted is not None:
+                job = self.preparer.start(wanted)
+                if job.phase in ("pulling", "downloading"):
+                    preparing[action.deployment] = job
+                    continue
+                if wanted.replicas > 1 and not self._may_roll(wanted, action, rolling):
+                    continue
+            kept.append(action)
+        self.preparing = preparing
+        return kept
+
+    def _may_roll(self, wanted: PlanDeployment, action: Action, rolling: set[str]) -> bool:
+        """Replicas roll one at a time: a recreation waits while another replica of the new
+        version is not ready yet (starting, or failed: the roll-out stops there, and the
+        replicas of the old version keep serving)."""
+        if wanted.name in rolling:
+            return False  # one per pass
+        for replica in range(wanted.replicas):
+            health = self.health.get((wanted.name, replica))
+            if replica == action.replica or health is None:
+                continue
+            if health.spec_hash == wanted.spec_hash and not health.ready:
+                wait = (wanted.name, wanted.spec_hash, replica)
+                if wait not in self._roll_waits:  # once per wait, not once per pass
+                    self._roll_waits.add(wait)
+                    log.info("roll-out waits", deployment=wanted.name, for_replica=replica)
+                return False
+        rolling.add(wanted.name)
+        return True
+
+    def _keep_cache(self, plan: Plan) -> None:
+        """Stamp and collect the model cache; its trouble never fails the pass."""
+        try:
+            self.cache.pass_done(plan)
+            self.cache_usage = self.cache.usage(plan)
+        except OSError as exc:
+            log.error("model cache", error=str(exc))
+
+    @property
+    def refused(self) -> bool:
+        """The desired state cannot be read: nothing is touched, what runs is kept."""
+        return any(d.code in STORE_REFUSALS for d in self.errors)
+
+    def _store_missing(self) -> MaasError:
+        """No desired state, yet containers of ours run: the state directory was lost or
+        emptied. Reading that as "remove everything" would stop every model."""
+        count = len(self.observed)
+        return MaasError.single(
+            "store-missing",
+            f"no desired state, yet {count} container(s) of this node run; "
+            "refusing to act so that none is removed",
+            position=Position(str(self.store.path)),
+            hints=(
+                "apply the specs again (maasctl apply ...): the containers are adopted",
+                f"or, to remove them all, start from an empty state: echo '{{}}' > "
+                f"{self.store.path}",
+            ),
+        )
+
+    def refresh_observed(self) -> list[ObservedContainer]:
+        with contextlib.suppress(MaasError):  # the next pass reports an engine that went away
+            self.observed = observe(self.engine.list_ours(self.owner.filters()), self.owner)
+        return self.observed
+
+    @staticmethod
+    def _held(
+        key: Replica, health: ReplicaHealth, planned: dict[str, PlanDeployment], now: float
+    ) -> bool:
+        if health.refused:
+            return False  # re-checked quietly each pass: fixing the host is enough
+        if health.permanent:
+            # Held for good, but only the spec that failed: a new spec is tried at once.
+            wanted = planned.get(key[0])
+            return wanted is None or wanted.spec_hash == health.spec_hash
+        return health.held(now)
+
+    def _room_for(self, plan: Plan, todo: list[Action]) -> list[Action]:
+        """The starts the GPUs have room for now; the others wait as pending, with the reason
+        (a foreign process took memory the plan counted on), instead of failing to load."""
+        if not self.foreign or self.live_node is None:
+            return todo
+        margin = self.config.compile_options().gpu_margin_bytes
+        waiting = blocked(plan, self.live_node, self.foreign, margin)
+        for action in todo:
+            if action.deployment in waiting:
+                self.replica_health((action.deployment, action.replica)).wait(
+                    waiting[action.deployment]
+                )
+        return [a for a in todo if a.deployment not in waiting]
+
+    def replica_health(self, key: Replica) -> ReplicaHealth:
+        """The replica's health; a new one starts from the counters kept in the state folder."""
+        health = self.health.get(key)
+        if health is None:
+            health = self.health[key] = ReplicaHealth()
+            health.restarts, health.rollouts = self.counters.get(key)
+        return health
+
+    def _finish(self, result: PassResult) -> PassResult:
+        self.counters.save(self.health)
+        result.duration_s = time.time() - result.started
+        self.last = result
+        self.passes += 1
+        return result
+
+    def _notice_crashes(self, now: float) -> None:
+        for container in self.observed:
+            key = (container.deployment, container.replica)
+            health = self.replica_health(key)
+            if health.container_id is None:
+                # Adopted after an agent restart: trust Docker's view of it.
+                health.container_id = container.id
+                health.started_at = now
+                health.spec_hash = container.spec_hash
+                health.phase = "starting" if container.running else "failed"
+            elif (
+                container.id == health.container_id
+                and not container.running
+                and health.phase in ("starting", "running")
+            ):
+                health.fail(
+                    f"container {container.state} with exit code {container.exit_code}"
+                    + (f": {self.scrub(container.error)}" if container.error else ""),
+                    now,
+                    "crash",
+                )
+                log.warning(
+                    "replica crashed",
+                    deployment=key[0],
+                    replica=key[1],
+                    exit_code=container.exit_code,
+                    backoff_s=health.backoff_s,
+                )
+
+    def _execute(self, action: Action, planned: PlanDeployment | None) -> None:
+        key = (action.deployment, action.replica)
+        health = self.replica_health(key)
+        now = time.time()
+        if not health.refused:  # a refusal is logged once, when it happens or changes
+            log.info(
+                "action",
+                kind=action.kind,
+                deployment=action.deployment,
+                replica=action.replica,
+                reason=action.reason,
+            )
+        try:
+            assert planned is not None
+            if action.kind == "start" and action.container_id:
+                self._learn_secrets(planned)  # an error of this start may quote them
+                self.engine.start(action.container_id)
+                health.started(action.container_id, now)
+                return
+            if action.kind == "recreate":
+                health.rolled_out(planned.spec_hash)
+            health.spec_hash = planned.spec_hash
+            self._create(planned, action.replica, health)
+        except MaasError as exc:
+            cause = "pull" if exc.diagnostics[0].code in ("prepare", "image") else "create"
+            message = self.scrub(exc.diagnostics[0].message)
+            health.fail(message, now, cause, permanent=not exc.retryable)
+            log.error(
+                "action failed",
+                deployment=action.deployment,
+                replica=action.replica,
+                error=message,
+                permanent=not exc.retryable,
+                backoff_s=health.backoff_s,
+            )
+        except Exception as exc:
+            # A bug met by one replica fails that replica (with back-off), not the whole pass.
+            health.fail(
+                internal_error(f"{action.kind} of this replica", exc).message, now, "create"
+            )
+            log.error(
+                "action crashed",
+                deployment=action.deployment,
+                replica=action.replica,
+                backoff_s=health.backoff_s,
+                exc_info=exc,
+            )
+
+    def _stop_for(self, action: Action) -> Action | None:
+        """Remove the container a remove or recreate replaces; the action when that worked.
+
+        A failure is recorded on the replica (back-off), and its recreate waits for a later pass:
+        the old container still holds its name and GPUs.
+        """
+        if not action.container_id:
+            return action
+        log.info(
+            "action",
+            kind=action.kind,
+            deployment=action.deployment,
+            replica=action.replica,
+            reason=action.reason,
+        )
+        try:
+            self.engine.remove(action.container_id, stop_timeout=self.config.stop_timeout_s)
+        except Exception as exc:
+            health = self.replica_health((action.deployment, action.replica))
+            permanent = isinstance(exc, MaasError) and not exc.retryable
+            if isinstance(exc, MaasError):
+                message = self.scrub(exc.diagnostics[0].message)
+                log.error("remove failed", deployment=action.deployment, error=message)
+            else:
+                message = internal_error("removing this replica", exc).message
+                log.error("remove crashed", deployment=action.deployment, exc_info=exc)
+            health.fail(message, time.time(), "remove", permanent=permanent)
+            if action.kind == "remove":
+                self.removal_errors[action.deployment] = {"error": message, "permanent": permanent}
+            return None
+        return action
+
+    def _create(self, planned: PlanDeployment, replica: int, health: ReplicaHealth) -> None:
+        job = self.preparer.ready(planned)
+        if job.phase == "failed":
+            raise MaasError.single(
+                "prepare", job.error or "preparation failed", retryable=job.retryable
+            )
+        if job.phase != "done":
+            health.phase, health.progress, health.bar = job.phase, job.progress, job.bar
+            return
+        try:
+            # Right before creation: a link can appear under an allowed root after planning.
+            mounts = resolved_mounts(planned, policy=self.policy, cache_dir=self.config.cache_dir)
+            spec = container_spec(
+                planned.model_copy(update={"mounts": mounts}),
+                replica,
+                owner=self.owner,
+                bind_address=self.config.bind_address,
+                secret=self._secret,
+            )
+        except MaasError as exc:
+            if exc.retryable:
+                raise
+            self._refuse(planned.name, replica, health, exc)
+            return
+        try:
+            container_id = self.engine.create_and_start(spec)
+        except MaasError as exc:
+            if exc.diagnostics[0].code == "image":
+                self.preparer.forget(planned.name)  # removed meanwhile: pull it again
+            raise
+        health.started(container_id, time.time(), planned.spec_hash)
+
+    def _refuse(self, name: str, replica: int, health: ReplicaHealth, exc: MaasError) -> None:
+        """A permanent refusal before the engine is asked: recorded once; each pass checks
+        again (a fixed link or secret is taken at once) without back-off or a log line."""
+        message = self.scrub(exc.diagnostics[0].message)
+        if not health.refused or health.last_error != message:
+            log.error("replica refused", deployment=name, replica=replica, error=message)
+        health.refuse(message)
+
+    def _secret(self, name: str) -> str:
+        value = read_secret(self.config.secrets_dir, name)
+        if value:
+            # As the engine may quote it (Go's %q, JSON): scrubbed in each form.
+            self._secrets.update({value, repr(value)[1:-1], json.dumps(value)[1:-1]})
+        return value
+
+    def _learn_secrets(self, planned: PlanDeployment) -> None:
+        """The values of a container created before this agent started, for `scrub`."""
+        for value in planned.env.values():
+            if isinstance(value, SecretRef):
+                with contextlib.suppress(MaasError):
+                    self._secret(value.secret)
+
+    def scrub(self, text: str) -> str:
+        """`text` without any secret value this agent resolved (longest first)."""
+        for value in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(value, "<secret>")
+        return text
+
+    def _forget_removed(self, plan: Plan) -> None:
+        present = {c.deployment for c in self.observed}
+        for name in [n for n in self.removal_errors if n not in present]:
+            del self.removal_errors[name]
+        wanted = {(d.name, r) for d in plan.deployments for r in range(d.replicas)}
+        for key in [k for k in self.health if k not in wanted]:
+            del self.health[key]
+
+    def restart_unhealthy(self, key: Replica, reason: str) -> None:
+        """A failed liveness or startup probe: stop the container; back-off decides the start."""
+        with self.lock:
+            health = self.health.get(key)
+            if health is None or health.container_id is None:
+                return
+            log.warning(
+                "restarting unhealthy replica", deployment=key[0], replica=key[1], reason=reason
+            )
+            try:
+                self.engine.stop(health.container_id)
+            except MaasError as exc:
+                log.error("stop failed", error=self.scrub(exc.diagnostics[0].message))

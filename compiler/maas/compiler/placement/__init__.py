@@ -1,0 +1,2 @@
+"""Placement: where a deployment runs and what it needs (entry, llama.cpp fit, llama.cpp memory,
+vLLM)."""
