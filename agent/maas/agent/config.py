@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from maas.agent.reconcile.observe import DEFAULT_NAMESPACE
 from maas.compiler.policy import Policy
 from maas.compiler.render import CompileOptions
+from maas.compiler.units import GIB
 from maas.host.settings import load_settings
 
 DEFAULT_PATH = Path("/etc/maas/agent.yaml")
@@ -42,7 +43,7 @@ class AgentConfig(BaseModel):
     cache_dir: Path = Path("/var/lib/maas/cache")
     secrets_dir: Path = Path("/etc/maas/secrets")
     port_range: tuple[int, int] = (40000, 40999)
-    gpu_margin_bytes: Annotated[int, Field(ge=0)] = 1 << 30
+    gpu_margin_bytes: Annotated[int, Field(ge=0)] = GIB
     bind_address: str = "127.0.0.1"
     resync_s: Annotated[float, Field(gt=0)] = 30.0
     stop_timeout_s: Annotated[int, Field(ge=0, le=3600)] = 30

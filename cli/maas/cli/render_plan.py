@@ -7,9 +7,8 @@ import shlex
 from maas.cli.output import table
 from maas.compiler import Plan, PlanDeployment
 from maas.compiler.plan import DeviceTotal
+from maas.compiler.units import GIB, MIB
 
-GIB = 1024**3
-MIB = 1024**2
 BAR = 20
 
 

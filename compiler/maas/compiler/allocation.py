@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from maas.compiler.models import Gpu, Node
-from maas.compiler.placement.common import gib, host_memory
+from maas.compiler.placement.common import host_memory
 from maas.compiler.plan import DeviceTotal, Estimate, Placement
+from maas.compiler.units import gib
 
 HOST = "host"
 # A llama.cpp process's CUDA context and runtime allocations, outside its model, KV and compute

@@ -36,7 +36,6 @@ class Backend:
     # Fixed arguments after the placement's: keep the backend from re-deciding the placement.
     pinned_args: tuple[str, ...] = ()
     owned_flags: frozenset[str] = field(default_factory=frozenset)
-    serves_openai: bool = True
 
     def image_for(self, *, gpu: bool) -> str | None:
         return self.image_cuda if gpu else (self.image_cpu or self.image_cuda)

@@ -19,6 +19,7 @@ from maas.compiler.allocation import Charge, Ledger
 from maas.compiler.diagnostics import Diagnostic, MaasError
 from maas.compiler.documents import Loaded
 from maas.compiler.models import Deployment, Node
+from maas.compiler.units import GIB
 
 Strategy = Literal["spread", "binpack"]
 Fit = Callable[[Loaded[Deployment], Node], Charge]
@@ -66,7 +67,7 @@ def assign(
     *,
     strategy: Strategy = "spread",
     previous: Mapping[str, Sequence[str]] | None = None,
-    margin: int = 1 << 30,
+    margin: int = GIB,
 ) -> FleetResult:
     """Assign every replica; unschedulable ones become diagnostics naming each node's reason."""
     states = {

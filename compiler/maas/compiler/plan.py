@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from maas.compiler.models import SecretRef
 
-FORMAT_VERSION = 1
 SPEC_HASH_VERSION = "v1"
 
 

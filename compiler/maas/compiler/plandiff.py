@@ -15,10 +15,10 @@ from typing import Literal
 
 from maas.compiler.plan import Plan, PlanDeployment
 from maas.compiler.repo import FleetPlan
+from maas.compiler.units import GIB
 
 Kind = Literal["create", "recreate", "update", "remove"]
 SYMBOLS: dict[Kind, str] = {"create": "+", "recreate": "-/+", "update": "~", "remove": "-"}
-GIB = 1024**3
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from maas.compiler.plan import (
 )
 from maas.compiler.policy import Policy, model_store, work_dir
 from maas.compiler.template import placeholders, render, split_command
+from maas.compiler.units import GIB
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -40,7 +41,7 @@ class CompileOptions:
 
     cache_dir: str = "/var/lib/maas/cache"
     port_range: tuple[int, int] = (40000, 40999)
-    gpu_margin_bytes: int = 1 << 30
+    gpu_margin_bytes: int = GIB
     policy: Policy | None = None  # None: no admission check (the CLI and agent pass one)
 
     def hf_cache(self, deployment: str) -> str:

@@ -26,6 +26,7 @@ from maas.compiler.plan import Plan, PlanDeployment
 from maas.compiler.policy import Policy
 from maas.compiler.render import CompileOptions
 from maas.compiler.sources import load_sources
+from maas.compiler.units import GIB
 
 CONFIG_FILE = "maas.yaml"
 FOLDERS = ("deployments/", "nodes/")
@@ -36,7 +37,7 @@ class RepoSettings(Strict):
     port_range: Annotated[
         list[Annotated[int, Field(ge=1, le=65535)]], Field(min_length=2, max_length=2)
     ] = Field(default_factory=lambda: [40000, 40999])
-    gpu_margin_bytes: Annotated[int, Field(ge=0)] = 1 << 30
+    gpu_margin_bytes: Annotated[int, Field(ge=0)] = GIB
     cache_dir: str = Field(
         default="/var/lib/maas/cache",
         description="For plans made from the repository; an agent uses its own.",

@@ -50,6 +50,3 @@ def load_sources(
     result.diagnostics = bounded(result.diagnostics)
     return result
 
-
-def diagnostics_of(documents: Documents) -> list[Diagnostic]:
-    return list(documents.diagnostics)

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 from maas.compiler.models import Node
 from maas.compiler.plan import Plan
-
-GIB = 1 << 30
+from maas.compiler.units import GIB
 
 
 @dataclass(frozen=True)

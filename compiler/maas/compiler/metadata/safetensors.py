@@ -21,7 +21,6 @@ DTYPE_BYTES = {
     "float32": 4.0, "float": 4.0, "float16": 2.0, "half": 2.0, "bfloat16": 2.0,
     "float8_e4m3fn": 1.0, "float8_e5m2": 1.0, "int8": 1.0,
 }  # fmt: skip
-QUANT_BITS = {"awq": 4, "gptq": None, "bitsandbytes": 4, "fp8": 8, "compressed-tensors": None}
 
 
 def _bad(name: str, detail: str) -> MaasError:

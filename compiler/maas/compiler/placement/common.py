@@ -16,8 +16,8 @@ from maas.compiler.diagnostics import Diagnostic, Position
 from maas.compiler.documents import Loaded
 from maas.compiler.models import Deployment, DeploymentBody, Gpu, Node, NumaNode
 from maas.compiler.plan import Estimate, Placement
+from maas.compiler.units import gib
 
-GIB = 1 << 30
 # Decode speed: seconds per token = bytes read on each device / its effective bandwidth + a fixed
 # time per layer (kernel launches, synchronisation). Share of the theoretical GPU bandwidth that
 # llama.cpp's decode reaches per memory class and the fixed time of today's build were fitted on
@@ -76,10 +76,6 @@ class Pinning:
     mems: str | None
     threads: int
     reason: str
-
-
-def gib(value: float) -> str:
-    return f"{value / GIB:.1f} GiB"
 
 
 def spec_position(deployment: Loaded[Deployment], key: str) -> Position:

@@ -17,14 +17,14 @@ from maas.compiler.placement.common import (
     PlacementResult,
     allows_cpu,
     cpu_pinning,
-    gib,
     ram_problem,
     spec_position,
 )
 from maas.compiler.placement.results import place_llama_box, place_vllm
 from maas.compiler.plan import Estimate, Placement
+from maas.compiler.units import GIB, gib
 
-DEFAULT_MARGIN = 1 << 30
+DEFAULT_MARGIN = GIB
 
 
 def place(

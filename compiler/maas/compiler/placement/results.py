@@ -21,7 +21,6 @@ from maas.compiler.placement.common import (
     allows_cpu,
     cpu_bandwidth,
     cpu_pinning,
-    gib,
     gpu_bandwidth,
     host_memory,
     spec_position,
@@ -30,13 +29,11 @@ from maas.compiler.placement.llama_fit import LlamaChoice, experts_pattern, plac
 from maas.compiler.placement.llama_memory import N_UBATCH, bytes_per_token, decode_tokens_per_s
 from maas.compiler.placement.vllm import ACTIVATION_RESERVE, VllmChoice, size_vllm
 from maas.compiler.plan import Estimate, Placement
-
-LLAMA_DEFAULT_CONTEXT = 8192
+from maas.compiler.units import GIB, default_context, gib
 
 
 def llama_context(deployment: Loaded[Deployment], meta: ModelMetadata) -> int:
-    wanted = deployment.model.spec.context_length
-    return wanted or min(meta.context_length or LLAMA_DEFAULT_CONTEXT, LLAMA_DEFAULT_CONTEXT)
+    return default_context(meta.context_length, deployment.model.spec.context_length)
 
 
 def place_llama_box(
@@ -272,7 +269,7 @@ def place_vllm(
     if choice is None:
         return PlacementResult(None, Estimate(), [_vllm_no_fit(deployment, node, meta, margin)])
     problems: list[Diagnostic] = []
-    if choice.cpu_offload_gb and choice.cpu_offload_gb * (1 << 30) > host_memory(node):
+    if choice.cpu_offload_gb and choice.cpu_offload_gb * GIB > host_memory(node):
         problems.append(
             Diagnostic(
                 "does-not-fit",
@@ -318,7 +315,7 @@ def _vllm_estimate(meta: ModelMetadata, choice: VllmChoice) -> Estimate:
         speed = round(1 / per_token, 1)
     return Estimate(
         vram_bytes=vllm_vram(choice.utilization, choice.gpus),
-        ram_bytes=choice.cpu_offload_gb * (1 << 30) * len(choice.gpus) or None,
+        ram_bytes=choice.cpu_offload_gb * GIB * len(choice.gpus) or None,
         decode_tokens_per_s=speed,
         details={
             "weight_bytes": meta.weight_bytes,

@@ -16,11 +16,10 @@ from dataclasses import dataclass, replace
 
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Gpu
+from maas.compiler.units import DEFAULT_CONTEXT, GIB, default_context
 
-GIB = 1 << 30
 DEFAULT_UTILIZATION = 0.9
 ACTIVATION_RESERVE = 2 * GIB  # profile-run activations, CUDA graphs, non-torch allocations
-DEFAULT_CONTEXT = 8192
 MIN_CONTEXT = 1024
 CONTEXT_STEP = 256
 
@@ -48,7 +47,7 @@ def kv_bytes_per_token(meta: ModelMetadata, tp: int) -> int:
 
 
 def wanted_context(meta: ModelMetadata, spec_context: int | None) -> int:
-    return spec_context or min(meta.context_length or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
+    return default_context(meta.context_length, spec_context)
 
 
 def _tp_sizes(meta: ModelMetadata, n_gpus: int, exact: int | None) -> list[int]:
