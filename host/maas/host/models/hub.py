@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +27,9 @@ from maas.compiler.metadata import ModelMetadata
 HF_ENDPOINT_ENV = "HF_ENDPOINT"
 # The variables the ModelScope SDK reads (modelscope_hub/config.py; the second is deprecated).
 MODELSCOPE_ENDPOINT_ENV = ("MODELSCOPE_ENDPOINT", "MODELSCOPE_DOMAIN")
+
+# A split GGUF's shards (llama.cpp's gguf-split naming): `<stem>-00001-of-00003.gguf`.
+SPLIT = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
 @dataclass(frozen=True)
@@ -188,8 +192,6 @@ def hub_for(source: str, token: str | None = None) -> Hub:
 
 def matching(names: Sequence[str], pattern: str, repo: str) -> list[str]:
     """The first file the glob matches, with all its split siblings (`-00001-of-00003.gguf`)."""
-    from maas.host.models.metadata import SPLIT
-
     matches = sorted(n for n in names if fnmatch.fnmatch(n, pattern))
     if not matches:
         raise permanent(repo, f"no file matches '{pattern}'")

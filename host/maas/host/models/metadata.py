@@ -17,7 +17,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,9 +26,9 @@ from maas.compiler.documents import Loaded
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, DeploymentBody
 from maas.compiler.render import DEFAULT_REVISION
+from maas.host.models.hub import SPLIT, read_remote
 from maas.host.paths import read_regular
 
-SPLIT = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 FIRST_READ = 1 << 20
 ReadRange = Callable[[str, int], bytes]  # (file name, byte count) -> prefix of that file
 Admit = Callable[[str, Path], Path | None]  # (deployment, local path) -> the real path to read
@@ -177,8 +176,6 @@ class _Fetcher:
         if self.offline:
             self.why = "offline and not in the metadata cache"
             return None
-        from maas.host.models.hub import read_remote
-
         meta = read_remote(
             spec.source, spec.repo_id, spec.revision, spec.file, self.token(spec.source)
         )
