@@ -1,6 +1,6 @@
 """Keep-alive connections from the gateway's front to replicas (and into its aiohttp
 application), pooled per address, and their protocol: the response is parsed with httptools and
-each piece handed at once to the `Receiver` (the front's Exchange) that the connection carries.
+each piece handed at once to the `Receiver` (relay.py's Exchange) that the connection carries.
 """
 
 from __future__ import annotations
