@@ -10,7 +10,7 @@ import pytest
 
 from maas.compiler.diagnostics import MaasError
 from maas.gateway.config import GatewayConfig, check_exposure, is_loopback, load_config
-from maas.gateway.keys import KeyRing, hash_key, new_key, parse_key_file
+from maas.gateway.keys import KeyRing, hash_key, new_key, parse_key_lines
 from maas.gateway.requests import (
     BadRequest,
     FormModelScanner,
@@ -145,10 +145,12 @@ def test_key_file_digests_comments_and_errors(tmp_path: Path) -> None:
     key = new_key()
     assert key.startswith("sk-maas-") and len(key) > 40
     text = f"# keys\n{hash_key(key)} alice\n\n{hash_key('b').upper()}  # bob\n"
-    assert parse_key_file(text, "keys") == {hash_key(key), hash_key("b")}
-    with pytest.raises(MaasError) as bad:
-        parse_key_file(f"{hash_key('a')}\nsk-maas-plaintext\nabc\n", "gateway.keys")
-    rendered = [d.render() for d in bad.value.diagnostics]
+    assert parse_key_lines(text, "keys") == ({hash_key(key), hash_key("b")}, [])
+    digests, problems = parse_key_lines(
+        f"{hash_key('a')}\nsk-maas-plaintext\nabc\n", "gateway.keys"
+    )
+    assert digests == {hash_key("a")}  # every line stands alone
+    rendered = [d.render() for d in problems]
     assert len(rendered) == 2
     assert rendered[0].startswith("gateway.keys:2:1: error: a line must start with a SHA-256")
 

@@ -9,7 +9,6 @@ from maas.gateway.routing import (
     NoReadyReplica,
     Pick,
     RouteTable,
-    UnknownModel,
     route_table_from_status,
 )
 
@@ -69,11 +68,10 @@ def test_upstream_host_is_configurable() -> None:
     assert t.routes["m"].ready[0].url == "http://10.0.0.5:40001"
 
 
-def test_unknown_model_and_no_ready_replica() -> None:
+def test_no_ready_replica() -> None:
     t = table(deployment("m", container("a", 0, 1, ready=False), state="starting"))
     balancer = Balancer(retry_after_s=7)
-    assert balancer.choose(t, "x", now=0) == UnknownModel("x")
-    refused = balancer.choose(t, "m", now=0)
+    refused = balancer.choose_in(t.routes["m"], now=0)
     assert isinstance(refused, NoReadyReplica)
     assert refused.retry_after_s == 7 and refused.route.state == "starting"
 
@@ -85,15 +83,15 @@ def test_least_outstanding_requests_wins() -> None:
     balancer.started(replicas["a"])
     balancer.started(replicas["a"])
     balancer.started(replicas["b"])
-    picked = balancer.choose(t, "m", now=0)
+    picked = balancer.choose_in(t.routes["m"], now=0)
     assert isinstance(picked, Pick) and picked.replica.container_id == "c"
     balancer.started(replicas["c"])
     balancer.started(replicas["c"])
-    picked = balancer.choose(t, "m", now=0)
+    picked = balancer.choose_in(t.routes["m"], now=0)
     assert isinstance(picked, Pick) and picked.replica.container_id == "b"
     for _ in range(2):
         balancer.finished(replicas["a"])
-    picked = balancer.choose(t, "m", now=0)
+    picked = balancer.choose_in(t.routes["m"], now=0)
     assert isinstance(picked, Pick) and picked.replica.container_id == "a"
     assert "a" not in balancer.outstanding  # finished requests leave no zero entries behind
 
@@ -103,7 +101,7 @@ def test_ties_are_spread_over_idle_replicas() -> None:
     balancer = Balancer()
     seen = []
     for _ in range(6):
-        picked = balancer.choose(t, "m", now=0)
+        picked = balancer.choose_in(t.routes["m"], now=0)
         assert isinstance(picked, Pick)
         seen.append(picked.replica.container_id)
     assert sorted(seen) == ["a", "a", "b", "b", "c", "c"]
@@ -115,9 +113,9 @@ def test_a_failed_replica_is_skipped_until_its_ejection_ends() -> None:
     a = t.routes["m"].ready[0]
     balancer.failed(a, now=100)
     for _ in range(4):
-        picked = balancer.choose(t, "m", now=105)
+        picked = balancer.choose_in(t.routes["m"], now=105)
         assert isinstance(picked, Pick) and picked.replica.container_id == "b"
-    picks = {balancer.choose(t, "m", now=110.0).replica.container_id for _ in range(4)}  # type: ignore[union-attr]
+    picks = {balancer.choose_in(t.routes["m"], now=110.0).replica.container_id for _ in range(4)}  # type: ignore[union-attr]
     assert picks == {"a", "b"}
 
 
@@ -127,7 +125,7 @@ def test_all_replicas_ejected_gives_retry_after_until_the_first_comes_back() -> 
     a, b = t.routes["m"].ready
     balancer.failed(a, now=100)
     balancer.failed(b, now=103)
-    refused = balancer.choose(t, "m", now=101.5)
+    refused = balancer.choose_in(t.routes["m"], now=101.5)
     assert isinstance(refused, NoReadyReplica) and refused.retry_after_s == 9
 
 
@@ -145,7 +143,7 @@ def test_a_restarted_container_is_not_ejected_and_old_ejections_are_forgotten() 
     balancer = Balancer(eject_s=60)
     balancer.failed(before.routes["m"].ready[0], now=0)
     after = table(deployment("m", container("new", 0, 1)))
-    picked = balancer.choose(after, "m", now=1)
+    picked = balancer.choose_in(after.routes["m"], now=1)
     assert isinstance(picked, Pick) and picked.replica.container_id == "new"
     balancer.forget_except(after)
     assert balancer.ejected_until == {}

@@ -21,20 +21,20 @@ from aiohttp import hdrs, web
 
 from maas.compiler.diagnostics import MaasError
 from maas.gateway import errors
+from maas.gateway.admission import Refuse, admit_model
 from maas.gateway.config import GatewayConfig
-from maas.gateway.forward import (
-    Body,
+from maas.gateway.errors import (
+    BadRequest,
     BodyTooLarge,
-    Outcome,
-    StreamedBody,
+    GatewayError,
     UpstreamFailed,
     UpstreamUnreachable,
-    relay,
 )
+from maas.gateway.forward import Body, Outcome, StreamedBody, relay
 from maas.gateway.keys import KeyRing
 from maas.gateway.metrics import UNKNOWN, GatewayMetrics, RouteMetrics
-from maas.gateway.requests import BadRequest, FormModelScanner, multipart_boundary
-from maas.gateway.routing import Balancer, NoReadyReplica, Pick, Route, UnknownModel
+from maas.gateway.requests import FormModelScanner, multipart_boundary
+from maas.gateway.routing import Balancer, NoReadyReplica, Pick, Route
 from maas.gateway.source import RouteSource
 from maas.host.supervise import Supervisor
 
@@ -42,16 +42,7 @@ log = structlog.get_logger("maas.gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 R = TypeVar("R")
 
-# The routes whose body is a JSON document naming the `model`; the front relays them.
-JSON_ROUTES = (
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/rerank",
-    "/v1/audio/speech",
-)
 FORM_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations")
-OPEN_PATHS = frozenset({"/health"})
 HOUSEKEEPING_S = 2.0
 # The gateway forwards the client's headers as they are; aiohttp must not add its own (an
 # Accept-Encoding the client never sent would bring back compressed bodies it cannot read).
@@ -155,19 +146,12 @@ class Gateway:
                 problems=[d.render() for d in exc.diagnostics],
             )
 
-    def refusal(self, path: str, authorization: str | None) -> errors.Reply | None:
-        """The answer to a request without a valid key, or None when it may pass."""
-        if path in OPEN_PATHS or self.keys.allows(authorization):
-            return None
-        self.metrics.error(UNKNOWN, "", "bad_key")
-        return errors.bad_key()
-
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except BadRequest as exc:
-            return errors.openai_error(400, exc.message, param=exc.param).response()
+        except GatewayError as exc:
+            return exc.reply().response()
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -178,20 +162,21 @@ class Gateway:
     # --- the policy of a model request, for either transport ------------------------------
 
     async def dispatch(self, call: Call, model: str, attempt: Attempt[R], answer: Answer[R]) -> R:
-        decision = self.balancer.choose(self.source.table, model, call.started)
+        decision = self._choose(model, call.started)
         if isinstance(decision, NoReadyReplica) and await self.source.recheck():
             # The table may be up to one poll old: a replica that became ready since is served.
-            decision = self.balancer.choose(self.source.table, model, call.started)
-        if isinstance(decision, UnknownModel):
-            unreachable = self.source.unreachable
-            if unreachable is not None:
-                # Not knowing the model proves nothing while the routes cannot be read.
-                self.metrics.error(UNKNOWN, call.label, "agent_unreachable")
-                reply = errors.agent_unreachable(unreachable, self.config.retry_after_s)
-                return self._answer(call, UNKNOWN, reply, answer)
-            self.metrics.error(UNKNOWN, call.label, "unknown_model")
-            return self._answer(call, UNKNOWN, errors.unknown_model(model), answer)
+            decision = self._choose(model, call.started)
+        if isinstance(decision, Refuse):
+            self.metrics.error(UNKNOWN, call.label, decision.reason or "refused")
+            return self._answer(call, UNKNOWN, decision.reply, answer)
         return await self.serve(call, decision, attempt, answer)
+
+    def _choose(self, model: str, now: float) -> Refuse | Pick | NoReadyReplica:
+        table, unreachable = self.source.table, self.source.unreachable
+        admitted = admit_model(model, table, unreachable, self.config.retry_after_s)
+        if isinstance(admitted, Refuse):
+            return admitted
+        return self.balancer.choose_in(admitted, now)
 
     async def serve(
         self, call: Call, decision: Pick | NoReadyReplica, attempt: Attempt[R], answer: Answer[R]
@@ -234,9 +219,8 @@ class Gateway:
                 502, "The model's replica failed to answer.", code="upstream_failed"
             )
             return self._answer(call, name, failed, answer)
-        except BodyTooLarge:
-            too_large = errors.too_large(self.config.max_upload_bytes)
-            return self._answer(call, name, too_large, answer)
+        except BodyTooLarge as exc:
+            return self._answer(call, name, exc.reply(), answer)
         except asyncio.CancelledError:
             metrics.error("client_disconnected")
             raise

@@ -1,6 +1,7 @@
-"""Error responses in OpenAI's format, so OpenAI clients show the message instead of failing
-to parse: `{"error": {"message", "type", "param", "code"}}`. Pure values (`Reply`); the aiohttp
-application and the front each turn them into their own kind of response."""
+"""The gateway's errors: its exceptions (one base, `GatewayError`) and its error responses in
+OpenAI's format, so OpenAI clients show the message instead of failing to parse:
+`{"error": {"message", "type", "param", "code"}}`. Pure values (`Reply`); the aiohttp application
+and the front each turn them into their own kind of response."""
 
 from __future__ import annotations
 
@@ -17,6 +18,49 @@ _TYPES = {
     405: "invalid_request_error",
     413: "invalid_request_error",
 }
+
+
+class GatewayError(Exception):
+    """Any request the gateway cannot serve: callers that mean "any refusal or failure of the
+    gateway's" catch this one type; each kind says which error response it becomes."""
+
+    def reply(self) -> Reply:
+        return openai_error(502, f"The gateway failed: {self}")
+
+
+class BadRequest(GatewayError):
+    """The request cannot be routed; `param` names the offending field, as OpenAI's errors do."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def reply(self) -> Reply:
+        return openai_error(400, self.message, param=self.param)
+
+
+class UpstreamUnreachable(GatewayError):
+    """No connection to the replica: nothing was sent, so another replica may take the request."""
+
+
+class UpstreamFailed(GatewayError):
+    """The replica failed before its response headers arrived (reset, timeout)."""
+
+
+class StaleConnection(UpstreamFailed):
+    """A reused connection closed before any of the response arrived."""
+
+
+class BodyTooLarge(GatewayError):
+    """A streamed request body grew past `limit` while it was sent on."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body is larger than {limit} bytes")
+        self.limit = limit
+
+    def reply(self) -> Reply:
+        return too_large(self.limit)
 
 
 def openai_error(

@@ -10,7 +10,7 @@ that went away (close the upstream connection so the replica stops generating).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -18,37 +18,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from maas.gateway.errors import BodyTooLarge, UpstreamFailed, UpstreamUnreachable
+from maas.gateway.headers import request_headers, response_headers
 from maas.gateway.usage import Usage, UsageTap
-
-# Per-connection headers (RFC 9110 7.6.1) and the gateway's own credentials never travel on.
-_HOP_BY_HOP = frozenset(
-    h.lower()
-    for h in (
-        "Connection",
-        "Keep-Alive",
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "Proxy-Connection",
-        "TE",
-        "Trailer",
-        "Transfer-Encoding",
-        "Upgrade",
-    )
-)
-# The gateway reads the body itself, so an `Expect: 100-continue` was its own to answer.
-_NOT_FORWARDED = _HOP_BY_HOP | {"host", "authorization", "expect"}
-
-
-class UpstreamUnreachable(Exception):
-    """No connection to the replica: nothing was sent, so another replica may take the request."""
-
-
-class UpstreamFailed(Exception):
-    """The replica failed before its response headers arrived (reset, timeout)."""
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 @dataclass
@@ -73,7 +45,7 @@ class StreamedBody:
             self.size += len(chunk)
             if self.size > self.limit:
                 self.too_large = True
-                raise BodyTooLarge
+                raise BodyTooLarge(self.limit)
             yield chunk
 
 
@@ -91,21 +63,6 @@ class Outcome:
     client_gone: bool = False
 
 
-def request_headers(request: web.Request) -> CIMultiDict[str]:
-    headers = CIMultiDict(
-        (k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED
-    )
-    forwarded = request.headers.get("X-Forwarded-For")
-    peer = request.remote or ""  # none on the front's socket pair: the front named the client
-    if peer:
-        headers["X-Forwarded-For"] = f"{forwarded}, {peer}" if forwarded else peer
-    return headers
-
-
-def response_headers(upstream: Mapping[str, str]) -> CIMultiDict[str]:
-    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in _HOP_BY_HOP)
-
-
 async def _open(
     session: aiohttp.ClientSession, method: str, url: URL, body: Body, headers: CIMultiDict[str]
 ) -> aiohttp.ClientResponse:
@@ -116,7 +73,7 @@ async def _open(
         raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         if isinstance(body, StreamedBody) and body.too_large:
-            raise BodyTooLarge from exc
+            raise BodyTooLarge(body.limit) from exc
         raise UpstreamFailed(str(exc) or type(exc).__name__) from exc
 
 
@@ -130,7 +87,8 @@ async def relay(
     """Send the request to `base_url + path` and stream the answer to the client."""
     started = time.monotonic()
     url = URL(base_url + path, encoded=True)
-    upstream = await _open(session, request.method, url, body, request_headers(request))
+    forwarded = request_headers(request.headers, request.remote or "")
+    upstream = await _open(session, request.method, url, body, forwarded)
     outcome = Outcome(upstream.status, time.monotonic() - started)
     complete = False
     try:

@@ -1,5 +1,6 @@
-"""The gateway's listening socket: model requests relayed at the protocol level, everything else
-handed to the aiohttp application.
+"""The gateway's listening socket: each client connection's requests parsed as they arrive
+(httptools), admitted (admission.py), and either served as model requests through the
+protocol-level relay (relay.py) or handed to the aiohttp application; answers go out in order.
 
 Why not aiohttp end to end: its client costs about 120 us of CPU per relayed request
 (bench/gateway), more than the whole budget of the gateway's speed goal on a small node. Here a
@@ -11,97 +12,38 @@ what needs a full framework (multipart scanning, any method, streamed request bo
 
 HTTP/1.1 as RFC 9112 has it: keep-alive, pipelined requests answered in order, chunked bodies both
 ways, HTTP/1.0 clients (answered close-delimited), `Expect: 100-continue` answered here. Parsing is
-httptools'; this module only writes status lines, header lines and chunk sizes.
+httptools'; the bytes the gateway writes itself are in http1.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import functools
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
-from http import HTTPStatus
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, cast
 
 import httptools
 import structlog
 from aiohttp import web
 
-from maas.gateway import errors
-from maas.gateway.app import JSON_ROUTES, Call, Gateway
-from maas.gateway.forward import Outcome, UpstreamFailed, UpstreamUnreachable
-from maas.gateway.requests import BadRequest, model_of_json
+from maas.gateway import errors, http1
+from maas.gateway.admission import Delegate, Facts, Refuse, Serve, admit
+from maas.gateway.app import Call, Gateway
+from maas.gateway.errors import BadRequest
+from maas.gateway.forward import Outcome
+from maas.gateway.http1 import Request
+from maas.gateway.metrics import UNKNOWN
+from maas.gateway.relay import Exchange, delegate, relay_model
+from maas.gateway.requests import model_of_json
 from maas.gateway.routing import Pick
-from maas.gateway.upstream import (
-    INTERNAL,
-    ProtocolFactory,
-    StaleConnection,
-    UpstreamConnection,
-    UpstreamPool,
-)
-from maas.gateway.usage import UsageTap
+from maas.gateway.upstream import ProtocolFactory, UpstreamPool
 
 log = structlog.get_logger("maas.gateway")
 
-MODEL_ROUTES = {path.encode(): path[4:] for path in JSON_ROUTES}
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
-# The gateway frames bodies itself, names the client itself, and its credentials never travel on.
-NOT_FORWARDED = HOP_BY_HOP | {b"host", b"authorization", b"expect", b"content-length"}
-MAX_HEAD_BYTES = 64 * 1024
-DISCARD_BYTES = (
-    64 * 1024
-)  # a refused request's body up to this size is read, to keep the connection
 KEEPALIVE_S = 75.0  # an idle client connection is closed after this long (aiohttp's default)
 SWEEP_S = 5.0
 LINGER_S = 2.0
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
-
-# How a response body is framed towards the client.
-LENGTH, CHUNKED, UNTIL_CLOSE, NO_BODY = range(4)
-
-
-class Request:
-    """One client request as it is parsed; its body either collects in `body` or, once the
-    request is relayed as it arrives, goes to `sink`."""
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head_size = 0
-        self.method = b""
-        self.keep_alive = True
-        self.http10 = False
-        self.complete = False
-        self.body: list[bytes] = []
-        self.size = 0
-        self.limit = 0  # > 0: the body is held, up to this size
-        self.sink: Callable[[bytes], None] | None = None
-        self.on_complete: Callable[[], None] | None = None
-        self.upgrade = False
-
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
-
-    def path(self) -> bytes:
-        return self.url.partition(b"?")[0]
 
 
 class Front:
@@ -161,6 +103,7 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, front: Front) -> None:
         self.front = front
         self.gateway = front.gateway
+        self.config = front.gateway.config
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer = b""
@@ -253,7 +196,7 @@ class ClientConnection(asyncio.Protocol):
         request.body.append(chunk)
         if request.limit and request.size > request.limit and request is self.active:
             request.keep_alive = False
-            request.body, request.sink, request.on_complete = [], _discard, None
+            request.body, request.sink, request.on_complete = [], http1.discard, None
             self.reply(request, errors.too_large(request.limit))
 
     def on_message_complete(self) -> None:
@@ -270,58 +213,61 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or self.ending:
             return
         self.active = request
-        path = request.path()
         authorization = request.header(b"authorization")
-        refusal = self.gateway.refusal(
-            path.decode("latin-1"), authorization.decode("latin-1") if authorization else None
+        facts = Facts(
+            request.method,
+            request.path().decode("latin-1"),
+            authorization.decode("latin-1") if authorization is not None else None,
+            request.header(b"content-length"),
+            request.upgrade,
         )
-        if refusal is not None:
-            self._refuse(request, refusal)
-            return
-        if request.upgrade:
-            request.keep_alive = False
-            message = "The gateway does not switch protocols; send the request without Upgrade."
-            self.reply(request, errors.openai_error(400, message))
-            return
-        label = MODEL_ROUTES.get(path)
-        if label is None:
+        decision = admit(facts, self.gateway.keys, self.config.max_body_bytes)
+        if isinstance(decision, Serve):
+            self._serve(request, decision)
+        elif isinstance(decision, Delegate):
             self._continue(request)
-            self.front.spawn(self._delegate(request), self)
-            return
-        if request.method != b"POST":
-            self._refuse(request, errors.openai_error(405, "Method Not Allowed"))
-            return
-        limit = self.gateway.config.max_body_bytes
-        length = request.header(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            request.keep_alive = False  # the body is left unread
-            self.reply(request, errors.too_large(limit))
-            return
-        self._continue(request)
-        request.limit = limit
-        if request.size > limit:
-            request.keep_alive = False
-            self.reply(request, errors.too_large(limit))
-        elif request.complete:
-            self.front.spawn(self._serve_model(request, label), self)
+            self.front.spawn(delegate(self, self.front.pool, request), self)
         else:
-            request.on_complete = lambda: self.front.spawn(self._serve_model(request, label), self)
+            self._refused(request, decision)
+
+    def _serve(self, request: Request, serve: Serve) -> None:
+        """Hold the body up to the limit; the model request is served once it is whole."""
+        self._continue(request)
+        request.limit = serve.limit
+        if request.size > serve.limit:
+            request.keep_alive = False
+            self.reply(request, errors.too_large(serve.limit))
+        elif request.complete:
+            self.front.spawn(self._serve_model(request, serve.label), self)
+        else:
+            request.on_complete = lambda: self.front.spawn(
+                self._serve_model(request, serve.label), self
+            )
+
+    def _refused(self, request: Request, refuse: Refuse) -> None:
+        if refuse.reason is not None:
+            self.gateway.metrics.error(UNKNOWN, "", refuse.reason)
+        if refuse.at_once:
+            request.keep_alive = False  # the body is left unread
+            self.reply(request, refuse.reply)
+        else:
+            self._refuse(request, refuse.reply)
 
     def _refuse(self, request: Request, reply: errors.Reply) -> None:
         """Answer `reply` once the request's body is read (and dropped), so the connection stays
         usable; a large body is not read: the answer comes at once and the connection closes."""
-        if not request.complete and not _small_body(request):
+        if not request.complete and not request.small_body():
             request.keep_alive = False
         if request.complete or not request.keep_alive:
             self.reply(request, reply)
             return
-        request.sink = _discard
+        request.sink = http1.discard
         request.on_complete = lambda: self.reply(request, reply)
 
     def _continue(self, request: Request) -> None:
         expect = request.header(b"expect")
         if expect is not None and expect.lower() == b"100-continue" and not request.complete:
-            self._write(CONTINUE)
+            self.write(http1.CONTINUE)
 
     async def _serve_model(self, request: Request, label: str) -> None:
         if request is not self.active:
@@ -330,89 +276,14 @@ class ClientConnection(asyncio.Protocol):
         try:
             model = model_of_json(body)
         except BadRequest as exc:
-            self.reply(request, errors.openai_error(400, exc.message, param=exc.param))
+            self.reply(request, exc.reply())
             return
         call = Call(label, body, request.url.decode("latin-1"), self.gateway.clock())
 
         async def attempt(pick: Pick) -> tuple[None, Outcome]:
-            return None, await self._relay_model(request, pick, body)
+            return None, await relay_model(self, self.front.pool, request, pick, body)
 
         await self.gateway.dispatch(call, model, attempt, lambda r: self.reply(request, r))
-
-    async def _relay_model(self, request: Request, pick: Pick, body: bytes) -> Outcome:
-        host_port, address = _address(pick.replica.url)
-        head = [b"POST ", request.url, b" HTTP/1.1\r\nHost: ", host_port, b"\r\n"]
-        head += self._forwarded_headers(request)
-        head.append(b"Content-Length: %d\r\n\r\n" % len(body))
-        message = b"".join(head) + body
-        upstream = await self.front.pool.acquire(address)
-        try:
-            return await Exchange(self, request, upstream, UsageTap()).run(message)
-        except StaleConnection:
-            # A pooled connection the replica had closed: nothing reached it, so send again.
-            upstream = await self.front.pool.acquire(address, fresh=True)
-            return await Exchange(self, request, upstream, UsageTap()).run(message)
-
-    async def _delegate(self, request: Request) -> None:
-        """Relay a request that is not a model request into the aiohttp application, its body
-        streamed as it arrives."""
-        head, chunked = self._delegated_head(request)
-        try:
-            upstream = await self.front.pool.acquire(INTERNAL)
-        except UpstreamUnreachable as exc:
-            self.reply(request, errors.openai_error(502, f"The gateway failed: {exc}"))
-            return
-        transport = upstream.transport
-        assert transport is not None
-
-        def send(chunk: bytes) -> None:
-            if chunk and not transport.is_closing():
-                transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-
-        def sent() -> None:
-            if chunked and not transport.is_closing():
-                transport.write(LAST_CHUNK)
-
-        exchange = Exchange(self, request, upstream, None)
-        buffered, request.body = request.body, []
-        request.sink, request.on_complete = send, sent
-        transport.write(head)
-        for chunk in buffered:
-            send(chunk)
-        if request.complete:
-            sent()
-        try:
-            await exchange.run(b"")
-        except UpstreamFailed as exc:
-            self.reply(request, errors.openai_error(502, f"The gateway failed: {exc}"))
-
-    def _delegated_head(self, request: Request) -> tuple[bytes, bool]:
-        """The request line and headers for the aiohttp application, and whether the body is
-        sent chunked (as it arrives, length unknown)."""
-        length = request.header(b"content-length")
-        encoding = request.header(b"transfer-encoding")
-        chunked = encoding is not None and b"chunked" in encoding.lower()
-        head = [request.method, b" ", request.url, b" HTTP/1.1\r\nHost: gateway\r\n"]
-        head += self._forwarded_headers(request)
-        if chunked:
-            head.append(b"Transfer-Encoding: chunked\r\n")
-        elif length is not None:
-            head.append(b"Content-Length: " + length + b"\r\n")
-        head.append(b"\r\n")
-        return b"".join(head), chunked
-
-    def _forwarded_headers(self, request: Request) -> list[bytes]:
-        lines: list[bytes] = []
-        forwarded: list[bytes] = []
-        for name, value in request.headers:
-            lower = name.lower()
-            if lower == b"x-forwarded-for":
-                forwarded.append(value)
-            elif lower not in NOT_FORWARDED:
-                lines += (name, b": ", value, b"\r\n")
-        forwarded.append(self.peer)
-        lines += (b"X-Forwarded-For: ", b", ".join(forwarded), b"\r\n")
-        return lines
 
     # --- answers -------------------------------------------------------------------------
 
@@ -421,16 +292,7 @@ class ClientConnection(asyncio.Protocol):
         if request is not self.active:
             return
         keep_alive = request.keep_alive and request.complete
-        head = [
-            b"HTTP/1.1 %d %s\r\n" % (reply.status, _phrase(reply.status)),
-            b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(reply.body),
-            b"Date: " + email.utils.formatdate(usegmt=True).encode() + b"\r\n",
-        ]
-        head += [f"{name}: {value}\r\n".encode("latin-1") for name, value in reply.headers.items()]
-        if not keep_alive:
-            head.append(b"Connection: close\r\n")
-        head.append(b"\r\n")
-        self._write(b"".join(head) + reply.body)
+        self.write(http1.answer(reply, keep_alive))
         self.finished(request, keep_alive)
 
     def finished(self, request: Request, keep_alive: bool) -> None:
@@ -448,7 +310,7 @@ class ClientConnection(asyncio.Protocol):
         if not self.waiting:
             self.resume_reading()
 
-    def _write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
@@ -472,7 +334,7 @@ class ClientConnection(asyncio.Protocol):
     def _grow(self, size: int) -> None:
         assert self.incoming is not None
         self.incoming.head_size += size
-        if self.incoming.head_size > MAX_HEAD_BYTES:
+        if self.incoming.head_size > http1.MAX_HEAD_BYTES:
             self._malformed(431, "The request's headers are too large.")
 
     def _malformed(self, status: int, message: str) -> None:
@@ -503,213 +365,6 @@ class ClientConnection(asyncio.Protocol):
         asyncio.get_running_loop().call_later(LINGER_S, transport.close)
 
 
-class Exchange:
-    """One request relayed over one upstream connection and its response written to the client
-    as each piece arrives."""
-
-    def __init__(
-        self,
-        client: ClientConnection,
-        request: Request,
-        upstream: UpstreamConnection,
-        tap: UsageTap | None,
-    ) -> None:
-        self.client = client
-        self.request = request
-        self.upstream = upstream
-        self.tap = tap
-        self.outcome = Outcome(0, 0.0)
-        loop = asyncio.get_running_loop()
-        self.started = self.last_seen = loop.time()
-        self.done: asyncio.Future[None] = loop.create_future()
-        self.timer: asyncio.TimerHandle | None = None
-        self.head = b""
-        self.body: list[bytes] = []
-        self.framing = NO_BODY
-        self.until_close = False  # the replica ends the body by closing the connection
-        self.keep_alive = False
-        self.ended = False
-        self.seen = False  # any byte of the response arrived
-
-    async def run(self, message: bytes) -> Outcome:
-        """Send `message` (the request, or what is left of it) and wait for the response to be
-        written to the client; UpstreamFailed when it failed before its status line."""
-        if self.client.closed:
-            self.upstream.close()
-            self.outcome.status, self.outcome.client_gone = 499, True
-            return self.outcome
-        self.client.exchange = self
-        self.upstream.exchange = self
-        if message:
-            self.upstream.write(message)
-        config = self.client.gateway.config
-        first_check = min(config.read_timeout_s, config.total_timeout_s)
-        self.timer = asyncio.get_running_loop().call_later(first_check, self._check)
-        try:
-            await self.done
-        finally:
-            self.timer.cancel()
-            if self.upstream.exchange is self:  # released, it may serve another request now
-                self.upstream.exchange = None
-        return self.outcome
-
-    def _check(self) -> None:
-        """The read and total timeouts, checked when they could first have passed."""
-        config = self.client.gateway.config
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        idle_left = config.read_timeout_s - (now - self.last_seen)
-        total_left = config.total_timeout_s - (now - self.started)
-        if idle_left > 0 and total_left > 0:
-            self.timer = loop.call_later(min(idle_left, total_left), self._check)
-            return
-        self.upstream.close()
-        self.broken("timed out" if self.outcome.status else "timed out before the response")
-
-    # --- what the upstream connection reports --------------------------------------------
-
-    def headers(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        self.outcome.status = status
-        self.outcome.first_byte_s = asyncio.get_running_loop().time() - self.started
-        request = self.request
-        self.framing, self.until_close = _framing(request, status, headers)
-        self.keep_alive = request.keep_alive and self.framing != UNTIL_CLOSE
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or _phrase(status))]
-        for name, value in headers:
-            if name.lower() not in HOP_BY_HOP:
-                lines += (name, b": ", value, b"\r\n")
-        if self.framing == CHUNKED:
-            lines.append(b"Transfer-Encoding: chunked\r\n")
-        if not self.keep_alive:
-            lines.append(b"Connection: close\r\n")
-        lines.append(b"\r\n")
-        self.head = b"".join(lines)
-        if request.method == b"HEAD":
-            self.upstream.reusable = False  # the parser would wait for the body HEAD has not
-            self.end()
-
-    def piece(self, chunk: bytes) -> None:
-        self.body.append(chunk)
-        if self.tap is not None:
-            self.tap.feed(chunk)
-
-    def end(self) -> None:
-        self.ended = True
-
-    def flush(self) -> None:
-        """Write what the last read brought, in one write: the head, the body pieces, the end."""
-        self.seen = True
-        self.last_seen = asyncio.get_running_loop().time()
-        parts = []
-        if self.head:
-            parts.append(self.head)
-            self.head = b""
-        if self.body:
-            data = b"".join(self.body) if len(self.body) > 1 else self.body[0]
-            self.body = []
-            if self.framing == CHUNKED:
-                parts += (b"%x\r\n" % len(data), data, b"\r\n")
-            elif self.framing != NO_BODY:
-                parts.append(data)
-        if self.ended and self.framing == CHUNKED:
-            parts.append(LAST_CHUNK)
-        if parts:
-            self.client._write(b"".join(parts))
-        if self.ended:
-            self._complete()
-
-    def upstream_lost(self) -> None:
-        if self.done.done():
-            return
-        if self.until_close and self.outcome.status:
-            self.ended = True
-            self.flush()
-        elif not self.outcome.status:
-            if self.upstream.reused and not self.seen:
-                self._fail_before(StaleConnection("the pooled connection was closed"))
-            else:
-                self._fail_before(UpstreamFailed("the connection closed before the response"))
-        else:
-            self.broken("the connection closed mid-response")
-
-    def pause_request(self) -> None:
-        self.client.pause_reading()
-
-    def resume_request(self) -> None:
-        self.client.resume_reading()
-
-    def client_lost(self) -> None:
-        if self.done.done():
-            return
-        self.outcome.client_gone = True
-        if not self.outcome.status:
-            self.outcome.status = 499
-        self.upstream.close()  # stops the replica's work (e.g. generation) for a lost client
-        self.done.set_result(None)
-
-    # --- endings -------------------------------------------------------------------------
-
-    def _complete(self) -> None:
-        if self.done.done():
-            return
-        if self.tap is not None:
-            self.outcome.usage = self.tap.usage()
-        request = self.request
-        if not request.complete:
-            # The replica answered before the whole body was sent (e.g. 413): the rest of it
-            # goes nowhere, and the connection, left mid-request, is not reused.
-            request.sink = _discard
-            self.upstream.reusable = False
-        self.upstream.release()
-        self.done.set_result(None)
-        self.client.finished(request, self.keep_alive and request.complete)
-
-    def _fail_before(self, exc: UpstreamFailed) -> None:
-        self.upstream.close()
-        if not self.done.done():
-            self.done.set_exception(exc)
-
-    def broken(self, why: str) -> None:
-        """The response broke off after its head: cut the client's connection."""
-        if not self.outcome.status:
-            self._fail_before(UpstreamFailed(why))
-            return
-        self.outcome.broken = why
-        self.upstream.close()
-        self.client.abort()
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-def _framing(request: Request, status: int, headers: list[tuple[bytes, bytes]]) -> tuple[int, bool]:
-    """How the response's body goes to the client, and whether the replica ends it by closing
-    the connection (no length, not chunked)."""
-    if request.method == b"HEAD" or status in (204, 304):
-        return NO_BODY, False
-    has_length = False
-    chunked = False
-    for name, value in headers:
-        lower = name.lower()
-        if lower == b"content-length":
-            has_length = True
-        elif lower == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-    if has_length and not chunked:
-        return LENGTH, False
-    return (UNTIL_CLOSE if request.http10 else CHUNKED), not chunked
-
-
-def _small_body(request: Request) -> bool:
-    length = request.header(b"content-length")
-    if request.header(b"transfer-encoding") is not None:
-        return False
-    return length is None or (length.isdigit() and int(length) <= DISCARD_BYTES)
-
-
-def _discard(chunk: bytes) -> None:
-    pass
-
-
 async def _guarded(work: Coroutine[Any, Any, None], connection: ClientConnection) -> None:
     """A request's task: a defect in it costs that connection, never the gateway."""
     try:
@@ -720,20 +375,6 @@ async def _guarded(work: Coroutine[Any, Any, None], connection: ClientConnection
     except Exception:
         log.exception("request_failed")
         connection.abort()
-
-
-@functools.lru_cache(maxsize=4096)
-def _address(url: str) -> tuple[bytes, tuple[str, int]]:
-    """`http://host:port` -> the Host header value and the address to connect to."""
-    host_port = url.removeprefix("http://").rstrip("/")
-    host, _, port = host_port.rpartition(":")
-    return host_port.encode(), (host.strip("[]"), int(port))
-
-
-def _phrase(status: int) -> bytes:
-    with contextlib.suppress(ValueError):
-        return HTTPStatus(status).phrase.encode()
-    return b"Unknown"
 
 
 @contextlib.asynccontextmanager

@@ -29,14 +29,6 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def parse_key_file(text: str, file: str) -> frozenset[str]:
-    """The digests in a key file; every malformed line is reported, with its line number."""
-    digests, problems = parse_key_lines(text, file)
-    if problems:
-        raise MaasError(problems)
-    return digests
-
-
 def parse_key_lines(text: str, file: str) -> tuple[frozenset[str], list[Diagnostic]]:
     """The digests of the well-formed lines, and a diagnostic per malformed line."""
     digests: set[str] = set()

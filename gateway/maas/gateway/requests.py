@@ -12,16 +12,11 @@ import json
 
 from multipart import MultipartSegment, ParserError, PushMultipartParser, parse_options_header
 
+from maas.gateway.errors import BadRequest
+
+__all__ = ["BadRequest", "FormModelScanner", "model_of_json", "multipart_boundary"]
+
 MAX_MODEL_NAME = 512
-
-
-class BadRequest(Exception):
-    """The request cannot be routed; `param` names the offending field, as OpenAI's errors do."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
 
 def model_of_json(body: bytes) -> str:

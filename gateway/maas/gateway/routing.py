@@ -106,14 +106,6 @@ class NoReadyReplica:
     retry_after_s: int
 
 
-@dataclass(frozen=True)
-class UnknownModel:
-    model: str
-
-
-Decision = Pick | NoReadyReplica | UnknownModel
-
-
 class Balancer:
     """Least-outstanding-requests choice with passive ejection of failed replicas.
 
@@ -126,14 +118,6 @@ class Balancer:
         self.outstanding: dict[str, int] = {}
         self.ejected_until: dict[str, float] = {}
         self._turn = 0
-
-    def choose(
-        self, table: RouteTable, model: str, now: float, exclude: frozenset[str] = frozenset()
-    ) -> Decision:
-        route = table.resolve(model)
-        if route is None:
-            return UnknownModel(model)
-        return self.choose_in(route, now, exclude)
 
     def choose_in(
         self, route: Route, now: float, exclude: frozenset[str] = frozenset()

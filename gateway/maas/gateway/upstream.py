@@ -1,6 +1,6 @@
 """Keep-alive connections from the gateway's front to replicas (and into its aiohttp
 application), pooled per address, and their protocol: the response is parsed with httptools and
-each piece handed at once to the `Receiver` (the front's Exchange) that the connection carries.
+each piece handed at once to the `Receiver` (relay.py's Exchange) that the connection carries.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from maas.gateway.forward import UpstreamFailed, UpstreamUnreachable
+from maas.gateway.errors import UpstreamUnreachable
 
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 UPSTREAM_IDLE_S = 30.0  # a pooled connection idle longer is not reused
@@ -38,10 +38,6 @@ class Receiver(Protocol):
         """The replica reads the request more slowly than it arrives: stop reading it."""
 
     def resume_request(self) -> None: ...
-
-
-class StaleConnection(UpstreamFailed):
-    """A reused connection closed before any of the response arrived."""
 
 
 class UpstreamConnection(asyncio.Protocol):
