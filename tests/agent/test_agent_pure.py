@@ -136,15 +136,20 @@ def test_crash_loop_past_the_first_backoff_and_permanent_failures() -> None:
 
 def test_wait_stops_on_permanent_failure_and_crash_loop_of_the_applied_spec() -> None:
     from maas.cli.waiting import failure_line, hopeless
+    from maas.compiler import DeploymentStatus, ReplicaStatus
 
-    def replica(**kw: object) -> dict[str, object]:
+    def replica(**kw: object) -> ReplicaStatus:
         base = {"replica": 0, "phase": "failed", "spec_hash": "v1:a", "attempts": 1,
                 "last_error": "boom", "permanent": False, "crash_loop": False,
                 "next_retry_at": 110.0}
-        return {**base, **kw}
+        return ReplicaStatus.model_validate({**base, **kw})
 
-    def deployment(*replicas: dict[str, object]) -> dict[str, object]:
-        return {"name": "web", "last_error": "boom", "replica_states": list(replicas)}
+    def deployment(*replicas: ReplicaStatus) -> DeploymentStatus:
+        return DeploymentStatus(
+            name="web", state="failed", replicas=len(replicas), ready_replicas=0,
+            last_error="boom", backend="custom", image="web:1", spec_hash="v1:a",
+            replica_states=list(replicas),
+        )
 
     assert hopeless(deployment(replica()), "v1:a") is None  # transient: keep waiting
     permanent = deployment(replica(permanent=True, last_error="invalid reference format"))
