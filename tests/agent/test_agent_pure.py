@@ -253,6 +253,23 @@ def test_store_is_atomic_and_refuses_corruption(tmp_path: Path) -> None:
     assert caught.value.diagnostics[0].code == "store-corrupt"
 
 
+def test_a_pull_mode_state_file_of_an_older_agent_loads_and_its_commit_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """Older agents stored only the plan compiled from a commit; it still loads (and runs until
+    then), and pull mode reads that commit again to store this node's share of it as inputs."""
+    plan = plan_of(spec("web"))
+    old = {"version": 1, "sources": {}, "plan": plan.model_dump(mode="json"),
+           "applied_at": 5.0, "source_commit": "c0ffee"}
+    (tmp_path / "desired.json").write_text(json.dumps(old))
+    stored = Store(tmp_path).load()
+    assert stored.plan == plan and stored.commit_in_force() is None
+    share = Desired(sources={"d.yaml": spec("web")}, assigned={"web": 1}, source_commit="c0ffee")
+    assert share.commit_in_force() == "c0ffee"
+    forced = Desired(sources={"d.yaml": spec("web")}, source_commit="c0ffee")  # apply --force
+    assert forced.commit_in_force() == "c0ffee"
+
+
 def test_full_disk_never_leaves_a_partial_file(tmp_path: Path) -> None:
     """A real 64 KiB tmpfs as the state directory, filled up: the old state stays whole."""
     mount = tmp_path / "state"

@@ -95,7 +95,7 @@ class Agent:
 
     def _stored_commit(self) -> str | None:
         try:
-            return self.reconciler.stored().source_commit
+            return self.reconciler.stored().commit_in_force()
         except MaasError:
             return None  # the reconcile pass reports the unreadable store
 

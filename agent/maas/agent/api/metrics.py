@@ -11,11 +11,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from maas.agent.api.status import deployment_status
-from maas.agent.reconcile.snapshot import NodeSnapshot
+from maas.agent.reconcile.snapshot import NodeSnapshot, PassResult
 
 
 class _StateCollector(Collector):
-    """Gauges computed at scrape time from the reconciler's current view."""
+    """Gauges computed at scrape time from the node's latest snapshot."""
 
     def __init__(self, snapshot: Callable[[], NodeSnapshot]) -> None:
         self.snapshot = snapshot
@@ -99,7 +99,7 @@ class Metrics:
         if supervisor is not None:
             self.registry.register(_TaskCollector(supervisor))
 
-    def observe_pass(self, result: Any) -> None:
+    def observe_pass(self, result: PassResult) -> None:
         self.passes.labels("ok" if result.ok else "error").inc()
         self.duration.observe(result.duration_s)
         if result.ok:

@@ -7,6 +7,9 @@ A container the policy refuses right before its creation (a bind source that res
 allowed roots, a secret that cannot be passed) is recorded on its replica once and re-checked on
 each pass without touching the engine: no back-off, no restarts counted, nothing logged again.
 Secret values the agent resolved are scrubbed from every error text it stores or logs.
+What a pass decides is a value (`step.step`: plan, observed, healths, now -> actions, healths');
+this class does the I/O around it. Readers (API, probes, metrics) never reach into its fields:
+they read `snapshot`, a NodeSnapshot published after each pass and each probe result.
 """
 
 from __future__ import annotations
