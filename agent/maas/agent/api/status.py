@@ -127,6 +127,8 @@ def deployment_status(
 
 
 def _preparing(snapshot: NodeSnapshot) -> list[Preparing]:
+    """New versions still being pulled or downloaded (a job that ended meanwhile is left out:
+    the next pass acts on it)."""
     return [
         Preparing(
             deployment=name,
@@ -135,6 +137,7 @@ def _preparing(snapshot: NodeSnapshot) -> list[Preparing]:
             progress_bar=_progress_bar(job.bar),
         )
         for name, job in sorted(snapshot.preparing.items())
+        if job.phase in ("pulling", "downloading")
     ]
 
 
@@ -149,7 +152,8 @@ def _deployments(snapshot: NodeSnapshot, now: float) -> list[DeploymentStatus]:
     for planned in plan.deployments if plan else []:
         status = deployment_status(planned, snapshot.observed, healths, now)
         job = snapshot.preparing.get(planned.name)
-        if job is not None and status.state != "running":
+        busy = job is not None and job.phase in ("pulling", "downloading")
+        if job is not None and busy and status.state != "running":
             # The new version is pulled or downloaded while the old container serves.
             status = status.model_copy(
                 update={

@@ -328,6 +328,9 @@ class Reconciler:
         actions, healths = step(plan, observed, self.health, now)
         self.health.update(healths)
         result = PassResult(started=started, actions=tuple(self._prepared_first(actions, planned)))
+        # Readers see what this pass decided before the engine works on it (stops wait out
+        # their timeout, creations pull): the new plan, errors and preparations.
+        self.publish()
         # Stops first (they free GPUs and ports), a few at a time: one by one, a hundred
         # backends that wait out the stop timeout take minutes, yet dockerd 20.10's
         # libnetwork has deadlocked on a hundred simultaneous exits. Creations and starts
@@ -461,7 +464,7 @@ class Reconciler:
     def refresh_observed(self) -> list[ObservedContainer]:
         with contextlib.suppress(MaasError):  # the next pass reports an engine that went away
             self.observed = observe(self.engine.list_ours(self.owner.filters()), self.owner)
-        self._republish(observed=tuple(self.observed))
+        self.publish()  # status and the probes see the containers just created
         return self.observed
 
     def _room_for(self, plan: Plan, todo: list[Action]) -> list[Action]:
