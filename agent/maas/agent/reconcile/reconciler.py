@@ -518,10 +518,6 @@ class Reconciler:
             )
             return self.snapshot
 
-    def _republish(self, **changes: object) -> None:
-        with self._publishing:
-            self.snapshot = dataclasses.replace(self.snapshot, **changes)  # type: ignore[arg-type]
-
     def probe_result(self, key: Replica, ok: bool, now: float, *, startup_timeout_s: float) -> bool:
         """Record a probe of the replica; True when it must be restarted. Published at once: a
         replica is routable as soon as its readiness probe passes, not at the next pass."""
@@ -529,9 +525,9 @@ class Reconciler:
         if health is None:
             return False
         restart = health.probe_result(ok, now, startup_timeout_s=startup_timeout_s)
-        healths = dict(self.snapshot.healths)
-        healths[key] = copy.copy(health)
-        self._republish(healths=MappingProxyType(healths))
+        with self._publishing:  # on the latest snapshot, which a pass may have just replaced
+            healths = {**self.snapshot.healths, key: copy.copy(health)}
+            self.snapshot = dataclasses.replace(self.snapshot, healths=MappingProxyType(healths))
         return restart
 
     def _notice(self, observed: list[ObservedContainer], now: float) -> None:
