@@ -15,6 +15,8 @@ import json
 
 from aiohttp import web
 
+from maas.compiler import ContainerStatus, DeploymentStatus, NodeStatus
+
 CHUNK = {
     "id": "chatcmpl-bench",
     "object": "chat.completion.chunk",
@@ -50,31 +52,24 @@ def replica_app(tokens: int, interval_s: float) -> web.Application:
 
 
 def status_app(port: int) -> web.Application:
-    document = {
-        "node": "bench",
-        "deployments": [
-            {
-                "name": "bench",
-                "state": "running",
-                "replicas": 1,
-                "ready_replicas": 1,
-                "last_error": None,
-                "backend": "custom",
-                "aliases": [],
-                "generic_proxy": False,
-                "containers": [
-                    {
-                        "id": "bench0",
-                        "replica": 0,
-                        "state": "running",
-                        "port": port,
-                        "restarts": 0,
-                        "ready": True,
-                    }
+    # The agent's status contract, as the agent builds it.
+    document = NodeStatus(
+        node="bench",
+        deployments=[
+            DeploymentStatus(
+                name="bench",
+                state="running",
+                replicas=1,
+                ready_replicas=1,
+                backend="custom",
+                image="bench/replica:1",
+                spec_hash="v1:bench",
+                containers=[
+                    ContainerStatus(id="bench0", replica=0, state="running", port=port, ready=True)
                 ],
-            }
+            )
         ],
-    }
+    ).document()
 
     async def status(request: web.Request) -> web.Response:
         return web.json_response(document)

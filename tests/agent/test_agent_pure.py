@@ -136,15 +136,20 @@ def test_crash_loop_past_the_first_backoff_and_permanent_failures() -> None:
 
 def test_wait_stops_on_permanent_failure_and_crash_loop_of_the_applied_spec() -> None:
     from maas.cli.waiting import failure_line, hopeless
+    from maas.compiler import DeploymentStatus, ReplicaStatus
 
-    def replica(**kw: object) -> dict[str, object]:
+    def replica(**kw: object) -> ReplicaStatus:
         base = {"replica": 0, "phase": "failed", "spec_hash": "v1:a", "attempts": 1,
                 "last_error": "boom", "permanent": False, "crash_loop": False,
                 "next_retry_at": 110.0}
-        return {**base, **kw}
+        return ReplicaStatus.model_validate({**base, **kw})
 
-    def deployment(*replicas: dict[str, object]) -> dict[str, object]:
-        return {"name": "web", "last_error": "boom", "replica_states": list(replicas)}
+    def deployment(*replicas: ReplicaStatus) -> DeploymentStatus:
+        return DeploymentStatus(
+            name="web", state="failed", replicas=len(replicas), ready_replicas=0,
+            last_error="boom", backend="custom", image="web:1", spec_hash="v1:a",
+            replica_states=list(replicas),
+        )
 
     assert hopeless(deployment(replica()), "v1:a") is None  # transient: keep waiting
     permanent = deployment(replica(permanent=True, last_error="invalid reference format"))
@@ -246,6 +251,23 @@ def test_store_is_atomic_and_refuses_corruption(tmp_path: Path) -> None:
     with pytest.raises(MaasError) as caught:
         store.load()
     assert caught.value.diagnostics[0].code == "store-corrupt"
+
+
+def test_a_pull_mode_state_file_of_an_older_agent_loads_and_its_commit_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """Older agents stored only the plan compiled from a commit; it still loads (and runs until
+    then), and pull mode reads that commit again to store this node's share of it as inputs."""
+    plan = plan_of(spec("web"))
+    old = {"version": 1, "sources": {}, "plan": plan.model_dump(mode="json"),
+           "applied_at": 5.0, "source_commit": "c0ffee"}
+    (tmp_path / "desired.json").write_text(json.dumps(old))
+    stored = Store(tmp_path).load()
+    assert stored.plan == plan and stored.commit_in_force() is None
+    share = Desired(sources={"d.yaml": spec("web")}, assigned={"web": 1}, source_commit="c0ffee")
+    assert share.commit_in_force() == "c0ffee"
+    forced = Desired(sources={"d.yaml": spec("web")}, source_commit="c0ffee")  # apply --force
+    assert forced.commit_in_force() == "c0ffee"
 
 
 def test_full_disk_never_leaves_a_partial_file(tmp_path: Path) -> None:

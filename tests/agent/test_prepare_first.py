@@ -81,7 +81,7 @@ def test_replicas_roll_one_at_a_time_and_one_always_serves(tmp_path: Path, busyb
         serving: list[int] = []
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            (d,) = agent.status()["deployments"]
+            (d,) = agent.status_now()["deployments"]
             ready = [c for c in d["containers"] if c["ready"]]
             serving.append(len(ready))
             if d["ready_replicas"] == 2 and not before & {c["id"] for c in d["containers"]}:

@@ -46,7 +46,6 @@ def test_pull_progress_from_a_real_registry(
         engine.pull(image, events.append)
     finally:
         subprocess.run(["docker", "rmi", image], check=False, capture_output=True)
-        engine.close()
     fold = PullProgress()
     partial = []
     for event in events:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from maas.compiler import ContainerStatus, DeploymentStatus, MaasError, NodeStatus
 from maas.gateway.routing import (
     Balancer,
     NoReadyReplica,
@@ -13,27 +16,26 @@ from maas.gateway.routing import (
 )
 
 
-def container(cid: str, replica: int, port: int | None, ready: bool = True) -> dict[str, Any]:
-    return {"id": cid, "replica": replica, "state": "running", "port": port, "ready": ready}
+def container(cid: str, replica: int, port: int | None, ready: bool = True) -> ContainerStatus:
+    return ContainerStatus(id=cid, replica=replica, state="running", port=port, ready=ready)
 
 
-def deployment(name: str, *containers: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {
+def deployment(name: str, *containers: ContainerStatus, **extra: Any) -> DeploymentStatus:
+    fields: dict[str, Any] = {
         "name": name,
         "state": "running",
         "replicas": len(containers),
-        "ready_replicas": sum(c["ready"] for c in containers),
-        "last_error": None,
+        "ready_replicas": sum(c.ready for c in containers),
         "backend": "llama-box",
-        "aliases": [],
-        "generic_proxy": False,
+        "image": "example.invalid/llama-box:1",
+        "spec_hash": f"v1:{name}",
         "containers": list(containers),
-        **extra,
     }
+    return DeploymentStatus(**{**fields, **extra})
 
 
-def table(*deployments: dict[str, Any]) -> RouteTable:
-    return route_table_from_status({"node": "n", "deployments": list(deployments)})
+def table(*deployments: DeploymentStatus) -> RouteTable:
+    return route_table_from_status(NodeStatus(node="n", deployments=list(deployments)))
 
 
 def test_only_ready_containers_with_a_port_are_routable() -> None:
@@ -63,7 +65,7 @@ def test_aliases_resolve_and_a_deployment_name_wins_over_an_alias() -> None:
 
 
 def test_upstream_host_is_configurable() -> None:
-    status = {"deployments": [deployment("m", container("a", 0, 40001))]}
+    status = NodeStatus(node="n", deployments=[deployment("m", container("a", 0, 40001))])
     t = route_table_from_status(status, "10.0.0.5")
     assert t.routes["m"].ready[0].url == "http://10.0.0.5:40001"
 
@@ -151,4 +153,30 @@ def test_a_restarted_container_is_not_ejected_and_old_ejections_are_forgotten() 
 
 def test_empty_status_gives_an_empty_table() -> None:
     assert route_table_from_status({"node": "n", "deployments": []}).routes == {}
-    assert route_table_from_status({}).routes == {}
+    assert route_table_from_status({"node": "n"}).routes == {}
+
+
+def test_the_status_document_as_json_gives_the_same_table() -> None:
+    status = NodeStatus(node="n", deployments=[deployment("m", container("a", 0, 40001))])
+    assert route_table_from_status(status.document()) == route_table_from_status(status)
+
+
+@pytest.mark.parametrize(
+    ("document", "where"),
+    [
+        ({}, "node: Field required"),
+        ({"node": "n", "deployments": [{"name": "m"}]}, "deployments.0.state: Field required"),
+        (
+            {"node": "n", "deployments": [{**deployment("m").model_dump(), "containers": [{}]}]},
+            "deployments.0.containers.0.id: Field required",
+        ),
+        ([], "the document: Input should be a valid dictionary"),
+    ],
+)
+def test_a_malformed_status_document_is_a_clear_error(document: object, where: str) -> None:
+    with pytest.raises(MaasError) as caught:
+        route_table_from_status(document)  # type: ignore[arg-type]
+    (problem,) = caught.value.diagnostics
+    assert problem.code == "status-invalid"
+    assert problem.message.startswith("the agent's status is not a status document: ")
+    assert where in problem.message

@@ -17,12 +17,15 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
+from maas.compiler import ContainerStatus, DeploymentStatus, NodeStatus, ReplicaStatus
+from maas.compiler.status import Phase
 from maas.gateway import Gateway, GatewayConfig, KeyRing, StaticRouteSource
 from maas.gateway.front import listening
 
 
-def status(*deployments: dict[str, Any]) -> dict[str, Any]:
-    return {"node": "test", "deployments": list(deployments)}
+def status(*deployments: DeploymentStatus) -> dict[str, Any]:
+    """A status document as the agent serves it (the contract's JSON)."""
+    return NodeStatus(node="test", deployments=list(deployments)).document()
 
 
 def deployment(
@@ -30,32 +33,32 @@ def deployment(
     ports: list[int],
     *,
     ready: bool = True,
-    state: str = "running",
+    state: Phase = "running",
     aliases: tuple[str, ...] = (),
     generic_proxy: bool = False,
-) -> dict[str, Any]:
+) -> DeploymentStatus:
+    spec_hash = f"v1:{name}"
     containers = [
-        {
-            "id": f"{name}-{i}",
-            "replica": i,
-            "state": "running",
-            "port": p,
-            "restarts": 0,
-            "ready": ready,
-        }
+        ContainerStatus(
+            id=f"{name}-{i}", replica=i, state="running", port=p, ready=ready, spec_hash=spec_hash
+        )
         for i, p in enumerate(ports)
     ]
-    return {
-        "name": name,
-        "state": state,
-        "replicas": len(ports),
-        "ready_replicas": len(ports) if ready else 0,
-        "last_error": None,
-        "backend": "custom",
-        "aliases": list(aliases),
-        "generic_proxy": generic_proxy,
-        "containers": containers,
-    }
+    return DeploymentStatus(
+        name=name,
+        state=state,
+        replicas=len(ports),
+        ready_replicas=len(ports) if ready else 0,
+        backend="custom",
+        image="example.invalid/replica:1",
+        aliases=list(aliases),
+        generic_proxy=generic_proxy,
+        spec_hash=spec_hash,
+        containers=containers,
+        replica_states=[
+            ReplicaStatus(replica=i, phase=state, spec_hash=spec_hash) for i in range(len(ports))
+        ],
+    )
 
 
 @asynccontextmanager

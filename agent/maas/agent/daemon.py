@@ -32,6 +32,7 @@ from maas.agent.reconcile.probes import Prober
 from maas.agent.reconcile.reconciler import NodeSource, Reconciler
 from maas.compiler.diagnostics import Diagnostic, MaasError
 from maas.compiler.repo import FleetPlan
+from maas.compiler.status import DiagnosticStatus, NodeStatus, SourceStatus, TaskStatus
 from maas.host.engine import Engine
 from maas.host.logs import configure_logging
 from maas.host.ports import port_range_warning
@@ -69,7 +70,7 @@ class Agent:
         self.reconciler = Reconciler(config, self.engine, node_provider(config), wake=self.wake)
         self.notifier = Notifier()
         self.supervisor = Supervisor(log)
-        self.metrics = Metrics(self.reconciler, self.supervisor)
+        self.metrics = Metrics(lambda: self.reconciler.snapshot, self.supervisor)
         self.source = self._git_source(config)
         if self.source is not None:
             # The commit in force survives a restart: it is stored with the plan it gave.
@@ -94,7 +95,7 @@ class Agent:
 
     def _stored_commit(self) -> str | None:
         try:
-            return self.reconciler.store.load().source_commit
+            return self.reconciler.stored().commit_in_force()
         except MaasError:
             return None  # the reconcile pass reports the unreadable store
 
@@ -102,75 +103,30 @@ class Agent:
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self.woken.set)
 
-    def status(self) -> dict[str, Any]:
-        r = self.reconciler
-        extra: dict[str, Any] = {
-            "applied_at": r.applied_at,
-            "errors": [d.as_dict() for d in r.errors],
-            "warnings": [d.as_dict() for d in self.warnings],
-            "tasks": self.supervisor.report(),
-            "last_pass": {
-                "at": r.last.started,
-                "duration_s": round(r.last.duration_s, 4),
-                "ok": r.last.ok,
-                "actions": [a.__dict__ for a in r.last.actions if a.kind != "noop"],
-            },
-        }
+    def status(self) -> NodeStatus:
+        """The node's status document (maas.compiler.status), from the reconciler's snapshot."""
+        source = None
         if self.source is not None:
             state = self.source.state
-            extra["source"] = {
-                "url": self.source.url,
-                "branch": self.source.branch,
-                "applied_commit": state.applied_commit,
-                "refused_commit": state.refused_commit,
-                "error": [d.render() for d in state.error],
-                "fetch_error": [d.render() for d in state.fetch_error],
-                "fetched_at": state.fetched_at,
-            }
-        extra["removal_errors"] = dict(r.removal_errors)
-        extra["gpu_foreign"] = [p.as_dict() for p in r.foreign]
-        extra["cache"] = list(r.cache_usage)
-        extra["rolled_back"] = {
-            name: {"failed_spec_hash": bad, "running_spec_hash": good.spec_hash, "reason": why}
-            for name, (bad, good, why) in sorted(r.rollbacks.items())
-        }
-        preparing = dict(r.preparing)
-        extra["preparing"] = [
-            {
-                "deployment": name,
-                "phase": job.phase,
-                "progress": job.progress,
-                "progress_bar": job.bar.as_dict() if job.bar is not None else None,
-            }
-            for name, job in sorted(preparing.items())
-        ]
-        report = status_report(r.node_name, r.plan, r.observed, r.health, extra)
-        for deployment in report["deployments"]:
-            job = preparing.get(deployment["name"])
-            if job is not None and deployment["state"] != "running":
-                # The new version is pulled or downloaded while the old container serves.
-                deployment["state"], deployment["progress"] = job.phase, job.progress
-                deployment["progress_bar"] = job.bar.as_dict() if job.bar is not None else None
-        if r.passes == 0:
-            report["desired"] = "pending"  # not read yet: an empty list means nothing yet
-        if r.refused:
-            # Not "removing": the agent keeps them while it cannot read what is wanted. The
-            # gateway keeps its last routes while it reads this.
-            report["desired"] = "refused"
-            kept = set(report.pop("removing"))
-            report["kept"] = [
-                {
-                    "deployment": c.deployment,
-                    "replica": c.replica,
-                    "id": c.id[:12],
-                    "state": c.state,
-                    "port": c.port,
-                }
-                for c in r.observed
-                if c.deployment in kept
-            ]
-            report["removing"] = []
-        return report
+            source = SourceStatus(
+                url=self.source.url,
+                branch=self.source.branch,
+                applied_commit=state.applied_commit,
+                refused_commit=state.refused_commit,
+                error=[d.render() for d in state.error],
+                fetch_error=[d.render() for d in state.fetch_error],
+                fetched_at=state.fetched_at,
+            )
+        return status_report(
+            self.reconciler.snapshot,
+            now=time.time(),
+            warnings=[DiagnosticStatus.model_validate(d.as_dict()) for d in self.warnings],
+            tasks={
+                name: TaskStatus.model_validate(task)
+                for name, task in self.supervisor.report().items()
+            },
+            source=source,
+        )
 
     # loops ----------------------------------------------------------------------------------
     async def reconcile_loop(self) -> None:
@@ -187,7 +143,7 @@ class Agent:
                     log.info(
                         "ready",
                         node=self.reconciler.node_name,
-                        containers=len(self.reconciler.observed),
+                        containers=len(self.reconciler.snapshot.observed),
                     )
                 else:
                     self.notifier.status(self._summary())
@@ -218,11 +174,11 @@ class Agent:
             wake.cancel()
 
     def _summary(self) -> str:
-        r = self.reconciler
-        plan = r.plan
-        ready = sum(1 for h in r.health.values() if h.ready)
+        snapshot = self.reconciler.snapshot
+        plan = snapshot.plan
         wanted = sum(d.replicas for d in plan.deployments) if plan else 0
-        errors = f"; error: {r.errors[0].message}" if r.errors else ""
+        errors = f"; error: {snapshot.errors[0].message}" if snapshot.errors else ""
+        ready = snapshot.ready_replicas()
         return f"{ready}/{wanted} replicas ready{errors}"
 
     def watch_events(self) -> None:

@@ -6,10 +6,13 @@ import http.client
 import json
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position
 from maas.host.discovery import ORDER, agent_socket
+
+if TYPE_CHECKING:
+    from maas.compiler.status import NodeStatus
 
 
 class NoAgent(MaasError):
@@ -87,6 +90,12 @@ class AgentClient:
         if response.status >= 400:
             raise _error(response.status, value)
         return value
+
+    def status(self) -> NodeStatus:
+        """`GET /v1/status`, parsed with the status contract (a clear error if it does not fit)."""
+        from maas.compiler.status import parse_status
+
+        return parse_status(self.call("GET", "/v1/status"), f"the agent's status at {self.path}")
 
     def stream(self, route: str) -> Iterator[bytes]:
         response = self._open("GET", route)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -71,10 +70,6 @@ def report_error(exc: BaseException) -> int:
 
         traceback.print_exception(exc)
     return exitcodes.INTERNAL
-
-
-def print_json(value: Any, stream: TextIO = sys.stdout) -> None:
-    print(json.dumps(value, indent=2, sort_keys=False), file=stream)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

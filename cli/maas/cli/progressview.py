@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from maas.cli.output import use_color
+
+if TYPE_CHECKING:
+    from maas.compiler.status import DeploymentStatus, ProgressBar
 
 VERBS = {"pull": "pulling", "download": "downloading", "startup": "starting"}
 
@@ -20,16 +23,16 @@ def _amount(value: float, unit: str) -> str:
     return f"{mib / 1024:.1f} GiB" if mib >= 1024 else f"{mib:.1f} MiB"
 
 
-def describe(bar: dict[str, Any]) -> str:
+def describe(bar: ProgressBar) -> str:
     """`pulling 12.3 MiB of 27.0 MiB (45%), 3/5 layers`; `starting 12 s of 1800 s budget`."""
-    verb = VERBS.get(str(bar["what"]), str(bar["what"]))
-    done, total, unit = float(bar["done"]), bar.get("total"), str(bar["unit"])
+    verb = VERBS.get(bar.what, bar.what)
+    done, total, unit = bar.done, bar.total, bar.unit
     text = f"{verb} {_amount(done, unit)}"
     if total:
-        text += f" of {_amount(float(total), unit)}"
-        text += " budget" if bar["what"] == "startup" else f" ({min(done / total, 1):.0%})"
-    if bar.get("note"):
-        text += f", {bar['note']}"
+        text += f" of {_amount(total, unit)}"
+        text += " budget" if bar.what == "startup" else f" ({min(done / total, 1):.0%})"
+    if bar.note:
+        text += f", {bar.note}"
     return text
 
 
@@ -37,9 +40,9 @@ def fancy(stream: TextIO = sys.stderr) -> bool:
     return use_color(stream)
 
 
-def print_status_bars(deployments: list[dict[str, Any]], stream: TextIO = sys.stdout) -> None:
+def print_status_bars(deployments: list[DeploymentStatus], stream: TextIO = sys.stdout) -> None:
     """Below `maasctl status`'s table: one bar (or line) per deployment with work going on."""
-    busy = [(d["name"], d["progress_bar"]) for d in deployments if d.get("progress_bar")]
+    busy = [(d.name, d.progress_bar) for d in deployments if d.progress_bar is not None]
     if not busy:
         return
     if not fancy(stream):
@@ -52,10 +55,8 @@ def print_status_bars(deployments: list[dict[str, Any]], stream: TextIO = sys.st
 
     grid = Table.grid(padding=(0, 1))
     for name, bar in busy:
-        total = float(bar["total"]) if bar.get("total") else None
-        grid.add_row(
-            name, ProgressBar(total=total, completed=float(bar["done"]), width=30), describe(bar)
-        )
+        total = bar.total or None
+        grid.add_row(name, ProgressBar(total=total, completed=bar.done, width=30), describe(bar))
     Console(file=stream).print(grid)
 
 
@@ -82,31 +83,31 @@ class WaitView:
             )
             self.live.start()
 
-    def update(self, deployments: list[dict[str, Any]], now: float | None = None) -> None:
+    def update(self, deployments: list[DeploymentStatus], now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         for d in deployments:
-            bar = d.get("progress_bar")
-            if not bar:
+            bar = d.progress_bar
+            if bar is None:
                 continue
-            name = d["name"]
+            name = d.name
             if self.live is not None:
                 self._draw(name, bar)
                 continue
             kind, last = self.said.get(name, ("", -1e9))
-            if bar["what"] != kind or now - last >= self.every_s:
+            if bar.what != kind or now - last >= self.every_s:
                 print(f"progress: {name} {describe(bar)}", file=self.stream)
-                self.said[name] = (str(bar["what"]), now)
+                self.said[name] = (bar.what, now)
 
-    def _draw(self, name: str, bar: dict[str, Any]) -> None:
-        total = float(bar["total"]) if bar.get("total") else None
-        label = f"{name} {VERBS.get(str(bar['what']), bar['what'])}"
+    def _draw(self, name: str, bar: ProgressBar) -> None:
+        total = bar.total or None
+        label = f"{name} {VERBS.get(bar.what, bar.what)}"
         if name not in self.tasks:
             self.tasks[name] = self.live.add_task(label, total=total, detail="")
         self.live.update(
             self.tasks[name],
             description=label,
             total=total,
-            completed=float(bar["done"]),
+            completed=bar.done,
             detail=describe(bar),
         )
 

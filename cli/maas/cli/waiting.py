@@ -4,55 +4,58 @@ failures will not resolve by waiting, and how a failure reads (attempts, next re
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from maas.compiler.status import DeploymentStatus, ReplicaStatus
 
 
-def retry_note(replica: dict[str, Any], now: float | None = None) -> str:
+def retry_note(replica: ReplicaStatus, now: float | None = None) -> str:
     """`attempt 3, next retry in 20 s`, or why none comes."""
-    if replica.get("permanent"):
+    if replica.permanent:
         return "permanent: not retried until applied again"
     parts = []
-    if replica.get("attempts"):
-        parts.append(f"attempt {replica['attempts']}")
-    if replica.get("crash_loop"):
+    if replica.attempts:
+        parts.append(f"attempt {replica.attempts}")
+    if replica.crash_loop:
         parts.append("crash loop")
-    at = replica.get("next_retry_at")
+    at = replica.next_retry_at
     if at is not None:
         wait = max(0.0, at - (time.time() if now is None else now))
         parts.append(f"next retry in {wait:.0f} s" if wait >= 1 else "retrying now")
     return ", ".join(parts)
 
 
-def failure_line(deployment: dict[str, Any], now: float | None = None) -> str:
+def failure_line(deployment: DeploymentStatus, now: float | None = None) -> str:
     """The deployment's last error with its replica's attempts and next retry."""
-    failing = [r for r in deployment.get("replica_states", []) if r.get("last_error")]
+    failing = [r for r in deployment.replica_states if r.last_error]
     if not failing:
-        return str(deployment.get("last_error") or "")
+        return deployment.last_error or ""
     replica = failing[0]
     note = retry_note(replica, now)
-    return f"{replica['last_error']}" + (f" ({note})" if note else "")
+    return f"{replica.last_error}" + (f" ({note})" if note else "")
 
 
-def attempt_line(deployment: dict[str, Any]) -> str:
+def attempt_line(deployment: DeploymentStatus) -> str:
     """The first failing replica's error and attempt count, without the countdown (a line that
     changes only when something happens)."""
-    for replica in deployment.get("replica_states", []):
-        if replica.get("last_error"):
-            return f"attempt {replica['attempts']}: {replica['last_error']}"
-    return str(deployment.get("last_error") or "")
+    for replica in deployment.replica_states:
+        if replica.last_error:
+            return f"attempt {replica.attempts}: {replica.last_error}"
+    return deployment.last_error or ""
 
 
-def hopeless(deployment: dict[str, Any], spec_hash: str, now: float | None = None) -> str | None:
+def hopeless(deployment: DeploymentStatus, spec_hash: str, now: float | None = None) -> str | None:
     """Why waiting for this deployment (at `spec_hash`) is pointless, or None.
 
     A replica of this spec that failed permanently (a bad image reference, an image or model the
     registry or hub does not have), or one in a crash loop past its first back-off."""
-    for replica in deployment.get("replica_states", []):
-        if replica.get("spec_hash") != spec_hash or replica.get("phase") != "failed":
+    for replica in deployment.replica_states:
+        if replica.spec_hash != spec_hash or replica.phase != "failed":
             continue
-        if replica.get("permanent") or replica.get("crash_loop"):
+        if replica.permanent or replica.crash_loop:
             return (
-                f"{deployment['name']} replica {replica['replica']}: {replica['last_error']} "
+                f"{deployment.name} replica {replica.replica}: {replica.last_error} "
                 f"({retry_note(replica, now)})"
             )
     return None

@@ -20,6 +20,14 @@ if TYPE_CHECKING:
     from maas.compiler.render import CompileOptions
     from maas.compiler.schema import json_schema, schema_text
     from maas.compiler.sources import load_sources
+    from maas.compiler.status import (
+        ContainerStatus,
+        DeploymentStatus,
+        NodeStatus,
+        ProgressBar,
+        ReplicaStatus,
+        parse_status,
+    )
 
 _HOMES = {
     "CATALOGUE": "backends",
@@ -41,25 +49,37 @@ _HOMES = {
     "json_schema": "schema",
     "schema_text": "schema",
     "load_sources": "sources",
+    "ContainerStatus": "status",
+    "DeploymentStatus": "status",
+    "NodeStatus": "status",
+    "ProgressBar": "status",
+    "ReplicaStatus": "status",
+    "parse_status": "status",
 }
 
 __all__ = [
     "CATALOGUE",
     "Backend",
     "CompileOptions",
+    "ContainerStatus",
     "Deployment",
+    "DeploymentStatus",
     "Diagnostic",
     "Documents",
     "Loaded",
     "MaasError",
     "Node",
+    "NodeStatus",
     "Plan",
     "PlanDeployment",
     "Position",
+    "ProgressBar",
+    "ReplicaStatus",
     "check_deployments",
     "compile_plan",
     "json_schema",
     "load_sources",
+    "parse_status",
     "plan_to_json",
     "resolve_backend",
     "schema_text",

@@ -1,8 +1,9 @@
 """The gateway's routing decision, as pure code on plain values.
 
-The agent's status report becomes a `RouteTable` (model name or alias -> deployment -> ready
-replicas). A `Balancer` picks one replica per request: least outstanding requests first, ties
-broken round-robin, and replicas that failed mid-flight are skipped until their ejection ends.
+The agent's status report (the contract of maas.compiler.status) becomes a `RouteTable` (model
+name or alias -> deployment -> ready replicas). A `Balancer` picks one replica per request: least
+outstanding requests first, ties broken round-robin, and replicas that failed mid-flight are
+skipped until their ejection ends.
 Time is an argument (`now`, seconds on any monotonic clock), so every decision is reproducible in
 tests.
 """
@@ -13,6 +14,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from maas.compiler.status import ContainerStatus, NodeStatus, parse_status
 
 
 @dataclass(frozen=True)
@@ -60,31 +63,34 @@ class RouteTable:
         )
 
 
-def _ready_replicas(name: str, containers: Iterable[Mapping[str, Any]], host: str) -> list[Replica]:
+def _ready_replicas(name: str, containers: Iterable[ContainerStatus], host: str) -> list[Replica]:
     ready = []
     for c in containers:
-        port = c.get("port")
-        if c.get("ready") is True and isinstance(port, int) and port > 0:
-            url = f"http://{host}:{port}"
-            ready.append(Replica(name, str(c.get("id", "")), int(c.get("replica", 0)), url))
+        if c.ready and c.port is not None and c.port > 0:
+            ready.append(Replica(name, c.id, c.replica, f"http://{host}:{c.port}"))
     return sorted(ready, key=lambda r: r.index)
 
 
-def route_table_from_status(status: Mapping[str, Any], host: str = "127.0.0.1") -> RouteTable:
-    """The agent's `GET /v1/status` document -> RouteTable. Only containers the agent reports
-    `ready` are routable; an alias that collides with a deployment name loses to the name."""
+def route_table_from_status(
+    status: NodeStatus | Mapping[str, Any], host: str = "127.0.0.1"
+) -> RouteTable:
+    """The agent's `GET /v1/status` document (maas.compiler.status) -> RouteTable. Only
+    containers the agent reports `ready` are routable; an alias that collides with a deployment
+    name loses to the name. A document that does not fit the contract raises MaasError."""
+    if not isinstance(status, NodeStatus):
+        status = parse_status(status)
     routes: dict[str, Route] = {}
     aliases: dict[str, str] = {}
-    for d in status.get("deployments") or []:
-        name = str(d["name"])
+    for d in status.deployments:
+        name = d.name
         route = Route(
             name=name,
-            state=str(d.get("state", "pending")),
-            replicas=int(d.get("replicas", 0)),
-            ready=tuple(_ready_replicas(name, d.get("containers") or [], host)),
-            aliases=tuple(str(a) for a in d.get("aliases") or []),
-            backend=d.get("backend"),
-            generic_proxy=bool(d.get("generic_proxy", False)),
+            state=d.state,
+            replicas=d.replicas,
+            ready=tuple(_ready_replicas(name, d.containers, host)),
+            aliases=tuple(d.aliases),
+            backend=d.backend,
+            generic_proxy=d.generic_proxy,
         )
         routes[name] = route
         for alias in route.aliases:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
 import structlog
 
+from maas.compiler.diagnostics import MaasError
+from maas.compiler.status import NodeStatus, parse_status
 from maas.gateway.routing import RouteTable, route_table_from_status
 
 log = structlog.get_logger("maas.gateway")
@@ -39,14 +41,18 @@ class RouteSource(Protocol):
 class StaticRouteSource:
     """A fixed status document, e.g. from a test or a file."""
 
-    def __init__(self, status: dict[str, Any], upstream_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, status: NodeStatus | Mapping[str, Any], upstream_host: str = "127.0.0.1"
+    ) -> None:
         self.table = route_table_from_status(status, upstream_host)
 
     @property
     def unreachable(self) -> str | None:
         return None
 
-    def update(self, status: dict[str, Any], upstream_host: str = "127.0.0.1") -> None:
+    def update(
+        self, status: NodeStatus | Mapping[str, Any], upstream_host: str = "127.0.0.1"
+    ) -> None:
         self.table = route_table_from_status(status, upstream_host)
 
     async def start(self) -> None:
@@ -122,17 +128,18 @@ class AgentRouteSource:
         try:
             async with self._session.get("http://agent/v1/status") as response:
                 response.raise_for_status()
-                status = await response.json()
+                status = parse_status(await response.json(), f"the agent's status at {self.socket}")
             table = route_table_from_status(status, self.upstream_host)
-            if status.get("desired") in ("refused", "pending"):
+            if status.desired in ("refused", "pending"):
                 # The agent cannot read its desired state (and keeps every container), or has
                 # not read it yet: the routes to what runs are kept too.
                 table = table.merged_over(self.table)
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, MaasError) as exc:
+            error = exc.diagnostics[0].message if isinstance(exc, MaasError) else str(exc)
             if self.healthy is not False:
-                log.warning("agent_unreachable", socket=str(self.socket), error=str(exc))
+                log.warning("agent_unreachable", socket=str(self.socket), error=error)
             self.healthy = False
-            self.error = str(exc) or type(exc).__name__
+            self.error = error or type(exc).__name__
             await self._relocate()
             return False
         if self.healthy is not True:

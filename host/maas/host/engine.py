@@ -68,12 +68,6 @@ class Engine:
             ),
         )
 
-    def close(self) -> None:
-        self._client.close()
-
-    def ping(self) -> None:
-        _wrap("ping", self._client.ping)
-
     def list_ours(self, labels: list[str]) -> list[dict[str, Any]]:
         """Every container (running or not) with all these `key=value` labels, in inspect shape.
 

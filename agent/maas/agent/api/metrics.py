@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -9,16 +11,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from maas.agent.api.status import deployment_status
+from maas.agent.reconcile.snapshot import NodeSnapshot, PassResult
 
 
 class _StateCollector(Collector):
-    """Gauges computed at scrape time from the reconciler's current view."""
+    """Gauges computed at scrape time from the node's latest snapshot."""
 
-    def __init__(self, reconciler: Any) -> None:
-        self.reconciler = reconciler
+    def __init__(self, snapshot: Callable[[], NodeSnapshot]) -> None:
+        self.snapshot = snapshot
 
     def collect(self) -> Any:
-        r = self.reconciler
+        snapshot = self.snapshot()
         by_state = GaugeMetricFamily(
             "maas_agent_deployments", "Deployments by state", labels=["state"]
         )
@@ -29,11 +32,12 @@ class _StateCollector(Collector):
             "maas_agent_deployment_gpu", "GPUs a deployment runs on", labels=["deployment", "gpu"]
         )
         counts: dict[str, int] = {}
-        plan = r.plan
-        health = dict(r.health)  # a copy: the reconcile thread may change it meanwhile
+        plan = snapshot.plan
+        health = dict(snapshot.healths)
+        now = time.time()
         for d in plan.deployments if plan else []:
             # The same state as `maasctl status` shows.
-            state = deployment_status(d, list(r.observed), health)["state"]
+            state = deployment_status(d, snapshot.observed, health, now).state
             counts[state] = counts.get(state, 0) + 1
             restarts.add_metric(
                 [d.name], sum(h.restarts for (name, _), h in health.items() if name == d.name)
@@ -73,7 +77,7 @@ class _TaskCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, reconciler: Any, supervisor: Any = None) -> None:
+    def __init__(self, snapshot: Callable[[], NodeSnapshot], supervisor: Any = None) -> None:
         self.registry = CollectorRegistry()
         self.passes = Counter(
             "maas_agent_reconcile_passes", "Reconcile passes", ["result"], registry=self.registry
@@ -91,11 +95,11 @@ class Metrics:
         self.actions = Counter(
             "maas_agent_actions", "Actions executed", ["kind"], registry=self.registry
         )
-        self.registry.register(_StateCollector(reconciler))
+        self.registry.register(_StateCollector(snapshot))
         if supervisor is not None:
             self.registry.register(_TaskCollector(supervisor))
 
-    def observe_pass(self, result: Any) -> None:
+    def observe_pass(self, result: PassResult) -> None:
         self.passes.labels("ok" if result.ok else "error").inc()
         self.duration.observe(result.duration_s)
         if result.ok:

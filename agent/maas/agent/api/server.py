@@ -14,15 +14,16 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
-from maas.agent.desired.sources import merge, remove_deployment, source_key
-from maas.agent.desired.store import Desired
-from maas.agent.reconcile.diff import diff
+from maas.agent.desired.sources import source_key
 from maas.compiler.diagnostics import Diagnostic, MaasError
+
+if TYPE_CHECKING:
+    from maas.agent.daemon import Agent
 
 log = structlog.get_logger("maas.agent")
 MAX_BODY = 8 * 1024 * 1024
@@ -55,8 +56,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 class Api:
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent  # maas.agent.daemon.Agent (not imported: it imports us)
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent  # not imported at run time: the daemon imports us
         # Followed log streams block a thread each for as long as a client reads; they get their
         # own pool so that they can never starve the reconcile loop's threads.
         self.log_threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="logs")
@@ -76,12 +77,12 @@ class Api:
         return app
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.agent.status())
+        return web.json_response(self.agent.status().document())
 
     async def plan(self, request: web.Request) -> web.Response:
         """The desired plan as last accepted (what the next pass works towards)."""
         reconciler = self.agent.reconciler
-        plan = await asyncio.to_thread(reconciler.stored_plan) or reconciler.plan
+        plan = await asyncio.to_thread(reconciler.stored_plan) or reconciler.snapshot.plan
         return web.json_response(plan.model_dump(mode="json") if plan else None)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
@@ -120,15 +121,7 @@ class Api:
         return web.json_response(result)
 
     def _apply(self, sources: dict[str, str], dry_run: bool) -> dict[str, Any]:
-        reconciler = self.agent.reconciler
-        with reconciler.state_lock:
-            stored = reconciler.store.load()
-            # A forced apply in pull mode keeps the commit: it is replaced at the next one.
-            desired = Desired(
-                sources=merge(stored.sources, sources), source_commit=stored.source_commit
-            )
-            plan = reconciler.compile(desired) if dry_run else reconciler.submit(desired)
-            actions = diff(plan, reconciler.refresh_observed())
+        plan, actions = self.agent.reconciler.apply(sources, dry_run=dry_run)
         return {"plan": plan.model_dump(mode="json"), "actions": [a.__dict__ for a in actions]}
 
     def _pull_mode_refusal(self, body: dict[str, Any], what: str) -> web.Response | None:
@@ -153,20 +146,11 @@ class Api:
         refusal = self._pull_mode_refusal({"force": request.query.get("force") == "1"}, "delete")
         if refusal is not None:
             return refusal
-        found = await asyncio.to_thread(self._delete, name)
+        found = await asyncio.to_thread(self.agent.reconciler.delete, name)
         if not found:
             return error(404, f"no deployment named '{name}'")
         self.agent.wake()
         return web.json_response({"deleted": name})
-
-    def _delete(self, name: str) -> bool:
-        reconciler = self.agent.reconciler
-        with reconciler.state_lock:
-            stored = reconciler.store.load()
-            sources, found = remove_deployment(stored.sources, name)
-            if found:
-                reconciler.submit(Desired(sources=sources))
-            return found
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -176,14 +160,7 @@ class Api:
         except ValueError:
             raise web.HTTPBadRequest(reason="replica and tail must be integers") from None
         follow = request.query.get("follow") in ("1", "true")
-        container = next(
-            (
-                c
-                for c in self.agent.reconciler.observed
-                if c.deployment == name and c.replica == replica
-            ),
-            None,
-        )
+        container = self.agent.reconciler.snapshot.container(name, replica)
         if container is None:
             return error(404, f"no container for deployment '{name}' replica {replica}")
         loop = asyncio.get_running_loop()

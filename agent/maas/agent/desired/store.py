@@ -35,6 +35,14 @@ class Desired(BaseModel):
     assigned: dict[str, int] | None = None
     policy: dict[str, Any] | None = None  # the rules maas.yaml states, as it states them
 
+    def commit_in_force(self) -> str | None:
+        """The commit whose inputs this state holds. None for the state file of an older agent
+        that stored only the plan compiled from a commit (no sources): pull mode then reads that
+        commit again and stores this node's share of it as inputs, compiled as a push is."""
+        if self.source_commit is not None and not self.sources and self.assigned is None:
+            return None
+        return self.source_commit
+
 
 def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

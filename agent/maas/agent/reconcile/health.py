@@ -16,7 +16,7 @@ spec; `attempts` counts failures since the replica was last ready.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 BACKOFF_START_S = 10.0
@@ -50,7 +50,6 @@ class ReplicaHealth:
     progress: str = ""
     bar: Any = None  # the preparation's Progress (maas.host.progress), shared with its thread
     refused: bool = False  # by the policy before creation; re-checked quietly each pass
-    history: list[str] = field(default_factory=list)
 
     def started(self, container_id: str, now: float, spec_hash: str | None = None) -> None:
         self.container_id = container_id

@@ -8,19 +8,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from maas.agent.reconcile.diff import Replica
+
+if TYPE_CHECKING:
+    from maas.agent.daemon import Agent
 
 STARTUP_PERIOD_S = 1.0
 LIVENESS_PERIOD_S = 10.0
 
 
 class Prober:
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent  # maas.agent.daemon.Agent (not imported: it imports us)
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent  # not imported at run time: the daemon imports us
         self.probed: dict[Replica, float] = {}  # when each replica was last probed
 
     async def run(self) -> None:
@@ -35,13 +38,14 @@ class Prober:
     def _due_probes(self, now: float) -> list[tuple[Replica, int, list[str], float]]:
         """Replicas to probe now: starting ones every second (ready soon after they are), ready
         ones every LIVENESS_PERIOD_S (the kubelet's default), which keeps the agent idle at rest."""
-        plan = self.agent.reconciler.plan
+        snapshot = self.agent.reconciler.snapshot
+        plan = snapshot.plan
         planned = {d.name: d for d in plan.deployments} if plan else {}
         due: list[tuple[Replica, int, list[str], float]] = []
-        for container in list(self.agent.reconciler.observed):
+        for container in snapshot.observed:
             key = (container.deployment, container.replica)
             d = planned.get(container.deployment)
-            health = self.agent.reconciler.health.get(key)
+            health = snapshot.healths.get(key)
             if d is None or health is None or container.port is None:
                 continue
             if health.container_id != container.id or health.phase not in ("starting", "running"):
@@ -57,14 +61,14 @@ class Prober:
         results = await asyncio.gather(*(self._probe(session, p, paths) for _, p, paths, _ in due))
         for (key, _, _, startup_timeout_s), ok in zip(due, results, strict=True):
             self.probed[key] = now
-            health = self.agent.reconciler.health.get(key)
-            if health is None or not health.probe_result(
-                ok, time.time(), startup_timeout_s=startup_timeout_s
+            reconciler = self.agent.reconciler
+            if not reconciler.probe_result(
+                key, ok, time.time(), startup_timeout_s=startup_timeout_s
             ):
                 continue
-            await asyncio.to_thread(
-                self.agent.reconciler.restart_unhealthy, key, health.last_error or "unhealthy"
-            )
+            health = reconciler.snapshot.healths.get(key)
+            reason = (health.last_error if health else None) or "unhealthy"
+            await asyncio.to_thread(reconciler.restart_unhealthy, key, reason)
             self.agent.wake()
 
     async def _probe(self, session: aiohttp.ClientSession, port: int, paths: list[str]) -> bool:

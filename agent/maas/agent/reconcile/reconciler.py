@@ -7,23 +7,28 @@ A container the policy refuses right before its creation (a bind source that res
 allowed roots, a secret that cannot be passed) is recorded on its replica once and re-checked on
 each pass without touching the engine: no back-off, no restarts counted, nothing logged again.
 Secret values the agent resolved are scrubbed from every error text it stores or logs.
+What a pass decides is a value (`step.step`: plan, observed, healths, now -> actions, healths');
+this class does the I/O around it. Readers (API, probes, metrics) never reach into its fields:
+they read `snapshot`, a NodeSnapshot published after each pass and each probe result.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import structlog
 from pydantic import ValidationError
 
 from maas.agent.config import AgentConfig
+from maas.agent.desired.sources import merge, remove_deployment
 from maas.agent.desired.store import Desired, Store
 from maas.agent.reconcile.containers import container_spec
 from maas.agent.reconcile.counters import Counters
@@ -31,6 +36,8 @@ from maas.agent.reconcile.diff import Action, Replica, diff
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, observe
 from maas.agent.reconcile.prepare import Job, Preparer, hubs_offline, node_tokens
+from maas.agent.reconcile.snapshot import NodeSnapshot, PassResult
+from maas.agent.reconcile.step import notice, step
 from maas.compiler.compile import compile_plan
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position
 from maas.compiler.documents import Loaded
@@ -53,14 +60,6 @@ NodeSource = Callable[[frozenset[str]], tuple[Node, list[ForeignProcess]]]
 STORE_REFUSALS = ("store-corrupt", "store-missing")
 PARALLEL_ACTIONS = 8
 PARALLEL_STOPS = 4
-
-
-@dataclass
-class PassResult:
-    started: float = 0.0
-    duration_s: float = 0.0
-    actions: list[Action] = field(default_factory=list)
-    ok: bool = True
 
 
 def internal_error(what: str, exc: BaseException) -> Diagnostic:
@@ -160,6 +159,9 @@ class Reconciler:
         self.errors: list[Diagnostic] = []
         self.last: PassResult = PassResult()
         self.passes = 0
+        # What readers see (`snapshot`), replaced whole after each pass and probe result.
+        self.snapshot = NodeSnapshot(self.node_name)
+        self._publishing = threading.Lock()
         # `lock`: one pass (or probe restart) at a time; it is held while Docker works, for
         # seconds. `state_lock`: the desired state (store, compile memo), held only briefly, so
         # that apply and delete are answered during a long pass and the next pass takes them all.
@@ -264,19 +266,43 @@ class Reconciler:
         except MaasError:
             return None
 
+    def stored(self) -> Desired:
+        """The desired state as stored; MaasError when it cannot be read."""
+        with self.state_lock:
+            return self.store.load()
+
+    def apply(self, sources: dict[str, str], *, dry_run: bool) -> tuple[Plan, list[Action]]:
+        """`sources` over the stored ones, compiled, and stored unless `dry_run`: the plan, and
+        the actions that bring what runs now to it."""
+        with self.state_lock:
+            stored = self.store.load()
+            # A forced apply in pull mode keeps the commit: it is replaced at the next one.
+            desired = Desired(
+                sources=merge(stored.sources, sources), source_commit=stored.source_commit
+            )
+            plan = self.compile(desired) if dry_run else self.submit(desired)
+            return plan, diff(plan, self.refresh_observed())
+
+    def delete(self, name: str) -> bool:
+        """Remove a deployment's sources from the desired state; False when there is none."""
+        with self.state_lock:
+            sources, found = remove_deployment(self.store.load().sources, name)
+            if found:
+                self.submit(Desired(sources=sources))
+            return found
+
     # the pass ---------------------------------------------------------------------------------
     def reconcile(self) -> PassResult:
         with self.lock:
-            result = PassResult(started=time.time())
+            started = time.time()
             try:
-                return self._reconcile(result)
+                return self._reconcile(started)
             except Exception as exc:  # one bad pass must not end the loop; the next one retries
                 log.error("reconcile_failed", exc_info=exc)
                 self.errors = [internal_error("the reconcile pass", exc)]
-                result.ok = False
-                return self._finish(result)
+                return self._finish(PassResult(started=started, ok=False))
 
-    def _reconcile(self, result: PassResult) -> PassResult:
+    def _reconcile(self, started: float) -> PassResult:
         # self.errors is replaced, never emptied first: status (read from other threads) must
         # not show a refusing agent as a healthy one with nothing to run, even for a moment.
         try:
@@ -288,15 +314,23 @@ class Reconciler:
             self.errors = errors
         except MaasError as exc:
             self.errors = list(exc.diagnostics)
-            result.ok = False
             log.error("reconcile refused", error=exc.diagnostics[0].render())
-            return self._finish(result)
-        self._notice_crashes(time.time())
+            return self._finish(PassResult(started=started, ok=False))
+        now = time.time()  # the pass's one reading of the clock (actions note their own)
+        observed = [
+            dataclasses.replace(c, error=self.scrub(c.error)) if c.error else c
+            for c in self.observed
+        ]
+        self._notice(observed, now)  # before roll-backs: a crash now may take a version back
         plan = self._with_rollbacks(plan)
         self.plan = plan
         planned = {d.name: d for d in plan.deployments}
-        held = {k for k, h in self.health.items() if self._held(k, h, planned, time.time())}
-        result.actions = self._prepared_first(diff(plan, self.observed, held), planned)
+        actions, healths = step(plan, observed, self.health, now)
+        self.health.update(healths)
+        result = PassResult(started=started, actions=tuple(self._prepared_first(actions, planned)))
+        # Readers see what this pass decided before the engine works on it (stops wait out
+        # their timeout, creations pull): the new plan, errors and preparations.
+        self.publish()
         # Stops first (they free GPUs and ports), a few at a time: one by one, a hundred
         # backends that wait out the stop timeout take minutes, yet dockerd 20.10's
         # libnetwork has deadlocked on a hundred simultaneous exits. Creations and starts
@@ -430,19 +464,8 @@ class Reconciler:
     def refresh_observed(self) -> list[ObservedContainer]:
         with contextlib.suppress(MaasError):  # the next pass reports an engine that went away
             self.observed = observe(self.engine.list_ours(self.owner.filters()), self.owner)
+        self.publish()  # status and the probes see the containers just created
         return self.observed
-
-    @staticmethod
-    def _held(
-        key: Replica, health: ReplicaHealth, planned: dict[str, PlanDeployment], now: float
-    ) -> bool:
-        if health.refused:
-            return False  # re-checked quietly each pass: fixing the host is enough
-        if health.permanent:
-            # Held for good, but only the spec that failed: a new spec is tried at once.
-            wanted = planned.get(key[0])
-            return wanted is None or wanted.spec_hash == health.spec_hash
-        return health.held(now)
 
     def _room_for(self, plan: Plan, todo: list[Action]) -> list[Action]:
         """The starts the GPUs have room for now; the others wait as pending, with the reason
@@ -468,32 +491,56 @@ class Reconciler:
 
     def _finish(self, result: PassResult) -> PassResult:
         self.counters.save(self.health)
-        result.duration_s = time.time() - result.started
+        result = dataclasses.replace(result, duration_s=time.time() - result.started)
         self.last = result
         self.passes += 1
+        self.publish()
         return result
 
-    def _notice_crashes(self, now: float) -> None:
-        for container in self.observed:
+    def publish(self) -> NodeSnapshot:
+        """A new snapshot of the node for readers (the API, probes, metrics)."""
+        with self._publishing:
+            self.snapshot = NodeSnapshot(
+                node_name=self.node_name,
+                plan=self.plan,
+                observed=tuple(self.observed),
+                healths=MappingProxyType({k: copy.copy(h) for k, h in list(self.health.items())}),
+                errors=tuple(self.errors),
+                refused=self.refused,
+                passes=self.passes,
+                last=self.last,
+                applied_at=self.applied_at,
+                removal_errors=MappingProxyType(dict(self.removal_errors)),
+                foreign=tuple(self.foreign),
+                cache_usage=tuple(self.cache_usage),
+                rollbacks=MappingProxyType(dict(self.rollbacks)),
+                preparing=MappingProxyType(dict(self.preparing)),
+            )
+            return self.snapshot
+
+    def probe_result(self, key: Replica, ok: bool, now: float, *, startup_timeout_s: float) -> bool:
+        """Record a probe of the replica; True when it must be restarted. Published at once: a
+        replica is routable as soon as its readiness probe passes, not at the next pass."""
+        health = self.health.get(key)
+        if health is None:
+            return False
+        restart = health.probe_result(ok, now, startup_timeout_s=startup_timeout_s)
+        with self._publishing:  # on the latest snapshot, which a pass may have just replaced
+            healths = {**self.snapshot.healths, key: copy.copy(health)}
+            self.snapshot = dataclasses.replace(self.snapshot, healths=MappingProxyType(healths))
+        return restart
+
+    def _notice(self, observed: list[ObservedContainer], now: float) -> None:
+        """Crashes and adoptions (`step.notice`), a new replica's health starting from the
+        counters kept in the state folder."""
+        for container in observed:
+            self.replica_health((container.deployment, container.replica))
+        before = dict(self.health)
+        self.health.update(notice(observed, before, now))
+        for container in observed:
             key = (container.deployment, container.replica)
-            health = self.replica_health(key)
-            if health.container_id is None:
-                # Adopted after an agent restart: trust Docker's view of it.
-                health.container_id = container.id
-                health.started_at = now
-                health.spec_hash = container.spec_hash
-                health.phase = "starting" if container.running else "failed"
-            elif (
-                container.id == health.container_id
-                and not container.running
-                and health.phase in ("starting", "running")
-            ):
-                health.fail(
-                    f"container {container.state} with exit code {container.exit_code}"
-                    + (f": {self.scrub(container.error)}" if container.error else ""),
-                    now,
-                    "crash",
-                )
+            health = self.health[key]
+            if health.restarts > before[key].restarts:
                 log.warning(
                     "replica crashed",
                     deployment=key[0],

@@ -115,16 +115,14 @@ def _wait(client: AgentClient, hashes: dict[str, str], timeout: float, view: Any
     deadline = time.monotonic() + timeout
     last = ""
     while True:
-        status = client.call("GET", "/v1/status")
-        mine = [d for d in status["deployments"] if d["name"] in hashes]
+        status = client.status()
+        mine = [d for d in status.deployments if d.name in hashes]
         pending = [
-            d
-            for d in mine
-            if d["ready_replicas"] < d["replicas"] or d["spec_hash"] != hashes[d["name"]]
+            d for d in mine if d.ready_replicas < d.replicas or d.spec_hash != hashes[d.name]
         ]
         line = ", ".join(
-            f"{d['name']} {d['state']} {d['ready_replicas']}/{d['replicas']}"
-            + (f" ({attempt_line(d)})" if d["state"] == "failed" else "")
+            f"{d.name} {d.state} {d.ready_replicas}/{d.replicas}"
+            + (f" ({attempt_line(d)})" if d.state == "failed" else "")
             for d in pending
         )
         if line != last and line:
@@ -134,17 +132,17 @@ def _wait(client: AgentClient, hashes: dict[str, str], timeout: float, view: Any
         if not pending and len(mine) == len(hashes):
             print("all replicas ready")
             return exitcodes.OK
-        reasons = [r for d in pending if (r := hopeless(d, hashes[d["name"]]))]
+        reasons = [r for d in pending if (r := hopeless(d, hashes[d.name]))]
         if reasons:
             for reason in reasons:
                 print(f"error: {reason}", file=sys.stderr)
             print("error: stopped waiting: this will not resolve by waiting", file=sys.stderr)
             return exitcodes.FAILED
-        failed = [d for d in pending if d["state"] == "failed" and d["last_error"]]
+        failed = [d for d in pending if d.state == "failed" and d.last_error]
         if time.monotonic() > deadline:
             for d in failed or pending:
                 print(
-                    f"error: {d['name']}: {d['state']}: {d['last_error'] or 'not ready'}",
+                    f"error: {d.name}: {d.state}: {d.last_error or 'not ready'}",
                     file=sys.stderr,
                 )
             print(f"error: timed out after {timeout:.0f} s", file=sys.stderr)

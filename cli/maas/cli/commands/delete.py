@@ -38,13 +38,12 @@ def run(args: argparse.Namespace) -> int:
         return exitcodes.OK
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        status = client.call("GET", "/v1/status")
-        gone = all(d["name"] != args.name for d in status["deployments"])
-        if gone and args.name not in status.get("removing", []):
+        status = client.status()
+        if status.deployment(args.name) is None and args.name not in status.removing:
             return exitcodes.OK
-        problem = status.get("removal_errors", {}).get(args.name)
-        if problem and problem["permanent"]:
-            print(f"error: cannot remove {args.name}: {problem['error']}", file=sys.stderr)
+        problem = status.removal_errors.get(args.name)
+        if problem and problem.permanent:
+            print(f"error: cannot remove {args.name}: {problem.error}", file=sys.stderr)
             print("error: stopped waiting: this will not resolve by waiting", file=sys.stderr)
             return exitcodes.FAILED
         time.sleep(0.5)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 from maas.cli import exitcodes
 from maas.cli.commands.apply import add_socket
+
+if TYPE_CHECKING:
+    from maas.compiler.status import CachedModel, NodeStatus
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,33 +35,35 @@ def run(args: argparse.Namespace) -> int:
     from maas.cli.waiting import failure_line
     from maas.compiler import MaasError
 
-    status = AgentClient(socket_path(args.socket), timeout=30).call("GET", "/v1/status")
+    status = AgentClient(socket_path(args.socket), timeout=30).status()
     if args.name:
-        status["deployments"] = [d for d in status["deployments"] if d["name"] == args.name]
-        if not status["deployments"]:
+        status = status.model_copy(
+            update={"deployments": [d for d in status.deployments if d.name == args.name]}
+        )
+        if not status.deployments:
             raise MaasError.single("not-found", f"no deployment named '{args.name}'")
     if args.output == "json":
-        print(json.dumps(status, indent=2))
+        print(json.dumps(status.document(), indent=2))
         return exitcodes.OK
     rows = [
         [
-            d["name"],
-            d["state"],
-            f"{d['ready_replicas']}/{d['replicas']}",
-            ",".join(str(c["port"]) for c in d["containers"]),
-            str(sum(r.get("restarts", 0) for r in d.get("replica_states", d["containers"]))),
-            str(sum(r.get("rollouts", 0) for r in d.get("replica_states", []))),
-            failure_line(d) or d.get("progress") or "",
+            d.name,
+            d.state,
+            f"{d.ready_replicas}/{d.replicas}",
+            ",".join(str(c.port) for c in d.containers),
+            str(sum(r.restarts for r in d.replica_states)),
+            str(sum(r.rollouts for r in d.replica_states)),
+            failure_line(d) or d.progress or "",
         ]
-        for d in status["deployments"]
+        for d in status.deployments
     ]
-    print(f"node {status['node']}")
+    print(f"node {status.node}")
     print_agent_state(status)
-    for error in status.get("errors", []):
-        print(f"error: {error['message']} [{error['code']}]")
-    for warning in status.get("warnings", []):
-        print(f"warning: {warning['message']} [{warning['code']}]")
-        for hint in warning["hints"]:
+    for error in status.errors:
+        print(f"error: {error.message} [{error.code}]")
+    for warning in status.warnings:
+        print(f"warning: {warning.message} [{warning.code}]")
+        for hint in warning.hints:
             print(f"  hint: {hint}")
     print(
         table(["deployment", "state", "ready", "ports", "restarts", "rollouts", "last error"], rows)
@@ -67,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
     )
     from maas.cli.progressview import print_status_bars
 
-    print_status_bars(status["deployments"])
+    print_status_bars(status.deployments)
     if not args.name:
-        print_cache(status.get("cache", []))
+        print_cache(status.cache)
     return exitcodes.OK
 
 
@@ -81,7 +86,7 @@ def size_text(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover - the loop returns at GiB
 
 
-def print_cache(models: list[dict[str, Any]]) -> None:
+def print_cache(models: list[CachedModel]) -> None:
     """The model cache per model: its revisions, their size, and who uses them."""
     if not models:
         return
@@ -89,52 +94,47 @@ def print_cache(models: list[dict[str, Any]]) -> None:
 
     rows = []
     for model in models:
-        for rev in model["revisions"]:
-            state = ", ".join(rev["used_by"]) if rev["used_by"] else "unused"
-            if not rev["complete"]:
+        for rev in model.revisions:
+            state = ", ".join(rev.used_by) if rev.used_by else "unused"
+            if not rev.complete:
                 state += " (downloading)"
             rows.append(
-                [
-                    f"{model['source']}:{model['repo']}",
-                    rev["revision"][:12],
-                    size_text(rev["bytes"]),
-                    state,
-                ]
+                [f"{model.source}:{model.repo}", rev.revision[:12], size_text(rev.bytes), state]
             )
-    total = sum(m["bytes"] for m in models)
+    total = sum(m.bytes for m in models)
     print(f"model cache: {size_text(total)}")
     print(table(["model", "revision", "size", "used by"], rows))
 
 
-def print_agent_state(status: dict[str, Any]) -> None:
+def print_agent_state(status: NodeStatus) -> None:
     """Pull mode's source, tasks that failed, foreign processes holding GPU memory, and a
     desired state the agent refused."""
-    if "source" in status:
-        source = status["source"]
+    source = status.source
+    if source is not None:
         print(
-            f"source {source['url']} ({source['branch']}) at "
-            f"{(source['applied_commit'] or 'nothing yet')[:12]}"
+            f"source {source.url} ({source.branch}) at "
+            f"{(source.applied_commit or 'nothing yet')[:12]}"
         )
-        for line in source["error"]:
-            print(f"refused {source['refused_commit'][:12]}: {line}")
-        for line in source.get("fetch_error", []):
+        for line in source.error:
+            print(f"refused {(source.refused_commit or '')[:12]}: {line}")
+        for line in source.fetch_error:
             print(f"cannot fetch: {line}")
-    for name, task in sorted(status.get("tasks", {}).items()):
-        if task["failures"] or task["restarts"] or not task["alive"]:
+    for name, task in sorted(status.tasks.items()):
+        if task.failures or task.restarts or not task.alive:
             print(
-                f"task {name}: {'running' if task['alive'] else 'NOT RUNNING'}, "
-                f"{task['failures']} failed pass(es), {task['restarts']} restart(s); "
-                f"last: {task['last_error']}"
+                f"task {name}: {'running' if task.alive else 'NOT RUNNING'}, "
+                f"{task.failures} failed pass(es), {task.restarts} restart(s); "
+                f"last: {task.last_error}"
             )
-    for process in status.get("gpu_foreign", []):
+    for process in status.gpu_foreign:
         print(
-            f"GPU {process['gpu']}: pid {process['pid']} ({process['name']}) holds "
-            f"{process['used_bytes'] / (1 << 30):.1f} GiB outside this node's containers"
+            f"GPU {process.gpu}: pid {process.pid} ({process.name}) holds "
+            f"{process.used_bytes / (1 << 30):.1f} GiB outside this node's containers"
         )
-    for name, back in sorted(status.get("rolled_back", {}).items()):
-        print(f"{name}: rolled back to the previous version: {back['reason']}")
-    for prep in status.get("preparing", []):
-        print(f"{prep['deployment']}: {prep['phase']} the new version while the old one serves")
-    if status.get("desired") == "refused":
-        kept = ", ".join(f"{c['deployment']}/{c['replica']}" for c in status.get("kept", []))
+    for name, back in sorted(status.rolled_back.items()):
+        print(f"{name}: rolled back to the previous version: {back.reason}")
+    for prep in status.preparing:
+        print(f"{prep.deployment}: {prep.phase} the new version while the old one serves")
+    if status.desired == "refused":
+        kept = ", ".join(f"{c.deployment}/{c.replica}" for c in status.kept or [])
         print(f"desired state refused; keeping every container as it is: {kept or 'none'}")
