@@ -22,8 +22,8 @@ from maas.compiler.metadata import ModelMetadata
 from maas.compiler.metadata.gguf import parse_gguf
 from maas.compiler.metadata.model import from_gguf
 from maas.compiler.models import Gpu
-from maas.compiler.placement.llama_fit import place_llama
-from maas.compiler.placement.llama_memory import LlamaLayout, llama_memory
+from maas.compiler.placement.llama_fit import PROMPT_UBATCH, LlamaChoice, place_llama
+from maas.compiler.placement.llama_memory import N_UBATCH, LlamaLayout, llama_memory
 from support.gguf_arch import (
     DEEPSEEK_V3,
     GEMMA3_27B,
@@ -112,26 +112,95 @@ def memory_table(models: dict[str, ModelMetadata], results: Path) -> None:
                   f"{min(values):+.2f}%, worst over {max(values):+.2f}%")  # fmt: skip
 
 
+# How much of a layer's FFN stays on the GPU for each split llama.cpp makes, most first (common/
+# fit.cpp: LAYER_FRACTION_GATE, _UP, _MOE, _ATTN); a layout's "step" counts these per layer.
+SPLITS = {
+    "ffn_down.*": "down",
+    "ffn_(gate|gate_up|down).*": "gate_down",
+    "ffn_(up|down|gate_up|gate)_(ch|)exps": None,
+    "ffn_(gate|up|gate_up|down).*": "ffn",
+}
+KEEPS = {"down": 3, "gate_down": 2, None: 1, "ffn": 0}
+
+
+def their_layout(meta: ModelMetadata, ot: list[str]) -> tuple[int, str | None]:
+    """(first layer with FFN parts in host memory, its split) from llama.cpp's -ot list. Its
+    layer index counts the output head as layer n_layer (set_ngl_tensor_split_tbo), so a pattern
+    for blk.{n_layer} matches no tensor and is dropped."""
+    layers: dict[int, str | None] = {}
+    for pattern in ot:
+        match = re.fullmatch(r"blk\\\.(\d+)\\\.(.*)=CPU", pattern)
+        assert match, pattern
+        if int(match.group(1)) < meta.block_count:
+            layers[int(match.group(1))] = SPLITS[match.group(2)]
+    first = min(layers)
+    return first, layers[first]
+
+
+def step(first: int, split: str | None) -> int:
+    return first * 4 + KEEPS[split]
+
+
 def fit_table(models: dict[str, ModelMetadata], results: Path) -> None:
-    print("\n| model | ctx | budget GiB | llama.cpp -fitt | ours |")
-    print("| --- | --- | --- | --- | --- |")
+    print("\n| model | ctx | budget GiB | llama.cpp -fitt (-ub 512) | ours (as rendered) "
+          "| ours at -ub 512 vs llama.cpp | ours as rendered vs llama.cpp |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows(results / "gpu-arch-fit-raw.jsonl"):
         meta = models[str(r["model"])]
         budget = int(r["budget_gib"]) << 30  # type: ignore[call-overload]
         gpu = Gpu(index=0, uuid="GPU-0", name="H200", memory_total_bytes=budget,
                   memory_free_bytes=budget)  # fmt: skip
-        full, off = place_llama(meta, [gpu], n_ctx=int(r["ctx"]), margin=0, allow_cpu=True)  # type: ignore[call-overload]
-        choice = full or off
-        assert choice is not None
-        ours = f"-ngl {choice.layout.n_gpu_layers}"
-        if choice.layout.experts_on_cpu:
-            ours += f", experts of {len(choice.layout.experts_on_cpu)} layers on CPU"
-        theirs = f"-ngl {r['ngl']}"
-        ot = r.get("ot") or []
-        assert isinstance(ot, list)
-        if ot:
-            theirs += f", {len(ot)} overrides: {' '.join(str(o) for o in ot)[:80]}"
-        print(f"| {r['model']} | {r['ctx']} | {r['budget_gib']} | {theirs} | {ours} |")
+        verdicts = []
+        for ubatch in (N_UBATCH, PROMPT_UBATCH):  # llama.cpp's default, then what we render
+            full, off = place_llama(meta, [gpu], n_ctx=int(r["ctx"]), margin=0, allow_cpu=True,  # type: ignore[call-overload]
+                                    prompt_ubatch=ubatch)  # fmt: skip
+            choice = full or off
+            assert choice is not None
+            ours, verdict = compare_choice(meta, choice, r)
+            verdicts.append(verdict)
+        theirs = describe(meta, r)
+        print(f"| {r['model']} | {r['ctx']} | {r['budget_gib']} | {theirs} | {ours} | "
+              f"{verdicts[0]} | {verdicts[1]} |")  # fmt: skip
+
+
+def describe(meta: ModelMetadata, r: dict[str, object]) -> str:
+    n = meta.block_count
+    theirs = f"-ngl {r['ngl'] or n + 1}"
+    ot = r.get("ot") or []
+    assert isinstance(ot, list)
+    if ot:
+        their = their_layout(meta, [str(o) for o in ot])
+        theirs += (
+            f", experts of {their[0]}..{n - 1} on CPU, layer {their[0]}: {their[1] or 'experts'}"
+        )
+    return theirs
+
+
+def compare_choice(
+    meta: ModelMetadata, choice: LlamaChoice, r: dict[str, object]
+) -> tuple[str, str]:
+    """(our layout in words, how it compares with llama.cpp's: equal, or steps of one split
+    fraction of one layer more or less conservative)."""
+    n = meta.block_count
+    ngl = choice.layout.n_gpu_layers
+    ours = f"-ngl {ngl}"
+    mine: tuple[int, str | None] = (n, None)
+    if choice.layout.experts_on_cpu:
+        mine = (min(choice.layout.experts_on_cpu), choice.layout.split_ffn)
+        ours += f", experts of {mine[0]}..{n - 1} on CPU, layer {mine[0]}: {mine[1] or 'experts'}"
+    ot = r.get("ot") or []
+    assert isinstance(ot, list)
+    their = their_layout(meta, [str(o) for o in ot]) if ot else (n, None)
+    diff = step(*mine) - step(*their)
+    if ngl != (r["ngl"] or n + 1):
+        verdict = "different -ngl"
+    elif diff == 0:
+        verdict = "equal"
+    else:
+        verdict = f"{abs(diff)} step(s) {'less' if diff > 0 else 'more'} conservative"
+    if choice.layout.n_ubatch != N_UBATCH:
+        ours += f", -ub {choice.layout.n_ubatch}"
+    return ours, verdict
 
 
 def main() -> None:

@@ -32,6 +32,11 @@ from maas.compiler.placement.vllm import ACTIVATION_RESERVE, VllmChoice, size_vl
 from maas.compiler.plan import Estimate, Placement
 
 LLAMA_DEFAULT_CONTEXT = 8192
+SPLIT_WORDS = {
+    "down": "only the down projections",
+    "gate_down": "only the gate and down projections",
+    "ffn": "the whole FFN",
+}
 
 
 def llama_context(deployment: Loaded[Deployment], meta: ModelMetadata) -> int:
@@ -129,7 +134,7 @@ def _llama_result(  # noqa: PLR0917
         gpu_layers=layout.n_gpu_layers if mode != "cpu" else 0,
         layers_total=total,
         tensor_split=split,
-        expert_offload=experts_pattern(experts),
+        expert_offload=experts_pattern(experts, layout.split_ffn),
         cpuset=pin.cpuset,
         cpuset_mems=pin.mems,
         threads=(pin.threads or node.spec.cpu.cores) if mode != "gpu" else None,
@@ -184,9 +189,12 @@ def _llama_reason(node: Node, meta: ModelMetadata, choice: LlamaChoice, experts:
     if choice.kind == "gpu":
         return f"all {total} layers on {len(choice.gpus)} GPU(s): {vram}"
     if choice.kind == "experts":
+        split = choice.layout.split_ffn
+        part = f"; of layer {experts[0]} {SPLIT_WORDS[split]}, as llama.cpp's fit" if split else ""
         return (
             f"all {total} layers on the GPU ({vram}) with the routed experts of "
-            f"{len(experts)}/{meta.block_count} layers in host memory ({gib(choice.host.total)})"
+            f"{len(experts)}/{meta.block_count} layers in host memory ({gib(choice.host.total)}"
+            f"{part})"
         )
     if choice.kind == "layers":
         return (
