@@ -121,31 +121,52 @@ def _cpu_count(cpus: str) -> int:
     return total
 
 
-def cpu_pinning(node: Node, host_bytes: int, gpus: Sequence[Gpu] = ()) -> Pinning:
-    """One NUMA node for CPU work when the host has several and the CPU part fits in its memory:
-    the node the placement's GPU hangs off (its activations and copies of CPU weights cross
-    PCIe from there), else the one with most memory. Threads: that node's physical cores."""
+def cpu_pinning(
+    node: Node, host_bytes: int, gpus: Sequence[Gpu] = (), replicas: int = 1
+) -> Pinning:
+    """One NUMA node for CPU work when the host has several and the node holds it: the node the
+    placement's GPU hangs off (its activations and copies of CPU weights cross PCIe from there),
+    else the one with most memory. Threads: that node's physical cores.
+
+    The replicas of a deployment share its placement, so one node holds them all: the seed's rule
+    "dual-socket only when the model fits twice" (issue 13, item 5). Two replicas stay on one
+    socket, each with half its cores, only where that node holds the CPU part twice; where it
+    holds it once the replicas get both sockets (not pinned, the host's cores divided among
+    them), as does a CPU part larger than one node."""
     cpu = node.spec.cpu
     numa = cpu.numa_nodes
+    replicas = max(1, replicas)
     if len(numa) < 2:
         return Pinning(None, None, cpu.cores, "")
     smt = max(1, cpu.threads // cpu.cores)
+    need = host_bytes * replicas
 
     def room(n: NumaNode) -> int:
-        return n.memory_bytes if n.memory_bytes is not None else host_memory(node) // len(numa)
+        # the host memory a replica sees is already its share (allocation.Ledger.view)
+        if n.memory_bytes is not None:
+            return n.memory_bytes
+        return host_memory(node) * replicas // len(numa)
 
     local = {g.numa_node for g in gpus if g.numa_node is not None}
-    near = [n for n in numa if n.id in local and room(n) >= host_bytes]
+    near = [n for n in numa if n.id in local and room(n) >= need]
     best = near[0] if len(local) == 1 and near else max(numa, key=lambda n: (room(n), -n.id))
-    if room(best) < host_bytes:
-        return Pinning(None, None, cpu.cores, "; not pinned: the CPU part exceeds one NUMA node")
-    threads = max(1, _cpu_count(best.cpus) // smt)
+    if room(best) < need:
+        share = max(1, cpu.cores // replicas)
+        if replicas > 1 and room(best) >= host_bytes:
+            why = (
+                f"; not pinned, {replicas} replicas across the {len(numa)} NUMA nodes ({share} "
+                f"cores each): one node holds the CPU part once, not {replicas} times"
+            )
+        else:
+            why = "; not pinned: the CPU part exceeds one NUMA node"
+        return Pinning(None, None, share, why)
+    threads = max(1, _cpu_count(best.cpus) // smt // replicas)
     why = ", the GPU's" if near and best is near[0] else ""
+    each = f"{threads} cores"
+    if replicas > 1:
+        each = f"{threads} cores each: it holds the CPU part of all {replicas} replicas"
     return Pinning(
-        best.cpus,
-        str(best.id),
-        threads,
-        f"; CPU work pinned to NUMA node {best.id}{why} ({threads} cores)",
+        best.cpus, str(best.id), threads, f"; CPU work pinned to NUMA node {best.id}{why} ({each})"
     )
 
 

@@ -82,7 +82,7 @@ def place_llama_box(
             None, Estimate(), [_no_fit(deployment, node, meta, would, n_ctx, margin)]
         )
     assert offloaded is not None
-    pin = cpu_pinning(node, offloaded.host_bytes, offloaded.gpus)
+    pin = cpu_pinning(node, offloaded.host_bytes, offloaded.gpus, spec.replicas)
     if offloaded.host_bytes > host_memory(node):
         message = (
             f"'{deployment.model.metadata.name}' fits nowhere: its CPU part needs "
