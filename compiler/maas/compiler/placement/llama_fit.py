@@ -177,9 +177,12 @@ def _split_layer(fitter: _Fitter, layout: LlamaLayout, devices: Sequence[Gpu]) -
     experts back on the GPU if that fits (LAYER_FRACTION_GATE), else its up experts
     (LAYER_FRACTION_UP), else its whole FFN, dense part and router too, in host memory
     (LAYER_FRACTION_ATTN). The same steps keep our layout equal to the one llama.cpp picks."""
-    first = min(layout.experts_on_cpu)
-    if not fitter.meta.layers[first].ffn:  # metadata without the FFN parts: routed experts only
+    layers = fitter.meta.layers
+    # the split layer is the first one with routed experts (DeepSeek's first three are dense)
+    moe = frozenset(i for i in layout.experts_on_cpu if i < len(layers) and layers[i].experts)
+    if not moe or not layers[min(moe)].ffn:  # no FFN parts in the metadata: experts only
         return layout
+    layout = replace(layout, experts_on_cpu=moe)
     up = replace(layout, split_ffn="gate_down")
     if fitter.fits(up, devices) is None:
         return replace(layout, split_ffn="ffn")
