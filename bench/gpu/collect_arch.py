@@ -5,6 +5,8 @@
   gpt-oss-20b/120b, DeepSeek-V3, Qwen3-30B-A3B; Llama-3-8B as the dense control), ctx 4096 and
   32768, several -ngl and expert layouts, and 4 slots (-np 4); then `-fitt` choices when llama.cpp
   may use 24/48/80 GiB of the GPU;
+- `split`: breakdowns of our own MoE layouts as the compiler renders them (a split layer, -ub
+  512 and 2048), from bench/gpu/split-jobs.json (written by `compare_arch.py --jobs`);
 - `decode`: `llama-bench` decode tok/s of random-weight models of several sizes and offload levels
   (speed-model calibration: efficiency versus fixed per-token cost).
 
@@ -109,6 +111,8 @@ def breakdown(job: dict[str, object]) -> dict[str, object]:
         args += ["-np", str(n_par)]
     if job.get("ot"):
         args += ["-ot", str(job["ot"])]
+    if job.get("ub"):
+        args += ["-b", str(job["ub"]), "-ub", str(job["ub"])]
     proc = run("memory", args)
     rows = {}
     for line in proc.stdout.splitlines():
@@ -155,6 +159,15 @@ def memory() -> None:
     print(f"fits done at {time.monotonic() - START:.0f}s", flush=True)
 
 
+def split() -> None:
+    models()
+    todo = json.loads((Path(__file__).parent / "split-jobs.json").read_text())
+    with ThreadPoolExecutor(8) as pool:
+        for row in pool.map(breakdown, todo):
+            record("split", row)
+    print(f"split breakdowns: {len(todo)} at {time.monotonic() - START:.0f}s", flush=True)
+
+
 def bench(path: Path, ngl: int, extra: list[str] | None = None) -> dict[str, object]:
     args = [str(BIN / "llama-bench"), "-m", str(path), "-ngl", str(ngl), "-p", "0", "-n", "64"]
     args += ["-r", "2", "-o", "json", *(extra or [])]
@@ -192,5 +205,7 @@ if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     if "memory" in PHASES:
         memory()
+    if "split" in PHASES:
+        split()
     if "decode" in PHASES:
         decode()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,26 @@ def test_unknown_architecture_is_a_warning_naming_it(tmp_path: Path) -> None:
     (deployment,) = plan.deployments
     (warning,) = deployment.diagnostics
     assert warning["code"] == "unknown-architecture" and "'rwkv7'" in warning["message"]
+
+
+def test_split_layer_is_the_first_with_experts(models: dict[str, ModelMetadata]) -> None:
+    """With every routed expert in host memory, llama.cpp's split falls on DeepSeek's first MoE
+    layer (3; layers 0-2 are dense), never on a dense layer's FFN."""
+    from maas.compiler.models import Gpu
+    from maas.compiler.placement.llama_fit import experts_pattern, place_llama
+
+    meta = models["deepseek2"]
+    gpu = Gpu(index=0, uuid="GPU-0", name="H200", memory_total_bytes=14 << 30,
+              memory_free_bytes=14 << 30)  # fmt: skip
+    _, choice = place_llama(meta, [gpu], n_ctx=32768, margin=0, allow_cpu=True)
+    assert choice is not None and choice.kind == "experts"
+    layout = choice.layout
+    assert min(layout.experts_on_cpu) == 3 and layout.split_ffn == "ffn"
+    assert experts_pattern(sorted(layout.experts_on_cpu), layout.split_ffn)[0] == (
+        r"blk\.3\.ffn_(gate|up|gate_up|down).*=CPU"
+    )
+    dense = meta.layers[3].total - meta.layers[3].experts
+    whole = llama_memory(meta, replace(layout, split_ffn=None), n_ctx=32768)
+    split = llama_memory(meta, layout, n_ctx=32768)
+    moved = split.host.model - whole.host.model  # router and shared expert of layer 3
+    assert 0 < moved < dense

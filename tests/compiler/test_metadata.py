@@ -78,6 +78,13 @@ def test_llama3_70b_and_mixtral_exact_bytes(tmp_path: Path) -> None:
     attention = q_bytes(4096 * 4096 * 2 + 1024 * 4096 * 2, Q.Q8_0)
     assert moe.layers[0].total == experts + attention + 8 * 4096 * 4 + 2 * 4096 * 4
     assert (moe.expert_count, moe.expert_used_count, moe.is_moe) == (8, 2, True)
+    # what llama.cpp's fit moves of a split layer (ffn_down*, + ffn_gate*, + ffn_up*): the
+    # router ffn_gate_inp goes with the gate
+    router = 8 * 4096 * 4
+    layer = moe.layers[0]
+    assert (layer.ffn_down, layer.ffn_gate_down, layer.ffn) == (
+        experts // 3, 2 * experts // 3 + router, experts + router,
+    )  # fmt: skip
 
 
 def test_split_gguf_is_one_model(tmp_path: Path) -> None:

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
 from maas.compiler.metadata import ModelMetadata
-from maas.compiler.placement.llama_memory import llama_memory
+from maas.compiler.models import Gpu
+from maas.compiler.placement.llama_fit import PROMPT_UBATCH, place_llama
+from maas.compiler.placement.llama_memory import N_UBATCH, llama_memory
 from support.paths import ROOT
 
 MIB = 1 << 20
+GIB = 1 << 30
 
 
 @pytest.fixture(scope="module", params=["", "--holdout"], ids=["calibration", "holdout"])
@@ -65,3 +69,31 @@ def test_fit_matches_llama_cpp(recorded: tuple[str, dict[str, ModelMetadata]]) -
         o_ngl, o_exp = ours(meta, fit["budget_gib"])
         assert abs(t_ngl - o_ngl) <= 1 and abs(t_exp - o_exp) <= 1, fit
         assert o_ngl <= t_ngl and (o_ngl < t_ngl or o_exp >= t_exp), fit
+
+
+def test_moe_split_layer_matches_llama_cpp_on_h200(tmp_path: Path) -> None:
+    """llama.cpp's `-fitt` at 24/48/80 GiB on the H200 (bench/results/gpu-arch-fit-raw.jsonl):
+    at llama.cpp's ubatch our -ngl and expert layout, split layer included, are its own; with
+    the wider prompt ubatch we render they may be one split step more conservative, never less."""
+    from bench.gpu.compare_arch import load, step, their_layout
+
+    models = load(tmp_path)
+    rows = (ROOT / "bench/results/gpu-arch-fit-raw.jsonl").read_text().splitlines()
+    split = 0
+    for row in map(json.loads, rows):
+        meta = models[row["model"]]
+        n = meta.block_count
+        budget = row["budget_gib"] * GIB
+        gpu = Gpu(index=0, uuid="GPU-0", name="H200", memory_total_bytes=budget,
+                  memory_free_bytes=budget)  # fmt: skip
+        theirs = their_layout(meta, row["ot"]) if row["ot"] else (n, None)
+        for ubatch, slack in ((N_UBATCH, 0), (PROMPT_UBATCH, 1)):
+            full, off = place_llama(meta, [gpu], n_ctx=row["ctx"], margin=0, allow_cpu=True,
+                                    prompt_ubatch=ubatch)  # fmt: skip
+            layout = (full or off).layout  # type: ignore[union-attr]
+            assert layout.n_gpu_layers == (row["ngl"] or n + 1), row["model"]
+            first = min(layout.experts_on_cpu, default=n)
+            ours = (first, layout.split_ffn)
+            assert 0 <= step(*theirs) - step(*ours) <= slack, (row["model"], ubatch, ours, theirs)
+            split += layout.split_ffn is not None
+    assert split >= 10  # gpt-oss-120b at 24/48, DeepSeek-V3 at 24/48/80, both ubatches

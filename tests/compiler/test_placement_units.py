@@ -84,3 +84,19 @@ def test_two_bandwidth_speed_model() -> None:
     both = decode_tokens_per_s(10**9, 10**9, gpu_bandwidth=10**12, cpu_bandwidth=5 * 10**10)
     assert both == round(1 / (0.001 + 0.02), 1)
     assert decode_tokens_per_s(0, 10**9, gpu_bandwidth=None, cpu_bandwidth=None) is None
+
+
+def test_replicas_share_one_socket_only_where_it_holds_them_all() -> None:
+    """The seed's rule, dual-socket only when the model fits twice: replicas share the pinned
+    node, so it must hold every replica's CPU part; holding one copy sends them to both sockets."""
+    two = [
+        NumaNode(id=0, cpus="0-63,128-191", memory_bytes=400 * GIB),
+        NumaNode(id=1, cpus="64-127,192-255", memory_bytes=400 * GIB),
+    ]
+    twice = cpu_pinning(node(two), 150 * GIB, replicas=2)
+    assert (twice.cpuset, twice.mems, twice.threads) == ("0-63,128-191", "0", 32)
+    once = cpu_pinning(node(two), 300 * GIB, replicas=2)
+    assert (once.cpuset, once.mems, once.threads) == (None, None, 64)
+    assert "one node holds the CPU part once, not 2 times" in once.reason
+    alone = cpu_pinning(node(two), 300 * GIB)
+    assert (alone.cpuset, alone.threads) == ("0-63,128-191", 64)

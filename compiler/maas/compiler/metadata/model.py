@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the parser imports the gguf package (numpy); keep this modu
 
 BLOCK = re.compile(r"^blk\.(\d+)\.")
 EXPERTS = re.compile(r"\.ffn_(gate|up|down|gate_up)_(ch)?exps\b")
+FFN_PARTS = (("ffn_down",), ("ffn_gate", "ffn_down"), ("ffn_gate", "ffn_up", "ffn_down"))
 # Per-layer tables are allocated from block_count: a hostile header must not size them.
 MAX_BLOCKS = 1 << 16  # the deepest models have a few hundred layers
 
@@ -30,6 +31,12 @@ class LayerBytes(BaseModel):
     experts: int = Field(default=0, description="Routed-expert tensors (ffn_*_exps).")
     largest: int = Field(default=0, description="Largest single tensor.")
     largest_expert: int = Field(default=0, description="Largest routed-expert tensor.")
+    # The FFN parts llama.cpp's --fit moves to host memory for the one layer it splits (common/
+    # fit.cpp, get_overflow_pattern; every ffn_* tensor whose name starts so, shared experts and
+    # the router included): ffn_down*, ffn_gate* + ffn_down*, and all of ffn_gate/up/down*.
+    ffn_down: int = Field(default=0, description="Tensors named ffn_down*.")
+    ffn_gate_down: int = Field(default=0, description="Tensors named ffn_gate* or ffn_down*.")
+    ffn: int = Field(default=0, description="Tensors named ffn_gate*, ffn_up* or ffn_down*.")
 
 
 class ModelMetadata(BaseModel):
@@ -221,6 +228,7 @@ def _layer_bytes(tensors: list[TensorInfo], n_layer: int) -> tuple[list[LayerByt
     experts = [0] * n_layer
     largest = [0] * n_layer
     largest_expert = [0] * n_layer
+    parts = [[0, 0, 0] for _ in range(n_layer)]  # ffn_down, ffn_gate_down, ffn
     token_embd = output = 0
     has_output = False
     for tensor in tensors:
@@ -232,6 +240,10 @@ def _layer_bytes(tensors: list[TensorInfo], n_layer: int) -> tuple[list[LayerByt
             if EXPERTS.search(tensor.name):
                 experts[i] += tensor.nbytes
                 largest_expert[i] = max(largest_expert[i], tensor.nbytes)
+            part = tensor.name[match.end() :]
+            for k, prefixes in enumerate(FFN_PARTS):
+                if part.startswith(prefixes):
+                    parts[i][k] += tensor.nbytes
         elif tensor.name.startswith("token_embd."):
             token_embd += tensor.nbytes
         elif tensor.name.startswith("output"):
@@ -239,9 +251,12 @@ def _layer_bytes(tensors: list[TensorInfo], n_layer: int) -> tuple[list[LayerByt
             has_output = has_output or tensor.name == "output.weight"
     if not has_output:  # tied embeddings: llama.cpp loads a copy of token_embd as the output
         output += token_embd
+    columns = zip(total, experts, largest, largest_expert, parts, strict=True)
     layers = [
-        LayerBytes(total=t, experts=e, largest=g, largest_expert=x)
-        for t, e, g, x in zip(total, experts, largest, largest_expert, strict=True)
+        LayerBytes(
+            total=t, experts=e, largest=g, largest_expert=x, ffn_down=d, ffn_gate_down=gd, ffn=f
+        )
+        for t, e, g, x, (d, gd, f) in columns
     ]
     return layers, token_embd, output
 

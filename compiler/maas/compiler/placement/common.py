@@ -20,12 +20,14 @@ from maas.compiler.units import gib
 
 # Decode speed: seconds per token = bytes read on each device / its effective bandwidth + a fixed
 # time per layer (kernel launches, synchronisation). Share of the theoretical GPU bandwidth that
-# llama.cpp's decode reaches per memory class and the fixed time of today's build were fitted on
-# published llama-bench figures of 13 GPUs plus our H100 (bench/gpu/fit_speed.py, data with
-# sources in bench/data/decode-published.csv, result in bench/results/speed-model.md); CPU share
-# of the node's copy bandwidth measured on the H100 machine (bench/results/gpu-placement.md).
-GPU_EFFICIENCY = {"hbm": 0.675, "gddr": 0.963}
-FIXED_S_PER_LAYER = 42.1e-6
+# llama.cpp's decode reaches per memory class and the fixed time of today's build: the fit on all
+# 42 points (published llama-bench figures of 13 GPUs, our H100 and our H200 at two model sizes)
+# of bench/gpu/fit_speed.py, data with sources in bench/data/decode-published.csv; held out by
+# GPU in three folds its median |error| is 4.9% (GDDR 4.6%, HBM 8.4%), bench/results/
+# speed-model.md (2026-12-02). CPU share of the node's copy bandwidth measured on the H100 machine
+# (bench/results/gpu-placement.md).
+GPU_EFFICIENCY = {"hbm": 0.682, "gddr": 0.949}
+FIXED_S_PER_LAYER = 49.7e-6
 CPU_EFFICIENCY = 0.58
 # Theoretical bandwidth of common cards (vendor data sheets), for GPUs whose NVML readings lack
 # bus width or memory clock; the memory class also comes from here when the name is known.
@@ -115,31 +117,52 @@ def _cpu_count(cpus: str) -> int:
     return total
 
 
-def cpu_pinning(node: Node, host_bytes: int, gpus: Sequence[Gpu] = ()) -> Pinning:
-    """One NUMA node for CPU work when the host has several and the CPU part fits in its memory:
-    the node the placement's GPU hangs off (its activations and copies of CPU weights cross
-    PCIe from there), else the one with most memory. Threads: that node's physical cores."""
+def cpu_pinning(
+    node: Node, host_bytes: int, gpus: Sequence[Gpu] = (), replicas: int = 1
+) -> Pinning:
+    """One NUMA node for CPU work when the host has several and the node holds it: the node the
+    placement's GPU hangs off (its activations and copies of CPU weights cross PCIe from there),
+    else the one with most memory. Threads: that node's physical cores.
+
+    The replicas of a deployment share its placement, so one node holds them all: the seed's rule
+    "dual-socket only when the model fits twice" (issue 13, item 5). Two replicas stay on one
+    socket, each with half its cores, only where that node holds the CPU part twice; where it
+    holds it once the replicas get both sockets (not pinned, the host's cores divided among
+    them), as does a CPU part larger than one node."""
     cpu = node.spec.cpu
     numa = cpu.numa_nodes
+    replicas = max(1, replicas)
     if len(numa) < 2:
         return Pinning(None, None, cpu.cores, "")
     smt = max(1, cpu.threads // cpu.cores)
+    need = host_bytes * replicas
 
     def room(n: NumaNode) -> int:
-        return n.memory_bytes if n.memory_bytes is not None else host_memory(node) // len(numa)
+        # the host memory a replica sees is already its share (allocation.Ledger.view)
+        if n.memory_bytes is not None:
+            return n.memory_bytes
+        return host_memory(node) * replicas // len(numa)
 
     local = {g.numa_node for g in gpus if g.numa_node is not None}
-    near = [n for n in numa if n.id in local and room(n) >= host_bytes]
+    near = [n for n in numa if n.id in local and room(n) >= need]
     best = near[0] if len(local) == 1 and near else max(numa, key=lambda n: (room(n), -n.id))
-    if room(best) < host_bytes:
-        return Pinning(None, None, cpu.cores, "; not pinned: the CPU part exceeds one NUMA node")
-    threads = max(1, _cpu_count(best.cpus) // smt)
+    if room(best) < need:
+        share = max(1, cpu.cores // replicas)
+        if replicas > 1 and room(best) >= host_bytes:
+            why = (
+                f"; not pinned, {replicas} replicas across the {len(numa)} NUMA nodes ({share} "
+                f"cores each): one node holds the CPU part once, not {replicas} times"
+            )
+        else:
+            why = "; not pinned: the CPU part exceeds one NUMA node"
+        return Pinning(None, None, share, why)
+    threads = max(1, _cpu_count(best.cpus) // smt // replicas)
     why = ", the GPU's" if near and best is near[0] else ""
+    each = f"{threads} cores"
+    if replicas > 1:
+        each = f"{threads} cores each: it holds the CPU part of all {replicas} replicas"
     return Pinning(
-        best.cpus,
-        str(best.id),
-        threads,
-        f"; CPU work pinned to NUMA node {best.id}{why} ({threads} cores)",
+        best.cpus, str(best.id), threads, f"; CPU work pinned to NUMA node {best.id}{why} ({each})"
     )
 
 

@@ -81,7 +81,7 @@ def _foundation(
     need = metadata.weight_bytes if metadata is not None else spec.resources.memory_bytes
     estimate = Estimate(ram_bytes=need, details={"weight_bytes": need} if metadata else {})
     problem = ram_problem(deployment, node, need) if need else None
-    pin = cpu_pinning(node, need or 0)
+    pin = cpu_pinning(node, need or 0, replicas=spec.replicas)
     why = (
         "CPU only (gpus: none)"
         if spec.gpus == "none"

@@ -4,7 +4,8 @@ Order of preference, as llama.cpp's own `--fit` does it:
 1. the whole model on one GPU (the one with most free memory), else split over several GPUs in
    proportion to their free memory (`--tensor-split`);
 2. with `allow_cpu_offload`, a MoE model keeps every layer's attention on the GPU and moves the
-   routed experts of the last layers to the CPU (`--override-tensor`), the fewest that fit;
+   routed experts of the last layers to the CPU (`--override-tensor`), the fewest that fit, then
+   splits the FFN of the first of them as llama.cpp does (part of one more layer on the GPU);
 3. else (dense, or MoE whose dense part does not fit) the most layers that fit, filled back to
    front, the last GPU first (`--n-gpu-layers`);
 4. with no room on any GPU, the CPU build.
@@ -23,6 +24,7 @@ from maas.compiler.placement.llama_memory import (
     DeviceMemory,
     LlamaLayout,
     LlamaMemory,
+    SplitFfn,
     cpu_only_memory,
     llama_memory,
 )
@@ -54,10 +56,12 @@ class _Fitter:
         *,
         exact: bool,
         parallel: int = 1,
+        prompt_ubatch: int = PROMPT_UBATCH,
     ) -> None:
         self.meta, self.n_ctx, self.budgets = meta, n_ctx, budgets
         self.exact = exact  # use all the GPUs given, not the fewest that fit
         self.parallel = parallel
+        self.prompt_ubatch = prompt_ubatch
 
     def memory(self, layout: LlamaLayout) -> LlamaMemory:
         return llama_memory(self.meta, layout, n_ctx=self.n_ctx, parallel=self.parallel)
@@ -98,13 +102,22 @@ def place_llama(
     allow_cpu: bool,
     gpu_count: int | None = None,
     parallel: int = 1,
+    prompt_ubatch: int = PROMPT_UBATCH,
 ) -> tuple[LlamaChoice | None, LlamaChoice | None]:
     """(the full-GPU choice or None, the best offloaded choice or None when nothing fits).
 
-    `gpu_count` (the spec's `gpus: N`) uses exactly the N GPUs with most free memory."""
+    `gpu_count` (the spec's `gpus: N`) uses exactly the N GPUs with most free memory;
+    `prompt_ubatch` is the ubatch tried for experts in host memory (N_UBATCH: llama.cpp's)."""
     by_free = sorted(gpus, key=lambda g: (-g.free_bytes, g.index))[:gpu_count]
     budgets = {g.uuid: g.free_bytes - margin for g in gpus}
-    fitter = _Fitter(meta, n_ctx, budgets, exact=gpu_count is not None, parallel=parallel)
+    fitter = _Fitter(
+        meta,
+        n_ctx,
+        budgets,
+        exact=gpu_count is not None,
+        parallel=parallel,
+        prompt_ubatch=prompt_ubatch,
+    )
     full = _full_gpu(fitter, by_free)
     if full is not None or (not allow_cpu and not by_free):
         return full, None
@@ -150,12 +163,31 @@ def _expert_offload(fitter: _Fitter, by_free: Sequence[Gpu]) -> LlamaChoice | No
         # With experts in host memory llama.cpp copies them to the GPU for every prompt ubatch
         # (ggml-cuda.cu, ggml_backend_cuda_device_offload_op: ops of 32 rows or more run on the
         # GPU and the scheduler copies their CPU weights over): a larger ubatch moves the same
-        # bytes for 4x the tokens. Taken only where it costs no expert layer on the GPU.
-        wide = replace(layout(k), n_ubatch=PROMPT_UBATCH)
-        return fitter.choice(wide, devices, "experts") or fitter.choice(
-            layout(k), devices, "experts"
-        )
+        # bytes for 4x the tokens. Taken only where it costs no whole expert layer on the GPU,
+        # before the split layer (which gains a fraction of one layer's decode reads).
+        wide = replace(layout(k), n_ubatch=fitter.prompt_ubatch)
+        base = wide if fitter.fits(wide, devices) is not None else layout(k)
+        return fitter.choice(_split_layer(fitter, base, devices), devices, "experts")
     return None
+
+
+def _split_layer(fitter: _Fitter, layout: LlamaLayout, devices: Sequence[Gpu]) -> LlamaLayout:
+    """The first expert-offloaded layer split as llama.cpp's --fit splits it (common/fit.cpp,
+    common_fit_params_impl, "try to fit at least part of one more layer"): its up and gate
+    experts back on the GPU if that fits (LAYER_FRACTION_GATE), else its up experts
+    (LAYER_FRACTION_UP), else its whole FFN, dense part and router too, in host memory
+    (LAYER_FRACTION_ATTN). The same steps keep our layout equal to the one llama.cpp picks."""
+    layers = fitter.meta.layers
+    # the split layer is the first one with routed experts (DeepSeek's first three are dense)
+    moe = frozenset(i for i in layout.experts_on_cpu if i < len(layers) and layers[i].experts)
+    if not moe or not layers[min(moe)].ffn:  # no FFN parts in the metadata: experts only
+        return layout
+    layout = replace(layout, experts_on_cpu=moe)
+    up = replace(layout, split_ffn="gate_down")
+    if fitter.fits(up, devices) is None:
+        return replace(layout, split_ffn="ffn")
+    gate = replace(layout, split_ffn="down")
+    return gate if fitter.fits(gate, devices) is not None else up
 
 
 def _layer_offload(fitter: _Fitter, by_free: Sequence[Gpu]) -> LlamaChoice | None:
@@ -204,9 +236,25 @@ def _smallest(ok: object, low: int, high: int) -> int:
     return low
 
 
-def experts_pattern(blocks: Sequence[int]) -> list[str]:
-    """`--override-tensor` patterns that keep the routed experts of `blocks` in host memory."""
+# llama.cpp's own patterns for a split layer (common/fit.cpp, get_overflow_pattern)
+SPLIT_PATTERNS = {
+    "down": "ffn_down.*",
+    "gate_down": "ffn_(gate|gate_up|down).*",
+    "ffn": "ffn_(gate|up|gate_up|down).*",
+}
+
+
+def experts_pattern(blocks: Sequence[int], split_ffn: SplitFfn | None = None) -> list[str]:
+    """`--override-tensor` patterns that keep the routed experts of `blocks` in host memory; with
+    `split_ffn`, the first of them moves that part of its FFN instead."""
     if not blocks:
         return []
-    ids = "|".join(str(i) for i in sorted(blocks))
-    return [rf"blk\.({ids})\.ffn_(up|down|gate|gate_up)_(ch|)exps=CPU"]
+    blocks = sorted(blocks)
+    out = []
+    if split_ffn is not None:
+        out.append(rf"blk\.{blocks[0]}\.{SPLIT_PATTERNS[split_ffn]}=CPU")
+        blocks = blocks[1:]
+    if blocks:
+        ids = "|".join(str(i) for i in blocks)
+        out.append(rf"blk\.({ids})\.ffn_(up|down|gate|gate_up)_(ch|)exps=CPU")
+    return out

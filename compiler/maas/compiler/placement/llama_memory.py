@@ -17,13 +17,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Literal
 
 from maas.compiler.metadata import ModelMetadata
+from maas.compiler.metadata.model import LayerBytes
 from maas.compiler.placement.attention import attention_rows, layer_caches, window_size
 
 N_UBATCH = 512
 F32 = 4
 CTX_PAD = 256
+# What llama.cpp's --fit moves to host memory of the one MoE layer it splits (common/fit.cpp,
+# common_layer_fraction_t and get_overflow_pattern): "down" is LAYER_FRACTION_GATE (ffn_down*),
+# "gate_down" LAYER_FRACTION_UP (ffn_gate* and ffn_down*), "ffn" LAYER_FRACTION_ATTN (every
+# ffn_gate/up/down* tensor, shared experts and router included).
+SplitFfn = Literal["down", "gate_down", "ffn"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,18 @@ class LlamaLayout:
     output_on_gpu: bool = False
     experts_on_cpu: frozenset[int] = field(default_factory=frozenset)  # block indices
     n_ubatch: int = N_UBATCH  # llama.cpp's -ub (and -b): tokens per graph evaluation
+    # the first layer of experts_on_cpu moves this part of its FFN instead of its routed experts
+    split_ffn: SplitFfn | None = None
+
+    def ffn_on_cpu(self, i: int, layer: LayerBytes) -> int:
+        """Bytes of layer `i`'s weights that stay in host memory although the layer is on a GPU."""
+        if i not in self.experts_on_cpu:
+            return 0
+        if self.split_ffn is None or i != min(self.experts_on_cpu):
+            return layer.experts
+        return {"down": layer.ffn_down, "gate_down": layer.ffn_gate_down, "ffn": layer.ffn}[
+            self.split_ffn
+        ]
 
     @property
     def n_gpu_layers(self) -> int:
@@ -161,7 +180,7 @@ def llama_memory(
     cpu_largest = 0 if layout.output_on_gpu else meta.output_bytes
     for i, layer in enumerate(meta.layers):
         gpu = owners[i]
-        on_cpu = layer.experts if i in layout.experts_on_cpu else 0
+        on_cpu = layout.ffn_on_cpu(i, layer)
         if gpu is None:
             host_model += layer.total
             host_kv += caches[i]
@@ -230,10 +249,16 @@ def bytes_per_token(meta: ModelMetadata, layout: LlamaLayout) -> tuple[int, int]
     cpu = 0 if layout.output_on_gpu else meta.output_bytes
     for i, layer in enumerate(meta.layers):
         dense, experts = layer.total - layer.experts, int(layer.experts * share)
+        moved = layout.ffn_on_cpu(i, layer)
         if owners[i] is None:
             cpu += dense + experts
-        elif i in layout.experts_on_cpu:
-            gpu, cpu = gpu + dense, cpu + experts
+        elif moved:
+            # a split layer moves part of its experts (read at the routed share) and, for
+            # "ffn", its dense FFN too (read whole)
+            moved_dense = max(0, moved - layer.experts)
+            moved_experts = int((moved - moved_dense) * share)
+            gpu += dense - moved_dense + experts - moved_experts
+            cpu += moved_dense + moved_experts
         else:
             gpu += dense + experts
     return gpu, cpu

@@ -31,6 +31,12 @@ from maas.compiler.placement.vllm import ACTIVATION_RESERVE, VllmChoice, size_vl
 from maas.compiler.plan import Estimate, Placement
 from maas.compiler.units import GIB, default_context, gib
 
+SPLIT_WORDS = {
+    "down": "only the down projections",
+    "gate_down": "only the gate and down projections",
+    "ffn": "the whole FFN",
+}
+
 
 def llama_context(deployment: Loaded[Deployment], meta: ModelMetadata) -> int:
     return default_context(meta.context_length, deployment.model.spec.context_length)
@@ -74,7 +80,7 @@ def place_llama_box(
             None, Estimate(), [_no_fit(deployment, node, meta, would, n_ctx, margin)]
         )
     assert offloaded is not None
-    pin = cpu_pinning(node, offloaded.host_bytes, offloaded.gpus)
+    pin = cpu_pinning(node, offloaded.host_bytes, offloaded.gpus, spec.replicas)
     if offloaded.host_bytes > host_memory(node):
         message = (
             f"'{deployment.model.metadata.name}' fits nowhere: its CPU part needs "
@@ -126,7 +132,7 @@ def _llama_result(  # noqa: PLR0917
         gpu_layers=layout.n_gpu_layers if mode != "cpu" else 0,
         layers_total=total,
         tensor_split=split,
-        expert_offload=experts_pattern(experts),
+        expert_offload=experts_pattern(experts, layout.split_ffn),
         cpuset=pin.cpuset,
         cpuset_mems=pin.mems,
         threads=(pin.threads or node.spec.cpu.cores) if mode != "gpu" else None,
@@ -181,9 +187,12 @@ def _llama_reason(node: Node, meta: ModelMetadata, choice: LlamaChoice, experts:
     if choice.kind == "gpu":
         return f"all {total} layers on {len(choice.gpus)} GPU(s): {vram}"
     if choice.kind == "experts":
+        split = choice.layout.split_ffn
+        part = f"; of layer {experts[0]} {SPLIT_WORDS[split]}, as llama.cpp's fit" if split else ""
         return (
             f"all {total} layers on the GPU ({vram}) with the routed experts of "
-            f"{len(experts)}/{meta.block_count} layers in host memory ({gib(choice.host.total)})"
+            f"{len(experts)}/{meta.block_count} layers in host memory ({gib(choice.host.total)}"
+            f"{part})"
         )
     if choice.kind == "layers":
         return (
