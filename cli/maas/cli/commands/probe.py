@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "probe",
         help="print this host's Node profile",
         description="Probe this host (CPU cores and threads, NUMA nodes, RAM, NVIDIA GPUs through "
-        "NVML, the model cache's disk) and print its Node document, ready to commit under a config repository's nodes/. "
+        "NVML, the model cache's disk) and print its Node document, ready to commit under a "
+        "config repository's nodes/. "
         "Without a GPU, driver or NVML library the profile is CPU-only and a warning is printed.",
     )
     parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
@@ -43,10 +44,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from maas.cli.nodes import agent_cache_dir
     from maas.cli.output import print_diagnostics
     from maas.host.probe import measure_memory_bandwidth, read_host, to_node
-
-    from maas.cli.nodes import agent_cache_dir
 
     readings = read_host(args.cache_dir or agent_cache_dir())
     if args.measure_bandwidth:

@@ -282,9 +282,6 @@ class _Fetch:
             return self._body(response, start, part, remote, hasher)
 
     def _body(self, response: Any, start: int, part: Path, remote: RemoteFile, hasher: Any) -> Any:
-        import requests
-        import urllib3
-
         if response.status_code in PERMANENT_STATUS:
             raise MaasError.single(
                 "download",
@@ -301,6 +298,17 @@ class _Fetch:
             start, hasher = 0, _hasher(remote)
         elif response.status_code not in (200, 206):
             raise _Transient(f"the hub answers {response.status_code}")
+        self._copy(response, part, hasher)
+        got = part.stat().st_size
+        if got < remote.size:
+            raise _Transient(f"connection closed at byte {got} of {remote.size}")
+        return hasher
+
+    def _copy(self, response: Any, part: Path, hasher: Any) -> None:
+        """Append the body to `part` and hash what reached it, whatever ends the body."""
+        import requests
+        import urllib3
+
         read = _reader(response)
         buffers = (bytearray(HASH_BATCH), bytearray(HASH_BATCH))
         turn, filled = 0, 0
@@ -336,17 +344,13 @@ class _Fetch:
                 if filled:  # what reached the file is hashed, always
                     hasher.update(view[:filled])
                 hasher.wait()  # the buffers are not touched after this
-        got = part.stat().st_size
-        if got < remote.size:
-            raise _Transient(f"connection closed at byte {got} of {remote.size}")
-        return hasher
 
 
 def _reader(response: Any) -> Callable[[memoryview], int]:
     """`readinto` of the response's body: bytes land in our buffers with no copy in between.
-    requests' iter_content and urllib3's read1 allocate a fresh bytes object per read and
-    another to batch them for the hash, which cost about a third of the throughput (see
-    bench/results/download-2026-12-02.md). http.client's response underneath urllib3's does
+    requests' iter_content and urllib3's read1 allocate a fresh bytes object per read, and
+    batching those for the hash copies them again (bench/results/download-2026-12-02.md has
+    what that cost). http.client's response underneath urllib3's does
     this (its Content-Length and chunked framing included); urllib3 keeps it as `_fp`, and where
     that is not one (another urllib3), its own `read1` is used."""
     fp = getattr(response.raw, "_fp", None)
