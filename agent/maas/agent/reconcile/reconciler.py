@@ -28,6 +28,7 @@ from maas.agent.desired.store import Desired, Store
 from maas.agent.reconcile.containers import container_spec
 from maas.agent.reconcile.counters import Counters
 from maas.agent.reconcile.diff import Action, Replica, diff
+from maas.agent.reconcile.drain import drains
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, observe
 from maas.agent.reconcile.prepare import Job, Preparer, hubs_offline, node_tokens
@@ -565,10 +566,14 @@ class Reconciler:
             replica=action.replica,
             reason=action.reason,
         )
+        if drains(action, self.health, self.config.drain_s):
+            self.health[(action.deployment, action.replica)].draining = True
+            time.sleep(self.config.drain_s)
         try:
             self.engine.remove(action.container_id, stop_timeout=self.config.stop_timeout_s)
         except Exception as exc:
             health = self.replica_health((action.deployment, action.replica))
+            health.draining = False  # it still runs: it serves again
             permanent = isinstance(exc, MaasError) and not exc.retryable
             if isinstance(exc, MaasError):
                 message = self.scrub(exc.diagnostics[0].message)
