@@ -138,16 +138,9 @@ def test_wait_stops_on_permanent_failure_and_crash_loop_of_the_applied_spec() ->
     from maas.cli.waiting import failure_line, hopeless
 
     def replica(**kw: object) -> dict[str, object]:
-        base = {
-            "replica": 0,
-            "phase": "failed",
-            "spec_hash": "v1:a",
-            "attempts": 1,
-            "last_error": "boom",
-            "permanent": False,
-            "crash_loop": False,
-            "next_retry_at": 110.0,
-        }
+        base = {"replica": 0, "phase": "failed", "spec_hash": "v1:a", "attempts": 1,
+                "last_error": "boom", "permanent": False, "crash_loop": False,
+                "next_retry_at": 110.0}
         return {**base, **kw}
 
     def deployment(*replicas: dict[str, object]) -> dict[str, object]:
