@@ -32,6 +32,7 @@ from maas.agent.reconcile.drain import drains
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, observe
 from maas.agent.reconcile.prepare import Job, Preparer, hubs_offline, node_tokens
+from maas.agent.reconcile.rollback import rollback_short
 from maas.compiler.compile import compile_plan
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position
 from maas.compiler.documents import Loaded
@@ -142,7 +143,7 @@ class Reconciler:
         self.cache = ModelCache(config.cache_dir, config.state_dir, config.cache_max_idle_s)
         self.cache_usage: list[dict[str, object]] = []
         self.preparing: dict[str, Job] = {}  # new versions prepared while the old ones serve
-        self._roll_waits: set[tuple[str, str, int]] = set()
+        self._roll_waits: set[tuple[str, str, int] | tuple[str, str]] = set()
         # Per deployment: the last version whose replicas were all ready, and a roll-out taken
         # back to it (the failed spec hash, the version brought back, why).
         self.last_good: dict[str, PlanDeployment] = {}
@@ -330,6 +331,12 @@ class Reconciler:
             self.rollbacks.pop(d.name, None)  # a new spec: tried afresh
             good = self.last_good.get(d.name)
             why = self._failed_version(d) if good and good.spec_hash != d.spec_hash else None
+            short = rollback_short(plan, good) if good is not None and why is not None else None
+            if short is not None:  # it would not fit the GPUs now: the new version stays
+                if (d.name, d.spec_hash) not in self._roll_waits:
+                    self._roll_waits.add((d.name, d.spec_hash))
+                    log.error("roll-out not rolled back", deployment=d.name, reason=short)
+                why = None
             if good is not None and why is not None:
                 self.rollbacks[d.name] = (d.spec_hash, good, why)
                 log.error("roll-out rolled back", deployment=d.name, reason=why)
