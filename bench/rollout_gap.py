@@ -153,6 +153,9 @@ def own_load(container_id: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--drain-s", type=float, default=0.5, help="the agent's drain_s (the gateway polls 0.2 s)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the agent's folder and log")
     args = parser.parse_args()
     image = llama_server_image()
@@ -161,7 +164,8 @@ def main() -> int:
     models.mkdir()
     model = write_tiny_llama(models / "tiny.gguf")
     (work / "agent").mkdir()
-    agent = AgentProcess(work / "agent", {"policy": {"allowed_mount_roots": [str(models)]}})
+    settings = {"policy": {"allowed_mount_roots": [str(models)]}, "drain_s": args.drain_s}
+    agent = AgentProcess(work / "agent", settings)
     agent.start()
     config = work / "gateway.yaml"
     port = free_port()
@@ -194,20 +198,7 @@ def main() -> int:
             gap, failed = gap_of_change(agent, port, spec(image, model, run))
             gaps.append(gap)
             failures.append(failed)
-        gap, load = statistics.median(gaps), statistics.median(loads)
-        print(f"one-replica change, llama.cpp tiny GGUF, image and model present, {args.runs} runs")
-        print(f"  serving gap through the gateway: median {gap:.2f} s  (runs {fmt(gaps)} s)")
-        print(f"  requests refused or failed per change: {failures}")
-        print(
-            f"  backend's own load (docker run -> /health 200): median {load:.2f} s"
-            f"  (runs {fmt(loads)} s)"
-        )
-        extra = gap - load
-        print(
-            f"  gap - load: {extra:+.2f} s  (goal: at most +{GOAL_EXTRA_S:.1f} s): "
-            f"{'met' if extra <= GOAL_EXTRA_S else 'NOT met'}"
-        )
-        return 0 if extra <= GOAL_EXTRA_S else 1
+        return report(gaps, loads, failures)
     finally:
         gateway.terminate()
         gateway.wait(timeout=60)
@@ -216,6 +207,26 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(work)
+
+
+def report(gaps: list[float], loads: list[float], failures: list[int]) -> int:
+    gap, load = statistics.median(gaps), statistics.median(loads)
+    print(f"one-replica change, llama.cpp tiny GGUF, image and model present, {len(gaps)} runs")
+    print(f"  serving gap through the gateway: median {gap:.2f} s  (runs {fmt(gaps)} s)")
+    print(f"  requests refused or failed per change: {failures}")
+    print(
+        f"  backend's own load (docker run -> /health 200): median {load:.2f} s"
+        f"  (runs {fmt(loads)} s)"
+    )
+    extras = [g - f for g, f in zip(gaps, loads, strict=True)]
+    extra = statistics.median(extras)
+    print(f"  gap - load per run (each change beside its own load): {fmt(extras)} s")
+    verdict = "met" if extra <= GOAL_EXTRA_S else "NOT met"
+    print(
+        f"  gap - load, median of the runs: {extra:+.2f} s"
+        f"  (goal: at most +{GOAL_EXTRA_S:.1f} s): {verdict}"
+    )
+    return 0 if extra <= GOAL_EXTRA_S else 1
 
 
 def fmt(values: list[float]) -> str:

@@ -49,7 +49,7 @@ class AgentConfig(BaseModel):
     drain_s: Annotated[float, Field(ge=0, le=600)] = Field(
         default=2.0,
         description="A replica a roll-out replaces is reported not ready this long before it "
-        "stops (while another replica serves): the gateway's poll and the requests in flight.",
+        "stops: the gateway's poll and the requests in flight. 0: no drain.",
     )
     metrics_address: str = "127.0.0.1"
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464

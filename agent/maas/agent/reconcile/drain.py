@@ -4,9 +4,11 @@ The gateway routes by the status report, which it polls (maas.gateway.source, ev
 `poll_interval_s`, 1 s by default), so a replica stopped the moment it is replaced still gets
 requests for up to one poll, and the ones it is answering are cut ("the connection closed before
 the response"). A draining replica is reported not ready while it still runs, for `drain_s`:
-the gateway stops sending to it and what it answers ends, as the other replicas serve. Only
-where another replica of the deployment is ready: the only replica's drain would turn the
-requests it could still answer into refusals and lengthen the gap of a one-replica change.
+the gateway stops sending to it and what it answers ends, as the other replicas serve. The only
+replica drains too: its gap grows by `drain_s`, but the requests it answers end instead of being
+cut, and a backend that waits for a busy slot on SIGTERM (llama-server with --parallel 1 under
+load: docker stop took 4.6 s of a 5 s timeout, 0.4 s idle) stops at once rather than at the
+agent's stop timeout (30 s by default); bench/results/rollout-gap-2026-12-02.md.
 """
 
 from __future__ import annotations
@@ -19,14 +21,8 @@ from maas.agent.reconcile.health import ReplicaHealth
 
 def drains(action: Action, health: Mapping[Replica, ReplicaHealth], drain_s: float) -> bool:
     """Whether the replica `action` stops drains first: a recreation (a roll-out) of a ready
-    replica while another replica of its deployment is ready to take its requests."""
+    replica."""
     if action.kind != "recreate" or not action.container_id or drain_s <= 0:
         return False
     own = health.get((action.deployment, action.replica))
-    if own is None or not own.ready or own.container_id != action.container_id:
-        return False
-    return any(
-        h.ready and not h.draining
-        for (deployment, replica), h in health.items()
-        if deployment == action.deployment and replica != action.replica
-    )
+    return own is not None and own.ready and own.container_id == action.container_id
