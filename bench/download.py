@@ -9,7 +9,9 @@ each run, in alternating order: `curl -s -o` of every file's URL one after anoth
 hashing every byte against the published sha256 and the atomic rename) into a fresh folder on
 the same file system. `--also FILE` measures a second downloader module (say, an earlier
 version of maas/host/models/download.py) in the same runs, for a before/after side by side.
-Medians and the ratios are printed.
+Medians and the ratios are printed, and the CPU seconds each client spent per GiB
+(load-independent: what a busy host's cores must find; curl's from RUSAGE_CHILDREN, ours from
+RUSAGE_SELF, the hash thread included).
 
     python bench/download.py [--size-mb 1024] [--runs 5] [--out DIR] [--also FILE]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -45,15 +48,22 @@ SERVE = (
 )
 
 
-def curl_all(urls: list[str], target: Path) -> float:
-    """Seconds for `curl` to fetch `urls` one after another into `target`."""
+def cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def curl_all(urls: list[str], target: Path) -> tuple[float, float]:
+    """Seconds for `curl` to fetch `urls` one after another into `target`, and the CPU seconds
+    curl spent (the server, a child still running, is not in RUSAGE_CHILDREN)."""
     target.mkdir(parents=True)
-    start = time.perf_counter()
+    start, used = time.perf_counter(), cpu(resource.RUSAGE_CHILDREN)
     for index, url in enumerate(urls):
         subprocess.run(["curl", "-s", "-f", "-o", str(target / str(index)), url], check=True)
     elapsed = time.perf_counter() - start
+    used = cpu(resource.RUSAGE_CHILDREN) - used
     shutil.rmtree(target)
-    return elapsed
+    return elapsed, used
 
 
 def load(path: Path) -> Callable[..., None]:
@@ -116,17 +126,21 @@ def bench(
     assert all(f.sha256 or f.git_sha1 for f in files), "the hub publishes every hash"
     urls = [hub.url("org/bench", listing.commit, f.name) for f in files]
     times: dict[str, list[float]] = {"curl": [], **{name: [] for name in clients}}
+    cpus: dict[str, list[float]] = {name: [] for name in times}
     order = list(times)
     for run in range(runs):
         # Alternating who goes first: none always meets another's writeback.
         for who in order if run % 2 == 0 else order[::-1]:
             if who == "curl":
-                times["curl"].append(curl_all(urls, out / f"curl-{run}"))
+                elapsed, used = curl_all(urls, out / f"curl-{run}")
+                times["curl"].append(elapsed)
+                cpus["curl"].append(used)
                 continue
             folder = out / f"{who}-{run}" / listing.commit
-            start = time.perf_counter()
+            start, used = time.perf_counter(), cpu(resource.RUSAGE_SELF)
             clients[who](hub, "org/bench", listing.commit, files, folder)
             times[who].append(time.perf_counter() - start)
+            cpus[who].append(cpu(resource.RUSAGE_SELF) - used)
             shutil.rmtree(folder.parent)
     curl = statistics.median(times["curl"])
     mib = total / 2**20
@@ -138,7 +152,11 @@ def bench(
         if who == "maas":
             ok = ratio >= GOAL
         runs_s = ", ".join(f"{t:.2f}" for t in seconds)
-        print(f"  {who:<5} {mib / median:7.1f} MiB/s  {ratio:.2f}x curl  (runs {runs_s} s)")
+        per_gib = statistics.median(cpus[who]) / (total / 2**30)
+        print(
+            f"  {who:<5} {mib / median:7.1f} MiB/s  {ratio:.2f}x curl  CPU {per_gib:.2f} s/GiB"
+            f"  (runs {runs_s} s)"
+        )
     return ok
 
 
