@@ -122,7 +122,10 @@ def started(tmp_path: Path, engine_ready: None) -> Iterator[tuple[AgentProcess, 
     models.mkdir()
     model = write_tiny_llama(models / "tiny.gguf")
     (tmp_path / "agent").mkdir()
-    agent = AgentProcess(tmp_path / "agent", {"policy": {"allowed_mount_roots": [str(models)]}})
+    # The drain covers requests shorter than drain_s less one gateway poll; on a loaded 2-core
+    # machine a request can wait over a second behind another in llama-server's one slot.
+    settings = {"policy": {"allowed_mount_roots": [str(models)]}, "drain_s": 5}
+    agent = AgentProcess(tmp_path / "agent", settings)
     agent.start()
     try:
         done = agent.apply("tiny", llama_spec(image, model))
