@@ -1,47 +1,78 @@
 """Benchmark: model download throughput of the agent's downloader against a plain `curl` of the
 same files from the same local server (goal: at least 0.9x curl's throughput).
 
-The server is tests/support/hubserver.py, laid out like each hub's file API; the files are random
-bytes (one large, like a GGUF, and one small). For each hub and each run: `curl -s -o` of every
-file's URL one after another, then `download_revision` (listing excluded, as curl has none; it
-includes what curl does not do: hashing every byte against the published sha256 and the fsync-free
-atomic rename) into a fresh folder on the same file system, and once more with the hashes left
-out (what verifying costs here). Medians and the ratio are printed.
+The server is tests/support/hubserver.py, laid out like each hub's file API, in a process of its
+own (as a hub is: in the benchmark's process it would take the GIL from the downloader and not
+from curl); the files are random bytes (one large, like a GGUF, and one small). For each hub and
+each run, in alternating order: `curl -s -o` of every file's URL one after another, then
+`download_revision` (listing excluded, as curl has none; it includes what curl does not do:
+hashing every byte against the published sha256 and the atomic rename) into a fresh folder on
+the same file system. `--also FILE` measures a second downloader module (say, an earlier
+version of maas/host/models/download.py) in the same runs, for a before/after side by side.
+Medians and the ratios are printed, and the CPU seconds each client spent per GiB
+(load-independent: what a busy host's cores must find; curl's from RUSAGE_CHILDREN, ours from
+RUSAGE_SELF, the hash thread included).
 
-    python bench/download.py [--size-mb 1024] [--runs 5] [--out DIR]
+    python bench/download.py [--size-mb 1024] [--runs 5] [--out DIR] [--also FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
 from maas.host.models.download import download_revision  # noqa: E402
-from maas.host.models.hub import RemoteFile, hub_for  # noqa: E402
-from support.hubserver import local_hub  # noqa: E402
+from maas.host.models.hub import hub_for  # noqa: E402
 
 GOAL = 0.9
+SERVE = (
+    "import sys; from pathlib import Path\n"
+    f"sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+    "from support.hubserver import local_hub\n"
+    "with local_hub(Path(sys.argv[1]), chunk=1 << 20) as endpoint:\n"
+    "    print(endpoint, flush=True)\n"
+    "    sys.stdin.read()\n"
+)
 
 
-def curl_all(urls: list[str], target: Path) -> float:
-    """Seconds for `curl` to fetch `urls` one after another into `target`."""
+def cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def curl_all(urls: list[str], target: Path) -> tuple[float, float]:
+    """Seconds for `curl` to fetch `urls` one after another into `target`, and the CPU seconds
+    curl spent (the server, a child still running, is not in RUSAGE_CHILDREN)."""
     target.mkdir(parents=True)
-    start = time.perf_counter()
+    start, used = time.perf_counter(), cpu(resource.RUSAGE_CHILDREN)
     for index, url in enumerate(urls):
         subprocess.run(["curl", "-s", "-f", "-o", str(target / str(index)), url], check=True)
     elapsed = time.perf_counter() - start
+    used = cpu(resource.RUSAGE_CHILDREN) - used
     shutil.rmtree(target)
-    return elapsed
+    return elapsed, used
+
+
+def load(path: Path) -> Callable[..., None]:
+    spec = importlib.util.spec_from_file_location("maas_bench_also", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.download_revision  # type: ignore[no-any-return]
 
 
 def main() -> int:
@@ -49,9 +80,13 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path, help="where the downloads go (default: beside the hub)")
+    parser.add_argument("--also", type=Path, help="another downloader module, measured alike")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="maas-bench-dl-"))
     out = args.out or work / "out"
+    clients: dict[str, Callable[..., Any]] = {"maas": download_revision}
+    if args.also:
+        clients["also"] = load(args.also)
     try:
         repo = work / "hub" / "org" / "bench"
         repo.mkdir(parents=True)
@@ -61,49 +96,68 @@ def main() -> int:
         (repo / "config.json").write_text('{"model_type": "bench"}\n')
         total = sum(p.stat().st_size for p in repo.iterdir())
         ok = True
-        with local_hub(work / "hub", chunk=1 << 20) as endpoint:
+        with subprocess.Popen(
+            [sys.executable, "-c", SERVE, str(work / "hub")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as server:
+            assert server.stdout is not None and server.stdin is not None
+            endpoint = server.stdout.readline().strip()
             os.environ["HF_ENDPOINT"] = endpoint
             os.environ["MODELSCOPE_ENDPOINT"] = endpoint
-            for source in ("huggingface", "modelscope"):
-                hub = hub_for(source)
-                listing = hub.listing("org/bench", None)
-                files = listing.select(None)
-                urls = [hub.url("org/bench", listing.commit, f.name) for f in files]
-                # The same files with no published hash: what verifying costs on this machine.
-                bare = [RemoteFile(f.name, f.size) for f in files]
-                curl_s, ours_s, bare_s = [], [], []
-                for run in range(args.runs):
-                    # Alternating who goes first: neither always meets the other's writeback.
-                    for who in ("curl", "maas") if run % 2 == 0 else ("maas", "curl"):
-                        if who == "curl":
-                            curl_s.append(curl_all(urls, out / f"curl-{run}"))
-                        else:
-                            folder = out / f"maas-{run}" / listing.commit
-                            start = time.perf_counter()
-                            download_revision(hub, "org/bench", listing.commit, files, folder)
-                            ours_s.append(time.perf_counter() - start)
-                            shutil.rmtree(folder.parent)
-                            start = time.perf_counter()
-                            download_revision(hub, "org/bench", listing.commit, bare, folder)
-                            bare_s.append(time.perf_counter() - start)
-                            shutil.rmtree(folder.parent)
-                curl, ours = statistics.median(curl_s), statistics.median(ours_s)
-                ratio = curl / ours
-                ok = ok and ratio >= GOAL
-                runs = {
-                    k: ", ".join(f"{t:.2f}" for t in v) for k, v in (("c", curl_s), ("m", ours_s))
-                }
-                print(
-                    f"{source:<12} {total / 2**20:.0f} MiB  curl {total / curl / 2**20:7.1f} MiB/s"
-                    f"  maas {total / ours / 2**20:7.1f} MiB/s  ratio {ratio:.2f}x"
-                    f"  (median of {args.runs}; curl runs {runs['c']} s; maas runs {runs['m']} s)"
-                )
-                unverified = total / statistics.median(bare_s) / 2**20
-                print(f"{'':<12} without verifying the hash: maas {unverified:7.1f} MiB/s")
+            try:
+                for source in ("huggingface", "modelscope"):
+                    ok = bench(source, total, out, clients, args.runs) and ok
+            finally:
+                server.stdin.close()
         print(f"goal: at least {GOAL}x curl: {'met' if ok else 'NOT met'}")
         return 0 if ok else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def bench(
+    source: str, total: int, out: Path, clients: dict[str, Callable[..., Any]], runs: int
+) -> bool:
+    hub = hub_for(source)
+    listing = hub.listing("org/bench", None)
+    files = listing.select(None)
+    assert all(f.sha256 or f.git_sha1 for f in files), "the hub publishes every hash"
+    urls = [hub.url("org/bench", listing.commit, f.name) for f in files]
+    times: dict[str, list[float]] = {"curl": [], **{name: [] for name in clients}}
+    cpus: dict[str, list[float]] = {name: [] for name in times}
+    order = list(times)
+    for run in range(runs):
+        # Alternating who goes first: none always meets another's writeback.
+        for who in order if run % 2 == 0 else order[::-1]:
+            if who == "curl":
+                elapsed, used = curl_all(urls, out / f"curl-{run}")
+                times["curl"].append(elapsed)
+                cpus["curl"].append(used)
+                continue
+            folder = out / f"{who}-{run}" / listing.commit
+            start, used = time.perf_counter(), cpu(resource.RUSAGE_SELF)
+            clients[who](hub, "org/bench", listing.commit, files, folder)
+            times[who].append(time.perf_counter() - start)
+            cpus[who].append(cpu(resource.RUSAGE_SELF) - used)
+            shutil.rmtree(folder.parent)
+    curl = statistics.median(times["curl"])
+    mib = total / 2**20
+    print(f"{source} {mib:.0f} MiB, median of {runs}:")
+    ok = True
+    for who, seconds in times.items():
+        median = statistics.median(seconds)
+        ratio = curl / median
+        if who == "maas":
+            ok = ratio >= GOAL
+        runs_s = ", ".join(f"{t:.2f}" for t in seconds)
+        per_gib = statistics.median(cpus[who]) / (total / 2**30)
+        print(
+            f"  {who:<5} {mib / median:7.1f} MiB/s  {ratio:.2f}x curl  CPU {per_gib:.2f} s/GiB"
+            f"  (runs {runs_s} s)"
+        )
+    return ok
 
 
 if __name__ == "__main__":

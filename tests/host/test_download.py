@@ -224,19 +224,25 @@ def test_offline_asks_no_hub(tmp_path: Path, hub: tuple[Path, Faults]) -> None:
     assert sum(hub[1].requests.values()) == requests
 
 
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A real 32 MiB file system (root mounts it; it is unmounted after)."""
+@contextlib.contextmanager
+def mounted_tmpfs(size: str) -> Iterator[Path]:
+    """A real file system of `size` (root mounts it; it is unmounted after)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     where = Path("/tmp") / f"maas-tmpfs-{uuid.uuid4().hex[:8]}"
     where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(where)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
     try:
         yield where
     finally:
         subprocess.run(["umount", str(where)], check=True)
         where.rmdir()
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Path]:
+    with mounted_tmpfs("32m") as where:
+        yield where
 
 
 def test_a_full_disk_is_found_before_the_first_byte_and_when_it_fills(
@@ -355,6 +361,52 @@ def test_validate_says_where_a_model_cannot_fit_the_nodes_disk(
         env={**os.environ, "HOME": str(tmp_path)},
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_probed_profile_knows_its_disk_and_validate_checks_against_it(
+    tmp_path: Path, hub: tuple[Path, Faults]
+) -> None:
+    spec = tmp_path / "d.yaml"
+    spec.write_text(
+        "apiVersion: maas/v1\nkind: Deployment\nmetadata: {name: m}\nspec:\n"
+        "  source: modelscope\n  repo_id: org/tiny-GGUF\n  file: tiny-q4.gguf\n"
+        "  allow_cpu_offload: true\n"
+    )
+    maasctl = str(ROOT / ".venv" / "bin" / "maasctl")
+    env = {**os.environ, "HOME": str(tmp_path)}
+    with mounted_tmpfs("4m") as small:
+        # The cache folder does not exist yet: its file system is the one it will be made on.
+        probed = subprocess.run(
+            [maasctl, "probe", "--cache-dir", str(small / "cache"), "-o", "yaml"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        node = tmp_path / "probed.yaml"
+        node.write_text(probed)
+        (small / "filler").write_bytes(b"x" * (1 << 20))
+        again = subprocess.run(
+            [maasctl, "probe", "--cache-dir", str(small), "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    disk = json.loads(again)["spec"]["disk"]
+    assert disk["total_bytes"] == 4 << 20
+    assert disk["free_bytes"] == (3 << 20)
+    name = json.loads(again)["metadata"]["name"]
+    done = subprocess.run(
+        [maasctl, "validate", str(spec), "--node", str(node)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert (
+        f"{spec}:6:12: error: the model is 11.0 MiB; the model cache file system of node "
+        f"'{name}' holds {4 << 20} bytes in all [disk]"
+    ) in done.stdout + done.stderr
 
 
 def test_deployments_of_one_revision_share_its_folder_and_add_their_files(

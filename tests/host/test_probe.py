@@ -8,6 +8,7 @@ tests/fixtures/probe/ holds, from one session on the H100 device machine: `maasc
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,16 @@ def test_partial_nvml_fields_are_optional() -> None:
 def test_hostnames_become_dns_labels() -> None:
     assert dns_label("GPU_Box.example.com") == "gpu-box"
     assert dns_label("___") == "node"
+
+
+def test_the_model_caches_disk_goes_into_the_profile(tmp_path: Path) -> None:
+    readings = read_host(tmp_path / "not" / "made" / "yet")
+    usage = shutil.disk_usage(tmp_path)
+    assert readings["disk"]["total"] == usage.total
+    node, _ = to_node(readings)
+    assert node.spec.disk is not None and node.spec.disk.total_bytes == usage.total
+    assert node.spec.disk.free_bytes == readings["disk"]["free"]
+    assert to_node(read_host())[0].spec.disk is None  # no cache named: not known
 
 
 def test_this_host_probes_without_crashing() -> None:

@@ -47,6 +47,11 @@ class AgentConfig(BaseModel):
     bind_address: str = "127.0.0.1"
     resync_s: Annotated[float, Field(gt=0)] = 30.0
     stop_timeout_s: Annotated[int, Field(ge=0, le=3600)] = 30
+    drain_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        default=2.0,
+        description="A replica a roll-out replaces is reported not ready this long before it "
+        "stops: the gateway's poll and the requests in flight. 0: no drain.",
+    )
     metrics_address: str = "127.0.0.1"
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
     node_file: Path | None = Field(default=None, description="A Node profile instead of probing.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from maas.cli.inputs import read_sources
 from maas.compiler import Loaded, MaasError, Node, load_sources
@@ -45,4 +46,12 @@ def probe_node() -> Node:
     """This host's Node profile, from the agent's probe."""
     from maas.host.probe import probe
 
-    return probe()
+    return probe(agent_cache_dir())
+
+
+def agent_cache_dir() -> Path:
+    """The model cache of this host's agent, as its config file (if any) sets it: the file
+    system whose size the disk check at validate time compares a model with."""
+    from maas.agent.config import load_config
+
+    return load_config(None, {}).cache_dir

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
 import socket
 from collections.abc import Collection
 from pathlib import Path
@@ -33,12 +34,12 @@ ARCH_NAMES = {
 Readings = dict[str, Any]
 
 
-def probe_with_warnings() -> tuple[Node, list[Diagnostic]]:
-    return to_node(read_host())
+def probe_with_warnings(cache_dir: Path | None = None) -> tuple[Node, list[Diagnostic]]:
+    return to_node(read_host(cache_dir))
 
 
-def probe() -> Node:
-    return probe_with_warnings()[0]
+def probe(cache_dir: Path | None = None) -> Node:
+    return probe_with_warnings(cache_dir)[0]
 
 
 def probe_live(own_containers: Collection[str]) -> tuple[Node, list[ForeignProcess]]:
@@ -73,7 +74,8 @@ def _process_name(pid: int) -> str:
         return "?"
 
 
-def read_host() -> Readings:
+def read_host(cache_dir: Path | None = None) -> Readings:
+    """The host's readings; with `cache_dir`, also its model cache's file system (`disk`)."""
     import psutil
 
     memory = psutil.virtual_memory()
@@ -88,7 +90,18 @@ def read_host() -> Readings:
         "memory_available": memory.available,
         "numa": _read_numa(),
         "nvml": read_nvml(),
+        **({"disk": read_disk(cache_dir)} if cache_dir is not None else {}),
     }
+
+
+def read_disk(path: Path) -> dict[str, Any]:
+    """Total and free bytes of the file system that holds `path`, or will: the nearest folder
+    above it that exists (the agent creates its cache at the first download)."""
+    at = path.absolute()
+    while not at.exists() and at != at.parent:
+        at = at.parent
+    usage = shutil.disk_usage(at)
+    return {"path": str(path), "total": usage.total, "free": usage.free}
 
 
 def _cpu_model() -> str | None:
@@ -267,6 +280,9 @@ def _spec(readings: Readings, nvml: dict[str, Any]) -> dict[str, Any]:
     for key in ("driver_version", "cuda_version"):
         if nvml.get(key):
             spec[key] = nvml[key]
+    disk = readings.get("disk")
+    if disk and disk.get("total"):
+        spec["disk"] = {"total_bytes": disk["total"], "free_bytes": disk["free"]}
     return spec
 
 

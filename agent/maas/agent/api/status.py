@@ -44,7 +44,13 @@ def _container(c: ObservedContainer, health: ReplicaHealth | None) -> ContainerS
         port=c.port,
         restarts=health.restarts if health else 0,
         rollouts=health.rollouts if health else 0,
-        ready=bool(health and health.ready and c.running and health.container_id == c.id),
+        ready=bool(
+            health
+            and health.ready
+            and not health.draining
+            and c.running
+            and health.container_id == c.id
+        ),
         spec_hash=c.spec_hash,
     )
 

@@ -50,6 +50,7 @@ class ReplicaHealth:
     progress: str = ""
     bar: Any = None  # the preparation's Progress (maas.host.progress), shared with its thread
     refused: bool = False  # by the policy before creation; re-checked quietly each pass
+    draining: bool = False  # reported not ready while it still runs, before a roll-out stops it
 
     def started(self, container_id: str, now: float, spec_hash: str | None = None) -> None:
         self.container_id = container_id
@@ -60,6 +61,7 @@ class ReplicaHealth:
         self.failures_in_row = 0
         self.phase = "starting"
         self.refused = False
+        self.draining = False
 
     def probe_result(self, ok: bool, now: float, *, startup_timeout_s: float) -> bool:
         """Record a readiness probe; True when the replica must be restarted."""

@@ -33,9 +33,11 @@ from maas.agent.desired.store import Desired, Store
 from maas.agent.reconcile.containers import container_spec
 from maas.agent.reconcile.counters import Counters
 from maas.agent.reconcile.diff import Action, Replica, diff
+from maas.agent.reconcile.drain import drains
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, observe
 from maas.agent.reconcile.prepare import Job, Preparer, hubs_offline, node_tokens
+from maas.agent.reconcile.rollback import rollback_short
 from maas.agent.reconcile.snapshot import NodeSnapshot, PassResult
 from maas.agent.reconcile.step import notice, step
 from maas.compiler.compile import compile_plan
@@ -140,7 +142,7 @@ class Reconciler:
         self.cache = ModelCache(config.cache_dir, config.state_dir, config.cache_max_idle_s)
         self.cache_usage: list[dict[str, object]] = []
         self.preparing: dict[str, Job] = {}  # new versions prepared while the old ones serve
-        self._roll_waits: set[tuple[str, str, int]] = set()
+        self._roll_waits: set[tuple[str, str, int] | tuple[str, str]] = set()
         # Per deployment: the last version whose replicas were all ready, and a roll-out taken
         # back to it (the failed spec hash, the version brought back, why).
         self.last_good: dict[str, PlanDeployment] = {}
@@ -363,6 +365,12 @@ class Reconciler:
             self.rollbacks.pop(d.name, None)  # a new spec: tried afresh
             good = self.last_good.get(d.name)
             why = self._failed_version(d) if good and good.spec_hash != d.spec_hash else None
+            short = rollback_short(plan, good) if good is not None and why is not None else None
+            if short is not None:  # it would not fit the GPUs now: the new version stays
+                if (d.name, d.spec_hash) not in self._roll_waits:
+                    self._roll_waits.add((d.name, d.spec_hash))
+                    log.error("roll-out not rolled back", deployment=d.name, reason=short)
+                why = None
             if good is not None and why is not None:
                 self.rollbacks[d.name] = (d.spec_hash, good, why)
                 log.error("roll-out rolled back", deployment=d.name, reason=why)
@@ -525,10 +533,13 @@ class Reconciler:
         if health is None:
             return False
         restart = health.probe_result(ok, now, startup_timeout_s=startup_timeout_s)
+        self._publish_health(key, health)
+        return restart
+
+    def _publish_health(self, key: Replica, health: ReplicaHealth) -> None:
         with self._publishing:  # on the latest snapshot, which a pass may have just replaced
             healths = {**self.snapshot.healths, key: copy.copy(health)}
             self.snapshot = dataclasses.replace(self.snapshot, healths=MappingProxyType(healths))
-        return restart
 
     def _notice(self, observed: list[ObservedContainer], now: float) -> None:
         """Crashes and adoptions (`step.notice`), a new replica's health starting from the
@@ -612,10 +623,17 @@ class Reconciler:
             replica=action.replica,
             reason=action.reason,
         )
+        if drains(action, self.health, self.config.drain_s):
+            key = (action.deployment, action.replica)
+            self.health[key].draining = True
+            self._publish_health(key, self.health[key])  # the gateway must see it before the stop
+            time.sleep(self.config.drain_s)
         try:
             self.engine.remove(action.container_id, stop_timeout=self.config.stop_timeout_s)
         except Exception as exc:
             health = self.replica_health((action.deployment, action.replica))
+            health.draining = False  # it still runs: it serves again
+            self._publish_health((action.deployment, action.replica), health)
             permanent = isinstance(exc, MaasError) and not exc.retryable
             if isinstance(exc, MaasError):
                 message = self.scrub(exc.diagnostics[0].message)

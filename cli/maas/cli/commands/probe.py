@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from maas.cli import exitcodes
 
@@ -15,7 +16,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "probe",
         help="print this host's Node profile",
         description="Probe this host (CPU cores and threads, NUMA nodes, RAM, NVIDIA GPUs through "
-        "NVML) and print its Node document, ready to commit under a config repository's nodes/. "
+        "NVML, the model cache's disk) and print its Node document, ready to commit under a "
+        "config repository's nodes/. "
         "Without a GPU, driver or NVML library the profile is CPU-only and a warning is printed.",
     )
     parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
@@ -23,6 +25,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--measure-bandwidth",
         action="store_true",
         help="also measure CPU memory bandwidth (a second of array copies)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        metavar="PATH",
+        type=Path,
+        help="the model cache whose file system is the profile's disk (default: the agent's "
+        "cache_dir, from its config file)",
     )
     parser.add_argument(
         "--readings",
@@ -35,10 +44,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from maas.cli.nodes import agent_cache_dir
     from maas.cli.output import print_diagnostics
     from maas.host.probe import measure_memory_bandwidth, read_host, to_node
 
-    readings = read_host()
+    readings = read_host(args.cache_dir or agent_cache_dir())
     if args.measure_bandwidth:
         readings["cpu_bandwidth"] = measure_memory_bandwidth()
     if args.readings:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import hashlib
+import http.client
 import json
 import shutil
 import time
@@ -34,8 +35,8 @@ from maas.host.models.hub import Hub, RemoteFile
 from maas.host.progress import Progress
 
 MANIFEST = ".maas-revision.json"
-CHUNK = 4 << 20
-HASH_BATCH = 8 << 20
+CHUNK = 1 << 20  # one read: progress moves at least this often
+HASH_BATCH = 8 << 20  # one hash update, in a thread, while the next batch is read
 PERMANENT_STATUS = (401, 403, 404, 410)
 ATTEMPTS = 6
 FIRST_DELAY_S = 0.5
@@ -164,7 +165,7 @@ class _Behind:
         self.hasher = hasher
         self.pending: Future[None] | None = None
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self.wait()
         self.pending = self._pool.submit(self.hasher.update, data)
 
@@ -281,9 +282,6 @@ class _Fetch:
             return self._body(response, start, part, remote, hasher)
 
     def _body(self, response: Any, start: int, part: Path, remote: RemoteFile, hasher: Any) -> Any:
-        import requests
-        import urllib3
-
         if response.status_code in PERMANENT_STATUS:
             raise MaasError.single(
                 "download",
@@ -300,20 +298,40 @@ class _Fetch:
             start, hasher = 0, _hasher(remote)
         elif response.status_code not in (200, 206):
             raise _Transient(f"the hub answers {response.status_code}")
-        batch: list[bytes] = []
-        batched = 0
+        self._copy(response, part, hasher)
+        got = part.stat().st_size
+        if got < remote.size:
+            raise _Transient(f"connection closed at byte {got} of {remote.size}")
+        return hasher
+
+    def _copy(self, response: Any, part: Path, hasher: Any) -> None:
+        """Append the body to `part` and hash what reached it, whatever ends the body."""
+        import requests
+        import urllib3
+
+        read = _reader(response)
+        buffers = (bytearray(HASH_BATCH), bytearray(HASH_BATCH))
+        turn, filled = 0, 0
+        view = memoryview(buffers[0])
         try:
             with part.open("ab") as out:
-                # read1: what has arrived, up to CHUNK; a cut connection loses no byte of it.
-                while block := response.raw.read1(CHUNK, decode_content=False):
-                    out.write(block)
-                    self.progress.done += len(block)
-                    batch.append(block)
-                    batched += len(block)
-                    if batched >= HASH_BATCH:
+                while True:
+                    try:
+                        got = read(view[filled : filled + CHUNK])
+                    except (OSError, http.client.HTTPException) as exc:
+                        raise _Transient(f"connection lost: {exc}") from None
+                    if not got:
+                        break
+                    out.write(view[filled : filled + got])
+                    self.progress.done += got
+                    filled += got
+                    if filled == HASH_BATCH:
                         if hasher is not None:
-                            hasher.update(b"".join(batch))
-                        batch, batched = [], 0
+                            # Hashed in a thread while the other buffer fills; `update` waits
+                            # for the previous batch, so the buffer written next is free.
+                            hasher.update(view)
+                        turn, filled = 1 - turn, 0
+                        view = memoryview(buffers[turn])
         except (
             requests.ConnectionError,
             requests.Timeout,
@@ -322,12 +340,29 @@ class _Fetch:
         ) as exc:
             raise _Transient(f"connection lost: {exc}") from None
         finally:
-            if hasher is not None and batch:  # what reached the file is hashed, always
-                hasher.update(b"".join(batch))
-        got = part.stat().st_size
-        if got < remote.size:
-            raise _Transient(f"connection closed at byte {got} of {remote.size}")
-        return hasher
+            if hasher is not None:
+                if filled:  # what reached the file is hashed, always
+                    hasher.update(view[:filled])
+                hasher.wait()  # the buffers are not touched after this
+
+
+def _reader(response: Any) -> Callable[[memoryview], int]:
+    """`readinto` of the response's body: bytes land in our buffers with no copy in between.
+    requests' iter_content and urllib3's read1 allocate a fresh bytes object per read, and
+    batching those for the hash copies them again (bench/results/download-2026-12-02.md has
+    what that cost). http.client's response underneath urllib3's does
+    this (its Content-Length and chunked framing included); urllib3 keeps it as `_fp`, and where
+    that is not one (another urllib3), its own `read1` is used."""
+    fp = getattr(response.raw, "_fp", None)
+    if isinstance(fp, http.client.HTTPResponse):
+        return fp.readinto
+
+    def read1(view: memoryview) -> int:
+        block = response.raw.read1(len(view), decode_content=False)
+        view[: len(block)] = block
+        return len(block)
+
+    return read1
 
 
 def _rehash(part: Path, remote: RemoteFile) -> Any:
