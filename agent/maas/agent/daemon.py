@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from maas.agent.api.demand import add_demand_status
 from maas.agent.api.metrics import Metrics
 from maas.agent.api.server import Api
 from maas.agent.api.status import status_report
@@ -151,6 +152,7 @@ class Agent:
                 # The new version is pulled or downloaded while the old container serves.
                 deployment["state"], deployment["progress"] = job.phase, job.progress
                 deployment["progress_bar"] = job.bar.as_dict() if job.bar is not None else None
+        add_demand_status(report, r, time.time())
         if r.passes == 0:
             report["desired"] = "pending"  # not read yet: an empty list means nothing yet
         if r.refused:
@@ -491,7 +493,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"maas-agent: {diagnostic.render()}", file=sys.stderr)
         return 1
     return 0
-
 
 
 if __name__ == "__main__":

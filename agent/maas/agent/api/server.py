@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from maas.agent.api.demand import DemandApi
 from maas.agent.desired.sources import merge, remove_deployment, source_key
 from maas.agent.desired.store import Desired
 from maas.agent.reconcile.diff import diff
@@ -71,6 +72,7 @@ class Api:
                 web.post("/v1/apply", self.apply),
                 web.delete("/v1/deployments/{name}", self.delete),
                 web.get("/v1/logs/{name}", self.logs),
+                *DemandApi(self.agent, self._body).routes(),
             ]
         )
         return app

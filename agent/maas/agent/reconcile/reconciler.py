@@ -30,6 +30,7 @@ from maas.agent.reconcile.counters import Counters
 from maas.agent.reconcile.diff import Action, Replica, diff
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, observe
+from maas.agent.reconcile.ondemand import DemandBook, facts
 from maas.agent.reconcile.prepare import Job, Preparer, hubs_offline, node_tokens
 from maas.compiler.compile import compile_plan
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position
@@ -147,6 +148,7 @@ class Reconciler:
         self.last_good: dict[str, PlanDeployment] = {}
         self.rollbacks: dict[str, tuple[str, PlanDeployment, str]] = {}
         self.health: dict[Replica, ReplicaHealth] = {}
+        self.demand = DemandBook()  # on-demand deployments: activity, wakes, sleep reasons
         self.counters = Counters(config.state_dir)
         # Deployments whose containers could not be removed: {name: {error, permanent}}.
         self.removal_errors: dict[str, dict[str, object]] = {}
@@ -293,6 +295,7 @@ class Reconciler:
             return self._finish(result)
         self._notice_crashes(time.time())
         plan = self._with_rollbacks(plan)
+        plan = self.demand.apply(plan, *facts(plan, self.observed, self.health), time.time())
         self.plan = plan
         planned = {d.name: d for d in plan.deployments}
         held = {k for k, h in self.health.items() if self._held(k, h, planned, time.time())}

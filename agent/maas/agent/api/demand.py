@@ -1,0 +1,84 @@
+"""The agent's API for on-demand deployments (issue 18): wake one, take the gateway's activity
+reports, and the `on_demand` part of each deployment's status.
+
+`POST /v1/wake/{name}` asks for a sleeping deployment's replicas (answered at once: the caller
+polls the status until a replica is ready); `POST /v1/activity` takes the gateway's report
+`{"models": {name: {"in_flight": n, "idle_s": s}}}` (maas.agent.reconcile.ondemand says why).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from maas.agent.reconcile.ondemand import facts
+
+MAX_MODELS = 10_000
+
+
+class DemandApi:
+    def __init__(self, agent: Any, body: Any) -> None:
+        self.agent = agent  # maas.agent.daemon.Agent
+        self.body = body  # the API's JSON body reader (time limit, errors)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/wake/{name}", self.wake), web.post("/v1/activity", self.activity)]
+
+    async def wake(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        reconciler = self.agent.reconciler
+        plan = reconciler.plan
+        planned = plan.deployment(name) if plan is not None else None
+        if planned is None:
+            return web.json_response(
+                {"error": f"no deployment named '{name}'", "diagnostics": []}, status=404
+            )
+        if planned.on_demand is None:
+            return web.json_response({"name": name, "on_demand": False})
+        reconciler.demand.wake(name, time.time())
+        self.agent.wake()
+        return web.json_response({"name": name, "on_demand": True, "state": "waking"})
+
+    async def activity(self, request: web.Request) -> web.Response:
+        body = await self.body(request)
+        models = body.get("models")
+        if not isinstance(models, dict) or len(models) > MAX_MODELS:
+            raise web.HTTPBadRequest(reason="'models' must map deployment names to activity")
+        report: dict[str, tuple[float, int]] = {}
+        for name, entry in models.items():
+            try:
+                idle_s, in_flight = float(entry["idle_s"]), int(entry["in_flight"])
+            except (TypeError, KeyError, ValueError):
+                raise web.HTTPBadRequest(
+                    reason=f"activity of '{name}' needs numbers idle_s and in_flight"
+                ) from None
+            if idle_s < 0 or in_flight < 0:
+                raise web.HTTPBadRequest(reason=f"activity of '{name}' must not be negative")
+            report[str(name)] = (idle_s, in_flight)
+        book = self.agent.reconciler.demand
+        now = time.time()
+        book.report(report, now)
+        if book.due(now):
+            self.agent.wake()  # an idle deployment is put to sleep now, not at the next resync
+        return web.json_response({"accepted": len(report)})
+
+
+def add_demand_status(report: dict[str, Any], reconciler: Any, now: float) -> None:
+    """Each on-demand deployment's `on_demand` status; its `state` becomes `sleeping` or
+    `waking` while it has no ready replica because of that (the gateway then wakes it)."""
+    plan = reconciler.plan
+    if plan is None:
+        return
+    _, times = facts(plan, list(reconciler.observed), dict(reconciler.health))
+    for deployment in report.get("deployments", []):
+        name = deployment["name"]
+        shown = reconciler.demand.status_of(name, times.get(name, (None, None)), now)
+        if shown is None:
+            continue
+        deployment["on_demand"] = shown
+        if shown["state"] == "sleeping" or (
+            shown["state"] == "waking" and deployment["state"] == "running"
+        ):
+            deployment["state"] = shown["state"]
