@@ -37,6 +37,9 @@ class Route:
     aliases: tuple[str, ...] = ()
     backend: str | None = None
     generic_proxy: bool = False
+    on_demand: bool = False  # started by the gateway's first request when asleep
+    reason: str = ""  # why an on-demand model sleeps or waits
+    backend_load_s: float | None = None  # its last wake: replicas started to all ready
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,21 @@ def _ready_replicas(name: str, containers: Iterable[Mapping[str, Any]], host: st
     return sorted(ready, key=lambda r: r.index)
 
 
+def _on_demand(status: Any) -> dict[str, Any]:
+    """The Route fields of a deployment's `on_demand` status (absent: always on)."""
+    if not isinstance(status, Mapping):
+        return {}
+    found = status.get("wake")
+    wake: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    started, ready = wake.get("started_at"), wake.get("ready_at")
+    load = (
+        max(0.0, float(ready) - float(started))
+        if isinstance(started, (int, float)) and isinstance(ready, (int, float))
+        else None
+    )
+    return {"on_demand": True, "reason": str(status.get("reason") or ""), "backend_load_s": load}
+
+
 def route_table_from_status(status: Mapping[str, Any], host: str = "127.0.0.1") -> RouteTable:
     """The agent's `GET /v1/status` document -> RouteTable. Only containers the agent reports
     `ready` are routable; an alias that collides with a deployment name loses to the name."""
@@ -85,6 +103,7 @@ def route_table_from_status(status: Mapping[str, Any], host: str = "127.0.0.1") 
             aliases=tuple(str(a) for a in d.get("aliases") or []),
             backend=d.get("backend"),
             generic_proxy=bool(d.get("generic_proxy", False)),
+            **_on_demand(d.get("on_demand")),
         )
         routes[name] = route
         for alias in route.aliases:

@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.registry import Collector
 
 from maas.agent.reconcile.ondemand import facts
 
@@ -82,3 +84,43 @@ def add_demand_status(report: dict[str, Any], reconciler: Any, now: float) -> No
             shown["state"] == "waking" and deployment["state"] == "running"
         ):
             deployment["state"] = shown["state"]
+
+
+class DemandCollector(Collector):
+    """maas_agent_on_demand_*: cold starts, stops by reason, backend load, deployments by
+    state (issue 18); the gateway has the requests' side (maas_gateway_wake_*)."""
+
+    def __init__(self, reconciler: Any) -> None:
+        self.reconciler = reconciler
+
+    def collect(self) -> Any:
+        book = self.reconciler.demand
+        with book.lock:
+            counts = dict(book.counts)
+            load_count, load_sum = book.load_total
+            states = [s.state for s in book.states.values()]
+        yield CounterMetricFamily(
+            "maas_agent_on_demand_cold_starts",
+            "On-demand deployments started by a request",
+            value=counts.get("cold_starts", 0),
+        )
+        stops = CounterMetricFamily(
+            "maas_agent_on_demand_stops",
+            "On-demand deployments stopped, by reason (idle, evicted for another of its group)",
+            labels=["reason"],
+        )
+        stops.add_metric(["idle"], counts.get("idle_stops", 0))
+        stops.add_metric(["evicted"], counts.get("evictions", 0))
+        yield stops
+        yield SummaryMetricFamily(
+            "maas_agent_on_demand_backend_load_seconds",
+            "A woken deployment's own load: its replicas started to all ready",
+            count_value=load_count,
+            sum_value=load_sum,
+        )
+        by_state = GaugeMetricFamily(
+            "maas_agent_on_demand_deployments", "On-demand deployments by state", labels=["state"]
+        )
+        for state in ("awake", "waking", "sleeping"):
+            by_state.add_metric([state], states.count(state))
+        yield by_state

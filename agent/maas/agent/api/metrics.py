@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from maas.agent.api.demand import DemandCollector
 from maas.agent.api.status import deployment_status
 
 
@@ -92,6 +93,7 @@ class Metrics:
             "maas_agent_actions", "Actions executed", ["kind"], registry=self.registry
         )
         self.registry.register(_StateCollector(reconciler))
+        self.registry.register(DemandCollector(reconciler))
         if supervisor is not None:
             self.registry.register(_TaskCollector(supervisor))
 

@@ -202,7 +202,8 @@ class DemandBook:
     reasons: dict[str, str] = field(default_factory=dict)  # why a deployment sleeps
     timeouts: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # cold_starts, evictions, idle_stops
-    loads: list[float] = field(default_factory=list)  # backend load seconds, for the metrics
+    loads: list[float] = field(default_factory=list)  # the last backend loads, in seconds
+    load_total: tuple[int, float] = (0, 0.0)  # every backend load: how many, seconds together
 
     def wake(self, name: str, now: float) -> None:
         with self.lock:
@@ -295,8 +296,10 @@ class DemandBook:
         del self.wakes[name]
         self.last_wake[name] = done
         if done.started_at is not None and done.ready_at is not None:
-            self.loads.append(max(0.0, done.ready_at - done.started_at))
+            load = max(0.0, done.ready_at - done.started_at)
+            self.loads.append(load)
             del self.loads[:-1000]
+            self.load_total = (self.load_total[0] + 1, self.load_total[1] + load)
 
     def status_of(self, name: str, times: Times, now: float) -> dict[str, object] | None:
         """The `on_demand` part of a deployment's status (None for an always-on one); `times`

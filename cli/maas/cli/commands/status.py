@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [
         [
             d["name"],
-            d["state"],
+            state_text(d),
             f"{d['ready_replicas']}/{d['replicas']}",
             ",".join(str(c["port"]) for c in d["containers"]),
             str(sum(r.get("restarts", 0) for r in d.get("replica_states", d["containers"]))),
@@ -104,6 +104,16 @@ def print_cache(models: list[dict[str, Any]]) -> None:
     total = sum(m["bytes"] for m in models)
     print(f"model cache: {size_text(total)}")
     print(table(["model", "revision", "size", "used by"], rows))
+
+
+def state_text(d: dict[str, Any]) -> str:
+    """The state, and for an on-demand deployment why it sleeps or waits (issue 18)."""
+    demand = d.get("on_demand")
+    if not isinstance(demand, dict):
+        return str(d["state"])
+    reason = demand.get("reason") or ""
+    state = d["state"] if d["state"] in ("sleeping", "waking") else demand.get("state", "")
+    return f"{d['state']} (on demand: {state}{', ' + reason if reason else ''})"
 
 
 def print_agent_state(status: dict[str, Any]) -> None:
