@@ -50,7 +50,11 @@ def spec(name: str, model: Path, image: str) -> str:
 
 
 def chat(model: str, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]} | extra
+    return {
+        "model": model,
+        "max_tokens": 4,
+        "messages": [{"role": "user", "content": "Hi"}],
+    } | extra
 
 
 async def agent_get(socket: Path, route: str) -> Any:
@@ -141,7 +145,9 @@ async def test_models_take_turns_through_the_gateway(tmp_path: Path, engine_read
             text_metrics = await metrics_text(s, url)
             assert metric(text_metrics, "maas_gateway_wake_seconds_count", model="alpha") == 4
             assert metric(text_metrics, "maas_gateway_wake_seconds_count", model="beta") == 2
-            assert metric(text_metrics, "maas_gateway_wake_platform_seconds_count", model="beta") >= 1
+            assert (
+                metric(text_metrics, "maas_gateway_wake_platform_seconds_count", model="beta") >= 1
+            )
             # Idle past the timeout: beta stops too, and nothing runs.
             await asyncio.to_thread(
                 agent.wait_for,

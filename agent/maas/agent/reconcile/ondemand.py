@@ -242,6 +242,17 @@ class DemandBook:
                     return True
             return False
 
+    def stop_timeout(self, name: str, default: int) -> int:
+        """0 (killed at once) for a replica evicted while a request waits for its group's
+        room: it has no request in flight; else the agent's graceful stop."""
+        with self.lock:
+            return (
+                0
+                if self.reasons.get(name, "").startswith("evicted")
+                and (self.states.get(name) == Demand("sleeping", self.reasons[name]))
+                else default
+            )
+
     def fast_probes(self) -> bool:
         """Whether a request waits for a woken replica (its startup probe then runs often)."""
         with self.lock:

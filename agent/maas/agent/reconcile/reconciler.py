@@ -569,7 +569,8 @@ class Reconciler:
             reason=action.reason,
         )
         try:
-            self.engine.remove(action.container_id, stop_timeout=self.config.stop_timeout_s)
+            stop_timeout = self.demand.stop_timeout(action.deployment, self.config.stop_timeout_s)
+            self.engine.remove(action.container_id, stop_timeout=stop_timeout)
         except Exception as exc:
             health = self.replica_health((action.deployment, action.replica))
             permanent = isinstance(exc, MaasError) and not exc.retryable
