@@ -8,6 +8,7 @@ idle member, and idle models stop after their timeout."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
@@ -59,9 +60,50 @@ def chat(model: str, **extra: Any) -> dict[str, Any]:
 
 async def agent_get(socket: Path, route: str) -> Any:
     connector = aiohttp.UnixConnector(path=str(socket))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.get(f"http://agent{route}") as response:
-            return await response.json()
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(f"http://agent{route}") as response,
+    ):
+        return await response.json()
+
+
+async def _take_turns(s: aiohttp.ClientSession, chat_url: str, agent: AgentProcess) -> None:
+    async def ask(model: str) -> dict[str, Any]:
+        async with s.post(chat_url, json=chat(model)) as r:
+            assert r.status == 200, await r.text()
+            answer: dict[str, Any] = await r.json()
+            return answer
+
+    # Concurrent requests for a sleeping model share one start.
+    answers = await asyncio.gather(*(ask("alpha") for _ in range(3)))
+    assert all(a["usage"]["completion_tokens"] > 0 for a in answers)
+    # Alternating: each wake evicts the other (the budget holds one).
+    for model in ["beta", "alpha", "gamma"]:
+        assert (await ask(model))["object"] == "chat.completion"
+    status = await asyncio.to_thread(agent.status)
+    by_name = {d["name"]: d for d in status["deployments"]}
+    assert by_name["gamma"]["state"] == "running"
+    assert by_name["alpha"]["state"] == "sleeping"
+    assert by_name["alpha"]["on_demand"]["reason"] == "evicted for gamma (group turns)"
+    shown = await asyncio.to_thread(agent.ctl, "status")
+    assert "evicted for gamma" in shown.stdout, shown.stdout
+    actions = [
+        json.loads(line) for line in agent.log.read_text().splitlines() if '"action"' in line
+    ]
+    created = [a["deployment"] for a in actions if a.get("kind") == "create"]
+    assert created == ["alpha", "beta", "alpha", "gamma"]  # one start for the three requests
+
+
+async def _stream(s: aiohttp.ClientSession, chat_url: str) -> None:
+    """Streaming through a wake: the events arrive as the backend sends them."""
+    events = []
+    async with s.post(chat_url, json=chat("beta", stream=True)) as r:
+        assert r.status == 200, await r.text()
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        async for line in r.content:
+            if line.startswith(b"data: "):
+                events.append(line[6:].strip())
+    assert events[-1] == b"[DONE]" and len(events) > 2
 
 
 class Sampler(threading.Thread):
@@ -112,42 +154,15 @@ async def test_models_take_turns_through_the_gateway(tmp_path: Path, engine_read
         config = GatewayConfig(port=free_port(), wake_timeout_s=90)
         gw = Gateway(config, source, KeyRing(None))
         async with serving_gateway(gw) as url, aiohttp.ClientSession() as s:
-            chat_url = url + "/v1/chat/completions"
-
-            async def ask(model: str) -> dict[str, Any]:
-                async with s.post(chat_url, json=chat(model)) as r:
-                    assert r.status == 200, await r.text()
-                    answer: dict[str, Any] = await r.json()
-                    return answer
-
-            # Concurrent requests for a sleeping model share one start.
-            answers = await asyncio.gather(*(ask("alpha") for _ in range(3)))
-            assert all(a["usage"]["completion_tokens"] > 0 for a in answers)
-            # Alternating: each wake evicts the other (the budget holds one).
-            for model in ["beta", "alpha", "gamma"]:
-                assert (await ask(model))["object"] == "chat.completion"
-            status = await asyncio.to_thread(agent.status)
-            by_name = {d["name"]: d for d in status["deployments"]}
-            assert by_name["gamma"]["state"] == "running"
-            assert by_name["alpha"]["state"] == "sleeping"
-            assert by_name["alpha"]["on_demand"]["reason"] == "evicted for gamma (group turns)"
-            shown = await asyncio.to_thread(agent.ctl, "status")
-            assert "evicted for gamma" in shown.stdout, shown.stdout
-            # Streaming through a wake: the events arrive as the backend sends them.
-            events = []
-            async with s.post(chat_url, json=chat("beta", stream=True)) as r:
-                assert r.status == 200, await r.text()
-                assert r.headers["Content-Type"].startswith("text/event-stream")
-                async for line in r.content:
-                    if line.startswith(b"data: "):
-                        events.append(line[6:].strip())
-            assert events[-1] == b"[DONE]" and len(events) > 2
+            await _take_turns(s, url + "/v1/chat/completions", agent)
+            await _stream(s, url + "/v1/chat/completions")
             text_metrics = await metrics_text(s, url)
             assert metric(text_metrics, "maas_gateway_wake_seconds_count", model="alpha") == 4
             assert metric(text_metrics, "maas_gateway_wake_seconds_count", model="beta") == 2
-            assert (
-                metric(text_metrics, "maas_gateway_wake_platform_seconds_count", model="beta") >= 1
+            platform = metric(
+                text_metrics, "maas_gateway_wake_platform_seconds_count", model="beta"
             )
+            assert platform >= 1
             # Idle past the timeout: beta stops too, and nothing runs.
             await asyncio.to_thread(
                 agent.wait_for,
