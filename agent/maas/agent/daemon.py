@@ -495,5 +495,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+
 if __name__ == "__main__":
     sys.exit(main())
