@@ -42,7 +42,7 @@ def totals_lines(plan: Plan) -> list[str]:
         )
         if t.groups:
             turns = "; ".join(
-                f"{group} takes turns in {size_text(size)}: {_members(plan, group)}"
+                f"{group} takes turns in {size_text(size)} ({_members(plan, group)} deployments)"
                 for group, size in t.groups.items()
             )
             lines.append(
@@ -51,8 +51,9 @@ def totals_lines(plan: Plan) -> list[str]:
     return lines
 
 
-def _members(plan: Plan, group: str) -> str:
-    return ", ".join(d.name for d in plan.deployments if d.on_demand and d.on_demand.group == group)
+def _members(plan: Plan, group: str) -> int:
+    """How many deployments take turns in `group` (the lines above the totals name them)."""
+    return sum(1 for d in plan.deployments if d.on_demand and d.on_demand.group == group)
 
 
 def on_demand_text(d: PlanDeployment) -> str:
