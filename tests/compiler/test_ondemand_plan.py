@@ -75,3 +75,16 @@ def test_bad_group_name_is_a_positioned_error() -> None:
     (problem,) = [d for d in documents.diagnostics if d.severity == "error"]
     assert problem.render().startswith("d.yaml:7:")
     assert "Bad_Group" in problem.message
+
+
+def test_plan_diff_names_an_on_demand_change(tmp_path: Path) -> None:
+    from maas.compiler.plandiff import diff_fleets
+    from maas.compiler.repo import FleetPlan
+
+    text = (CASE / "deploy.yaml").read_text()
+    base = _compile(tmp_path, text)
+    head = _compile(tmp_path, text.replace("idle_timeout_s: 60}", "idle_timeout_s: 60, group: g2}"))
+    diff = diff_fleets(FleetPlan({"n": base}), FleetPlan({"n": head}))
+    (change,) = diff.changes
+    assert change.name == "chat-e" and change.kind == "update"
+    assert change.reasons == ("on demand idle 60s -> idle 60s in g2",)
