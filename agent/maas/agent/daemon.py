@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from maas.agent.api.demand import add_demand_status
 from maas.agent.api.metrics import Metrics
 from maas.agent.api.server import Api
 from maas.agent.api.status import status_report
@@ -70,7 +71,9 @@ class Agent:
         self.reconciler = Reconciler(config, self.engine, node_provider(config), wake=self.wake)
         self.notifier = Notifier()
         self.supervisor = Supervisor(log)
-        self.metrics = Metrics(lambda: self.reconciler.snapshot, self.supervisor)
+        self.metrics = Metrics(
+            lambda: self.reconciler.snapshot, self.supervisor, self.reconciler.demand
+        )
         self.source = self._git_source(config)
         if self.source is not None:
             # The commit in force survives a restart: it is stored with the plan it gave.
@@ -117,9 +120,10 @@ class Agent:
                 fetch_error=[d.render() for d in state.fetch_error],
                 fetched_at=state.fetched_at,
             )
-        return status_report(
-            self.reconciler.snapshot,
-            now=time.time(),
+        snapshot, now = self.reconciler.snapshot, time.time()
+        report = status_report(
+            snapshot,
+            now=now,
             warnings=[DiagnosticStatus.model_validate(d.as_dict()) for d in self.warnings],
             tasks={
                 name: TaskStatus.model_validate(task)
@@ -127,6 +131,7 @@ class Agent:
             },
             source=source,
         )
+        return add_demand_status(report, snapshot, self.reconciler.demand, now)
 
     # loops ----------------------------------------------------------------------------------
     async def reconcile_loop(self) -> None:

@@ -28,7 +28,8 @@ def device_label(total: DeviceTotal) -> str:
 
 
 def totals_lines(plan: Plan) -> list[str]:
-    """One line per GPU and one for host memory: a bar, allocated / usable, headroom (left)."""
+    """One line per GPU and one for host memory: a bar, allocated (reserved) / usable, headroom
+    (left); where on-demand groups take turns, what all would hold at once and each group."""
     width = max((len(device_label(t)) for t in plan.totals), default=0)
     lines = []
     for t in plan.totals:
@@ -38,7 +39,28 @@ def totals_lines(plan: Plan) -> list[str]:
             f"{t.allocated_bytes / GIB:5.1f} / {t.usable_bytes / GIB:.1f} GiB  "
             f"({size_text(t.headroom_bytes)} left{unknown})"
         )
+        if t.groups:
+            turns = "; ".join(
+                f"{group} takes turns in {size_text(size)} ({_members(plan, group)} deployments)"
+                for group, size in t.groups.items()
+            )
+            lines.append(
+                f"{''.ljust(width)}  all at once {size_text(t.all_at_once_bytes)}; {turns}"
+            )
     return lines
+
+
+def _members(plan: Plan, group: str) -> int:
+    """How many deployments take turns in `group` (the lines above the totals name them)."""
+    return sum(1 for d in plan.deployments if d.on_demand and d.on_demand.group == group)
+
+
+def on_demand_text(d: PlanDeployment) -> str:
+    """'idle 600s, group g' for an on-demand deployment, '' for an always-on one."""
+    if d.on_demand is None:
+        return ""
+    group = f", takes turns in {d.on_demand.group}" if d.on_demand.group else ""
+    return f"on demand: 0-{d.replicas} replicas, idle stop {d.on_demand.idle_timeout_s}s{group}"
 
 
 def placement_text(d: PlanDeployment, gpu_names: dict[str, str] | None = None) -> str:
@@ -93,6 +115,9 @@ def plan_text(plan: Plan, *, wide: bool = False, commands: bool = False) -> str:
     if wide:
         headers = ["deployment", "backend", "image", "placement", "port", "estimate", "why"]
     lines = [f"node {plan.node}: {len(plan.deployments)} deployment(s)", "", table(headers, rows)]
+    demand = [f"{d.name}: {on_demand_text(d)}" for d in plan.deployments if d.on_demand]
+    if demand:
+        lines += ["", *demand]
     if wide or commands:
         lines.append("")
         lines += [f"{d.name}: {shlex.join(d.command)}" for d in plan.deployments]
@@ -115,6 +140,8 @@ def plan_markdown(plan: Plan) -> str:
             f"| `{d.name}` | {d.backend} ({d.backend_rule}) | `{d.image}` | "
             f"{placement_text(d)} | {d.port} | {estimate_text(d)} |"
         )
+    demand = [f"- `{d.name}`: {on_demand_text(d)}" for d in plan.deployments if d.on_demand]
+    lines += ["", *demand] if demand else []
     lines += ["", "```", *totals_lines(plan), "```"]
     for d in plan.deployments:
         lines += [

@@ -146,7 +146,14 @@ def _charge(entry: _Placed) -> Charge:
         entry.replicas,
         unknown=entry.unknown,
         processes=_processes(entry.loaded, entry.backend, unknown=entry.unknown),
+        group=_group(entry.loaded),
     )
+
+
+def _group(loaded: Loaded[Deployment]) -> str | None:
+    """The group of on-demand deployments it takes turns with, if any."""
+    on_demand = loaded.model.spec.on_demand
+    return on_demand.group if on_demand is not None else None
 
 
 def _first_file(metadata: ModelMetadata | None) -> str | None:
@@ -221,7 +228,7 @@ def _placed_on(  # noqa: PLR0917
     before: PlanDeployment | None,
 ) -> _Attempt:
     processes = _processes(loaded, backend, unknown=metadata is None)
-    view = ledger.view(gpus, loaded.model.spec.replicas, processes)
+    view = ledger.view(gpus, loaded.model.spec.replicas, processes, _group(loaded))
     result = place(
         loaded,
         backend,

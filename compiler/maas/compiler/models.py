@@ -102,6 +102,30 @@ class Volume(Strict):
         return value
 
 
+class OnDemand(Strict):
+    """Scale to zero: the deployment runs only while it is used (its minimum is 0 replicas, its
+    maximum `replicas`, all started by the first request the gateway holds for it)."""
+
+    idle_timeout_s: Annotated[int, Field(ge=1, le=7 * 86400)] = Field(
+        default=600,
+        description="Stop its replicas after this long without a request (none in flight).",
+    )
+    group: str | None = Field(
+        default=None,
+        description="Deployments of one group take turns: the plan reserves on each device the "
+        "largest member's need, not the sum, and the agent stops the least recently used idle "
+        "member to start another. Without a group the deployment reserves its whole need.",
+        json_schema_extra={"pattern": DNS_LABEL.pattern, "maxLength": 63},
+    )
+
+    @field_validator("group")
+    @classmethod
+    def _dns_label(cls, value: str | None) -> str | None:
+        if value is not None and not DNS_LABEL.match(value):
+            raise ValueError(f"group '{value}' is not a DNS-1123 label")
+        return value
+
+
 class DeploymentBody(Strict):
     source: Source
     repo_id: str | None = Field(default=None, description="ORG/NAME on the hub.")
@@ -124,6 +148,11 @@ class DeploymentBody(Strict):
         description="Higher is placed first when a node's memory is shared out.",
     )
     replicas: Annotated[int, Field(ge=0, le=64)] = 1
+    on_demand: OnDemand | None = Field(
+        default=None,
+        description="Run only while used: stopped after an idle timeout, started again by the "
+        "gateway's first request (replicas is then the maximum).",
+    )
     context_length: Annotated[int, Field(ge=1)] | None = None
     parallel: Annotated[int, Field(ge=1, le=256)] = Field(
         default=1,

@@ -94,6 +94,13 @@ class Security(PlanModel):
     cap_add: list[str] = Field(default_factory=list)
 
 
+class OnDemandPlan(PlanModel):
+    """A deployment that runs only while used; members of a group take turns on its devices."""
+
+    idle_timeout_s: int
+    group: str | None = None
+
+
 class PlanDeployment(PlanModel):
     name: str
     action: Literal["create", "recreate", "remove", "noop"] = "create"
@@ -118,6 +125,9 @@ class PlanDeployment(PlanModel):
     security: Security = Field(default_factory=Security)
     placement: Placement
     estimate: Estimate = Field(default_factory=Estimate)
+    on_demand: OnDemandPlan | None = Field(
+        default=None, description="Runs only while used (scale to zero); None: always on."
+    )
     spec_hash: str = ""
     diagnostics: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -129,7 +139,20 @@ class DeviceTotal(PlanModel):
     uuid: str | None = None
     name: str
     usable_bytes: int = Field(description="GPU: free memory minus the margin; host: available.")
-    allocated_bytes: int = Field(description="All deployments and replicas together.")
+    allocated_bytes: int = Field(
+        description="Reserved: all deployments and replicas together, a group of on-demand "
+        "deployments that take turns counted once, at its largest member's need."
+    )
+    all_at_once_bytes: int = Field(
+        default=0,
+        description="What every deployment would hold if all ran at once (the groups' members "
+        "summed); equal to allocated_bytes without groups.",
+    )
+    groups: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per group of on-demand deployments taking turns here: the bytes it "
+        "reserves (its largest member's need); by_deployment has each member's own need.",
+    )
     headroom_bytes: int
     process_overhead_bytes: int = Field(
         default=0,

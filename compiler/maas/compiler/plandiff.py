@@ -201,7 +201,16 @@ def _in_place(old: PlanDeployment, new: PlanDeployment) -> tuple[str, ...]:
         reasons.append("labels or aliases changed")
     if old.generic_proxy != new.generic_proxy:
         reasons.append(f"generic_proxy {old.generic_proxy} -> {new.generic_proxy}")
+    if old.on_demand != new.on_demand:
+        reasons.append(f"on demand {_on_demand(old)} -> {_on_demand(new)}")
     return tuple(reasons)
+
+
+def _on_demand(d: PlanDeployment) -> str:
+    if d.on_demand is None:
+        return "off"
+    group = f" in {d.on_demand.group}" if d.on_demand.group else ""
+    return f"idle {d.on_demand.idle_timeout_s}s{group}"
 
 
 def _placement(d: PlanDeployment) -> str:

@@ -23,6 +23,7 @@ from maas.compiler.plan import (
     Limits,
     ModelRef,
     Mount,
+    OnDemandPlan,
     Placement,
     PlanDeployment,
     Security,
@@ -193,6 +194,11 @@ def render_deployment(
         ),
         placement=placement,
         estimate=estimate,
+        on_demand=(
+            OnDemandPlan(idle_timeout_s=spec.on_demand.idle_timeout_s, group=spec.on_demand.group)
+            if spec.on_demand
+            else None
+        ),
         diagnostics=[d.as_dict() for d in warnings or []],
     )
     return rendered.model_copy(update={"spec_hash": spec_hash(rendered)})

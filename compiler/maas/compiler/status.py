@@ -62,9 +62,29 @@ class ReplicaStatus(_Part):
     progress: ProgressBar | None = None
 
 
+class WakeStatus(_Part):
+    """An on-demand deployment's last wake: asked for, its replicas started, all ready."""
+
+    requested_at: float
+    started_at: float | None = None
+    ready_at: float | None = None
+
+
+class OnDemandStatus(_Part):
+    """The `on_demand` part of an on-demand deployment's status (issue 18)."""
+
+    state: str  # sleeping, waking, awake, running
+    reason: str = ""
+    idle_timeout_s: float | None = None
+    idle_s: float | None = None
+    in_flight: int = 0
+    wake: WakeStatus | None = None
+
+
 class DeploymentStatus(_Part):
     name: str
-    state: Phase
+    # A phase, or for an on-demand deployment with no ready replica because of that, why.
+    state: Phase | Literal["sleeping", "waking"]
     replicas: int
     ready_replicas: int
     last_error: str | None = None
@@ -78,6 +98,7 @@ class DeploymentStatus(_Part):
     containers: list[ContainerStatus] = Field(default_factory=list)
     replica_states: list[ReplicaStatus] = Field(default_factory=list)
     progress_bar: ProgressBar | None = None
+    on_demand: OnDemandStatus | None = None
 
 
 class DiagnosticStatus(_Part):

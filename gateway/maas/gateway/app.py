@@ -36,6 +36,7 @@ from maas.gateway.metrics import UNKNOWN, GatewayMetrics, RouteMetrics
 from maas.gateway.requests import FormModelScanner, multipart_boundary
 from maas.gateway.routing import Balancer, NoReadyReplica, Pick, Route
 from maas.gateway.source import RouteSource
+from maas.gateway.wake import REPORT_S, Waker
 from maas.host.supervise import Supervisor
 
 log = structlog.get_logger("maas.gateway")
@@ -73,6 +74,13 @@ class Gateway:
         self._stopping = asyncio.Event()
         self.supervisor = Supervisor(log)
         self.metrics.watch_tasks(self.supervisor)
+        self.waker = Waker(
+            source,
+            timeout_s=config.wake_timeout_s,
+            queue=config.wake_queue,
+            retry_after_s=config.retry_after_s,
+            clock=clock,
+        )
 
     def app(self) -> web.Application:
         """The routes the front hands over, after it checked the key: it is reachable through
@@ -109,7 +117,11 @@ class Gateway:
         await self.source.start()
         self._housekeeping = [
             self.supervisor.spawn(name, body, stall_s=60.0, stopping=self._stopping)
-            for name, body in (("keys", self._reload_keys), ("housekeeping", self._housekeep))
+            for name, body in (
+                ("keys", self._reload_keys),
+                ("housekeeping", self._housekeep),
+                ("activity", self._report_activity),
+            )
         ]
 
     async def _stop(self, app: web.Application) -> None:
@@ -117,6 +129,7 @@ class Gateway:
         for task in self._housekeeping:
             task.cancel()
         await asyncio.gather(*self._housekeeping, return_exceptions=True)
+        await self.waker.close()
         await self.source.close()
         if self._session is not None:
             await self._session.close()
@@ -132,6 +145,12 @@ class Gateway:
             await asyncio.sleep(HOUSEKEEPING_S)
             with self.supervisor.guard("housekeeping"):
                 self.balancer.forget_except(self.source.table)
+
+    async def _report_activity(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_S)
+            with self.supervisor.guard("activity"):
+                await self.waker.report()
 
     def reload_keys(self) -> None:
         try:
@@ -166,6 +185,14 @@ class Gateway:
         if isinstance(decision, NoReadyReplica) and await self.source.recheck():
             # The table may be up to one poll old: a replica that became ready since is served.
             decision = self._choose(model, call.started)
+        if isinstance(decision, NoReadyReplica) and self.waker.wants(decision.route):
+            try:
+                woke = await self._wake(call, decision.route)
+                if isinstance(woke, errors.Reply):
+                    return self._answer(call, decision.route.name, woke, answer)
+                return await self.serve(call, woke, attempt, answer)
+            finally:
+                self.waker.woken.pop(id(call), None)
         if isinstance(decision, Refuse):
             self.metrics.error(UNKNOWN, call.label, decision.reason or "refused")
             return self._answer(call, UNKNOWN, decision.reply, answer)
@@ -177,6 +204,19 @@ class Gateway:
         if isinstance(admitted, Refuse):
             return admitted
         return self.balancer.choose_in(admitted, now)
+
+    async def _wake(self, call: Call, route: Route) -> Pick | NoReadyReplica | errors.Reply:
+        """Hold the request while the agent starts the sleeping model (wake.py)."""
+        held = self.metrics.wake_held.labels(route.name)
+        held.inc()
+        try:
+            woke = await self.waker.wait(route, call.started, id(call))
+        finally:
+            held.dec()
+        if isinstance(woke, errors.Reply):
+            self.metrics.error(route.name, call.label, "wake_not_ready")
+            return woke
+        return self.balancer.choose_in(woke, self.clock())
 
     async def serve(
         self, call: Call, decision: Pick | NoReadyReplica, attempt: Attempt[R], answer: Answer[R]
@@ -211,6 +251,7 @@ class Gateway:
         self.balancer.started(replica)
         metrics = self.metrics.route(name, call.label)
         metrics.outstanding.inc()
+        self.waker.activity.begin(name)
         try:
             response, outcome = await attempt(pick)
         except UpstreamFailed as exc:
@@ -227,11 +268,16 @@ class Gateway:
         finally:
             self.balancer.finished(replica)
             metrics.outstanding.dec()
+            self.waker.activity.end(name)
         self._record(call, pick, outcome, metrics)
         return response
 
     def _record(self, call: Call, pick: Pick, outcome: Outcome, metrics: RouteMetrics) -> None:
         metrics.first_byte.observe(outcome.first_byte_s)
+        woken = self.waker.woken.pop(id(call), None)
+        if woken is not None:
+            waited = woken.at - call.started + outcome.first_byte_s
+            self.metrics.woke(pick.route.name, waited, woken.backend_load_s)
         if outcome.usage is not None:
             metrics.used(outcome.usage)
         if outcome.broken is not None:

@@ -45,6 +45,13 @@ class GatewayConfig(BaseModel):
     retry_after_s: Annotated[int, Field(gt=0)] = 5
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    wake_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=120.0,
+        description="How long a request for a sleeping on-demand model waits for its start.",
+    )
+    wake_queue: Annotated[int, Field(ge=1)] = Field(
+        default=64, description="Requests per sleeping model held while it starts; more get 503."
+    )
 
 
 def is_loopback(host: str) -> bool:

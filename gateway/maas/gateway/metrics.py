@@ -57,6 +57,28 @@ class GatewayMetrics:
             ["model"],
             registry=self.registry,
         )
+        # Issue 18: models started by requests (wake.py).
+        self.wake = Histogram(
+            "maas_gateway_wake_seconds",
+            "Requests that waited for a sleeping model: arrival to the replica's first byte.",
+            ["model"],
+            buckets=FIRST_BYTE_BUCKETS,
+            registry=self.registry,
+        )
+        self.wake_platform = Histogram(
+            "maas_gateway_wake_platform_seconds",
+            "The platform's part of a wake: its wake time minus the backend's own load "
+            "(replicas started to ready, as the agent reports it).",
+            ["model"],
+            buckets=FIRST_BYTE_BUCKETS,
+            registry=self.registry,
+        )
+        self.wake_held = Gauge(
+            "maas_gateway_wake_held_requests",
+            "Requests held while their sleeping model starts, by model.",
+            ["model"],
+            registry=self.registry,
+        )
 
         self.keys_file_errors = Counter(
             "maas_gateway_keys_file_errors",
@@ -81,6 +103,11 @@ class GatewayMetrics:
 
     def error(self, model: str, route: str, reason: str) -> None:
         self.route(model, route).error(reason)
+
+    def woke(self, model: str, seconds: float, backend_load_s: float | None) -> None:
+        self.wake.labels(model).observe(seconds)
+        if backend_load_s is not None:
+            self.wake_platform.labels(model).observe(max(0.0, seconds - backend_load_s))
 
     def watch_tasks(self, supervisor: Any) -> None:
         self._supervisor = supervisor

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from maas.compiler.status import ContainerStatus, NodeStatus, parse_status
+from maas.compiler.status import ContainerStatus, NodeStatus, OnDemandStatus, parse_status
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class Route:
     aliases: tuple[str, ...] = ()
     backend: str | None = None
     generic_proxy: bool = False
+    on_demand: bool = False  # started by the gateway's first request when asleep
+    reason: str = ""  # why an on-demand model sleeps or waits
+    backend_load_s: float | None = None  # its last wake: replicas started to all ready
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,19 @@ def _ready_replicas(name: str, containers: Iterable[ContainerStatus], host: str)
     return sorted(ready, key=lambda r: r.index)
 
 
+def _on_demand(status: OnDemandStatus | None) -> dict[str, Any]:
+    """The Route fields of a deployment's `on_demand` status (absent: always on)."""
+    if status is None:
+        return {}
+    wake = status.wake
+    load = (
+        max(0.0, wake.ready_at - wake.started_at)
+        if wake is not None and wake.started_at is not None and wake.ready_at is not None
+        else None
+    )
+    return {"on_demand": True, "reason": status.reason, "backend_load_s": load}
+
+
 def route_table_from_status(
     status: NodeStatus | Mapping[str, Any], host: str = "127.0.0.1"
 ) -> RouteTable:
@@ -91,6 +107,7 @@ def route_table_from_status(
             aliases=tuple(d.aliases),
             backend=d.backend,
             generic_proxy=d.generic_proxy,
+            **_on_demand(d.on_demand),
         )
         routes[name] = route
         for alias in route.aliases:

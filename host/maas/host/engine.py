@@ -127,9 +127,13 @@ class Engine:
         _wrap("stop", lambda: self._client.api.stop(container_id, timeout=timeout))
 
     def remove(self, container_id: str, *, stop_timeout: int = 30) -> None:
+        """Stop (SIGTERM, then SIGKILL after `stop_timeout`) and remove; with 0, kill and remove
+        in one call (an idle on-demand replica evicted while a request waits)."""
+
         def run() -> None:
             with contextlib.suppress(docker.errors.NotFound):
-                self._client.api.stop(container_id, timeout=stop_timeout)
+                if stop_timeout > 0:
+                    self._client.api.stop(container_id, timeout=stop_timeout)
                 self._client.api.remove_container(container_id, force=True)
 
         _wrap("remove", run)

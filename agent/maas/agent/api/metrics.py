@@ -10,7 +10,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from maas.agent.api.demand import DemandCollector
 from maas.agent.api.status import deployment_status
+from maas.agent.reconcile.ondemand import DemandBook
 from maas.agent.reconcile.snapshot import NodeSnapshot, PassResult
 
 
@@ -77,7 +79,12 @@ class _TaskCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, snapshot: Callable[[], NodeSnapshot], supervisor: Any = None) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], NodeSnapshot],
+        supervisor: Any = None,
+        demand: DemandBook | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.passes = Counter(
             "maas_agent_reconcile_passes", "Reconcile passes", ["result"], registry=self.registry
@@ -96,6 +103,8 @@ class Metrics:
             "maas_agent_actions", "Actions executed", ["kind"], registry=self.registry
         )
         self.registry.register(_StateCollector(snapshot))
+        if demand is not None:
+            self.registry.register(DemandCollector(demand))
         if supervisor is not None:
             self.registry.register(_TaskCollector(supervisor))
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from maas.agent.api.demand import DemandApi
 from maas.agent.desired.sources import source_key
 from maas.compiler.diagnostics import Diagnostic, MaasError
 
@@ -72,6 +73,7 @@ class Api:
                 web.post("/v1/apply", self.apply),
                 web.delete("/v1/deployments/{name}", self.delete),
                 web.get("/v1/logs/{name}", self.logs),
+                *DemandApi(self.agent, self._body).routes(),
             ]
         )
         return app

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from maas.agent.reconcile.diff import Replica
+from maas.agent.reconcile.ondemand import FAST_PROBE_S
 
 if TYPE_CHECKING:
     from maas.agent.daemon import Agent
@@ -35,7 +36,13 @@ class Prober:
                 with self.agent.supervisor.guard("probes"):
                     await self._probe_all(session)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.agent.stopping.wait(), timeout=STARTUP_PERIOD_S)
+                    await asyncio.wait_for(
+                        self.agent.stopping.wait(), timeout=self._startup_period()
+                    )
+
+    def _startup_period(self) -> float:
+        """Faster while a request waits for a woken on-demand replica: its wake time counts."""
+        return FAST_PROBE_S if self.agent.reconciler.demand.fast_probes() else STARTUP_PERIOD_S
 
     def _due_probes(self, now: float) -> list[tuple[Replica, int, list[str], float]]:
         """Replicas to probe now: starting ones every STARTUP_PERIOD_S (ready soon after they
@@ -53,7 +60,7 @@ class Prober:
                 continue
             if health.container_id != container.id or health.phase not in ("starting", "running"):
                 continue
-            period = LIVENESS_PERIOD_S if health.ready else STARTUP_PERIOD_S
+            period = LIVENESS_PERIOD_S if health.ready else self._startup_period()
             if now - self.probed.get(key, 0.0) >= period - 0.1:
                 due.append((key, container.port, d.health.paths, d.health.startup_timeout_s))
         return due

@@ -36,6 +36,7 @@ from maas.agent.reconcile.diff import Action, Replica, diff
 from maas.agent.reconcile.drain import drains
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, observe
+from maas.agent.reconcile.ondemand import DemandBook, facts
 from maas.agent.reconcile.prepare import Job, Preparer, hubs_offline, node_tokens
 from maas.agent.reconcile.rollback import rollback_short
 from maas.agent.reconcile.snapshot import NodeSnapshot, PassResult
@@ -148,6 +149,7 @@ class Reconciler:
         self.last_good: dict[str, PlanDeployment] = {}
         self.rollbacks: dict[str, tuple[str, PlanDeployment, str]] = {}
         self.health: dict[Replica, ReplicaHealth] = {}
+        self.demand = DemandBook()  # on-demand deployments: activity, wakes, sleep reasons
         self.counters = Counters(config.state_dir)
         # Deployments whose containers could not be removed: {name: {error, permanent}}.
         self.removal_errors: dict[str, dict[str, object]] = {}
@@ -325,6 +327,7 @@ class Reconciler:
         ]
         self._notice(observed, now)  # before roll-backs: a crash now may take a version back
         plan = self._with_rollbacks(plan)
+        plan = self.demand.apply(plan, *facts(plan, self.observed, self.health), now)
         self.plan = plan
         planned = {d.name: d for d in plan.deployments}
         actions, healths = step(plan, observed, self.health, now)
@@ -629,7 +632,8 @@ class Reconciler:
             self._publish_health(key, self.health[key])  # the gateway must see it before the stop
             time.sleep(self.config.drain_s)
         try:
-            self.engine.remove(action.container_id, stop_timeout=self.config.stop_timeout_s)
+            stop_timeout = self.demand.stop_timeout(action.deployment, self.config.stop_timeout_s)
+            self.engine.remove(action.container_id, stop_timeout=stop_timeout)
         except Exception as exc:
             health = self.replica_health((action.deployment, action.replica))
             health.draining = False  # it still runs: it serves again

@@ -11,7 +11,7 @@ from maas.cli import exitcodes
 from maas.cli.commands.apply import add_socket
 
 if TYPE_CHECKING:
-    from maas.compiler.status import CachedModel, NodeStatus
+    from maas.compiler.status import CachedModel, DeploymentStatus, NodeStatus
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [
         [
             d.name,
-            d.state,
+            state_text(d),
             f"{d.ready_replicas}/{d.replicas}",
             ",".join(str(c.port) for c in d.containers),
             str(sum(r.restarts for r in d.replica_states)),
@@ -104,6 +104,16 @@ def print_cache(models: list[CachedModel]) -> None:
     total = sum(m.bytes for m in models)
     print(f"model cache: {size_text(total)}")
     print(table(["model", "revision", "size", "used by"], rows))
+
+
+def state_text(d: DeploymentStatus) -> str:
+    """The state, and for an on-demand deployment why it sleeps or waits (issue 18)."""
+    demand = d.on_demand
+    if demand is None:
+        return d.state
+    state = d.state if d.state in ("sleeping", "waking") else demand.state
+    reason = f", {demand.reason}" if demand.reason else ""
+    return f"{d.state} (on demand: {state}{reason})"
 
 
 def print_agent_state(status: NodeStatus) -> None:

@@ -1,0 +1,83 @@
+"""The agent's on-demand API with real containers (issue 18): wake, activity reports, idle
+stop with its reason in the status, and clear JSON errors for bad requests."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from support.agent import AgentProcess, web_spec
+
+
+class Client:
+    """One JSON request per connection over the agent's unix socket, closed after it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def call(self, method: str, route: str, body: Any = None, status: int = 200) -> Any:
+        connection = http.client.HTTPConnection("localhost", timeout=30)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(self.path))
+        connection.sock = sock
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            connection.request(method, route, body=data)
+            response = connection.getresponse()
+            value = json.loads(response.read())
+            assert response.status == status, (response.status, value)
+            return value
+        finally:
+            connection.close()
+
+
+def test_wake_idle_stop_and_bad_requests(agent: AgentProcess, busybox: str) -> None:
+    extra = "  on_demand: {idle_timeout_s: 2}\n"
+    text = web_spec("lazy", busybox, extra=extra) + "---\n" + web_spec("always", busybox)
+    result = agent.apply("both", text)
+    assert result.returncode == 0, result.stderr + agent.log.read_text()[-2000:]
+    client = Client(agent.socket)
+    states = {d["name"]: d["state"] for d in client.call("GET", "/v1/status")["deployments"]}
+    assert states == {"lazy": "sleeping", "always": "running"}
+    assert [c["Names"] for c in agent.containers()] == [f"maas-{agent.node}-always-0"]
+
+    # bad requests: clear JSON errors, nothing changes
+    missing = client.call("POST", "/v1/wake/nope", status=404)
+    assert missing["error"] == "no deployment named 'nope'"
+    for body, why in (
+        ({"models": []}, "'models' must map deployment names to activity"),
+        ({"models": {"lazy": {"idle_s": "x"}}}, "activity of 'lazy' needs numbers"),
+        ({"models": {"lazy": {"idle_s": -1, "in_flight": 0}}}, "must not be negative"),
+    ):
+        assert why in client.call("POST", "/v1/activity", body, status=400)["error"]
+    assert client.call("POST", "/v1/wake/always") == {"name": "always", "on_demand": False}
+
+    # a wake starts it; a request in flight keeps it past its timeout; idle, it sleeps
+    assert client.call("POST", "/v1/wake/lazy")["state"] == "waking"
+    agent.wait_for(
+        lambda: _lazy(client)["state"] == "running" and _lazy(client)["ready_replicas"] == 1,
+        60,
+        "the woken deployment to be ready",
+    )
+    shown = _lazy(client)["on_demand"]
+    assert shown["state"] == "awake" and shown["wake"]["ready_at"] >= shown["wake"]["started_at"]
+    busy = {"models": {"lazy": {"idle_s": 30, "in_flight": 1}}}
+    for _ in range(4):
+        client.call("POST", "/v1/activity", busy)
+        agent.ctl("status")  # time passes; a pass may run
+    assert _lazy(client)["on_demand"]["state"] == "awake"
+    client.call("POST", "/v1/activity", {"models": {"lazy": {"idle_s": 30, "in_flight": 0}}})
+    agent.wait_for(lambda: _lazy(client)["state"] == "sleeping", 30, "the idle stop")
+    assert _lazy(client)["on_demand"]["reason"].startswith("idle for")
+    agent.wait_for(lambda: len(agent.containers()) == 1, 30, "the container's removal")
+    shown = agent.ctl("status")
+    assert "sleeping (on demand: sleeping, idle for" in shown.stdout, shown.stdout
+
+
+def _lazy(client: Client) -> dict[str, object]:
+    status = client.call("GET", "/v1/status")
+    found: dict[str, object] = next(d for d in status["deployments"] if d["name"] == "lazy")
+    return found
