@@ -49,9 +49,9 @@ def test_a_draining_replica_is_reported_not_ready_until_it_starts_again() -> Non
         port=40000,
         error="",
     )
-    assert _container(container, health)["ready"] is True
+    assert _container(container, health).ready is True
     health.draining = True
     health.probe_result(True, 2.0, startup_timeout_s=60)  # probes go on meanwhile
-    assert _container(container, health)["ready"] is False
+    assert _container(container, health).ready is False
     health.started("c2", 3.0, "h2")
     assert not health.draining

@@ -13,12 +13,14 @@ import aiohttp
 import pytest
 import uvloop
 
+from maas.compiler.status import OnDemandStatus, WakeStatus
 from maas.gateway import Gateway, GatewayConfig, KeyRing
 from maas.gateway.routing import route_table_from_status
 from maas.gateway.source import AgentRouteSource
 from maas.gateway.wake import ActivityBook, admit, wants_wake
 from support.agent import AgentProcess, web_spec
-from support.gateway import asynctest, free_port, serving_gateway
+from support.gateway import asynctest, deployment, free_port, serving_gateway
+from support.gateway import status as status_document
 
 CHAT = {"max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -41,21 +43,15 @@ def test_activity_book_reports_relative_idle_time() -> None:
 
 
 def test_route_on_demand_fields() -> None:
-    status = {
-        "deployments": [
-            {
-                "name": "m",
-                "state": "sleeping",
-                "containers": [],
-                "on_demand": {
-                    "state": "sleeping",
-                    "reason": "evicted for n (group g)",
-                    "wake": {"requested_at": 1.0, "started_at": 2.0, "ready_at": 4.5},
-                },
-            },
-            {"name": "always", "state": "starting", "containers": []},
-        ]
-    }
+    demand = OnDemandStatus(
+        state="sleeping",
+        reason="evicted for n (group g)",
+        wake=WakeStatus(requested_at=1.0, started_at=2.0, ready_at=4.5),
+    )
+    sleeping = deployment("m", [], ready=False).model_copy(
+        update={"state": "sleeping", "on_demand": demand}
+    )
+    status = status_document(sleeping, deployment("always", [], ready=False, state="starting"))
     table = route_table_from_status(status)
     sleeping, always = table.routes["m"], table.routes["always"]
     assert sleeping.on_demand and sleeping.reason == "evicted for n (group g)"
