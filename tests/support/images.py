@@ -122,7 +122,13 @@ def llama_rpc_image() -> str:
     """
     recipe = hashlib.sha256(
         "\0".join(
-            (LLAMA_CPP_PYTHON, *LLAMA_RPC_CMAKE, *LLAMA_RPC_TARGETS, *LLAMA_RPC_ROOTFS, LLAMA_RPC_CHANGE)
+            (
+                LLAMA_CPP_PYTHON,
+                *LLAMA_RPC_CMAKE,
+                *LLAMA_RPC_TARGETS,
+                *LLAMA_RPC_ROOTFS,
+                LLAMA_RPC_CHANGE,
+            )
         ).encode()
     ).hexdigest()[:12]
     tag = f"maas-test/llama-rpc:{recipe}"
@@ -133,9 +139,22 @@ def llama_rpc_image() -> str:
     source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"), None)
     if source is None:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", LLAMA_CPP_PYTHON, "--no-deps",
-             "--no-binary", ":all:", "-d", str(work)],
-            check=True, capture_output=True, timeout=900,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                LLAMA_CPP_PYTHON,
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                str(work),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=900,
         )
         with tarfile.open(next(work.glob("llama_cpp_python-*.tar.gz"))) as sdist:
             sdist.extractall(work, filter="data")
@@ -143,11 +162,15 @@ def llama_rpc_image() -> str:
     build = work / "build"
     subprocess.run(
         ["cmake", "-S", str(source), "-B", str(build), "-G", "Ninja", *LLAMA_RPC_CMAKE],
-        check=True, capture_output=True, timeout=900,
+        check=True,
+        capture_output=True,
+        timeout=900,
     )
     subprocess.run(
         ["cmake", "--build", str(build), "-j", "2", "--target", *LLAMA_RPC_TARGETS],
-        check=True, capture_output=True, timeout=7200,
+        check=True,
+        capture_output=True,
+        timeout=7200,
     )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
@@ -159,7 +182,9 @@ def llama_rpc_image() -> str:
         with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
             subprocess.run(
                 ["docker", "import", "--change", LLAMA_RPC_CHANGE, "-", tag],
-                stdin=tar.stdout, check=True, capture_output=True,
+                stdin=tar.stdout,
+                check=True,
+                capture_output=True,
             )
         if tar.returncode != 0:
             raise RuntimeError(f"tar of the llama-rpc rootfs failed ({tar.returncode})")

@@ -10,7 +10,13 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from maas.compiler.models import SecretRef
 
@@ -95,6 +101,42 @@ class Security(PlanModel):
     cap_add: list[str] = Field(default_factory=list)
 
 
+Role = Literal["primary", "worker"]
+
+
+class GroupMember(PlanModel):
+    node: str
+    role: Role
+    address: str = Field(description="The node's rpc_address: what the member binds to.")
+    port: int = Field(
+        default=0, description="Worker: its rpc-server's port; primary: its serving port."
+    )
+    share: float = Field(description="Fraction of the model's memory on this node.")
+    devices: list[str] = Field(
+        default_factory=list, description="Backend device names the member gives the group."
+    )
+
+
+class Group(PlanModel):
+    """One deployment split over several nodes: this node's role and every member, primary
+    first, then the workers in the order the primary lists them (llama-server's --rpc)."""
+
+    name: str
+    role: Role
+    members: list[GroupMember]
+
+    @property
+    def primary(self) -> GroupMember:
+        return self.members[0]
+
+    @property
+    def workers(self) -> list[GroupMember]:
+        return self.members[1:]
+
+    def me(self, node: str) -> GroupMember:
+        return next(m for m in self.members if m.node == node)
+
+
 class PlanDeployment(PlanModel):
     name: str
     action: Literal["create", "recreate", "remove", "noop"] = "create"
@@ -119,8 +161,19 @@ class PlanDeployment(PlanModel):
     security: Security = Field(default_factory=Security)
     placement: Placement
     estimate: Estimate = Field(default_factory=Estimate)
+    group: Group | None = Field(
+        default=None, description="Set when the deployment is split over several nodes."
+    )
     spec_hash: str = ""
     diagnostics: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_unset_group(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Added by issue 17: plans of single-node deployments stay as they were.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("group", 0) is None:
+            del data["group"]
+        return data
 
 
 class DeviceTotal(PlanModel):
