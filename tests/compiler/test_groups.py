@@ -14,16 +14,18 @@ from gguf import GGMLQuantizationType
 from maas.cli.render_diff import diff_markdown
 from maas.cli.render_plan import plan_text
 from maas.compiler import MaasError
+from maas.compiler.backends import VLLM
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.metadata.safetensors import from_config
 from maas.compiler.plandiff import diff_fleets
 from maas.compiler.repo import FleetPlan, compile_repo
 from support import gguf_factory
 from support.golden import check_golden
-from support.paths import GOLDEN
+from support.paths import GOLDEN, ROOT
 
 GOLDEN = GOLDEN / "groups"
 GIB = 1 << 30
+FIXTURES = ROOT / "tests" / "fixtures"
 ALLOW = "apiVersion: maas/v1\nkind: Config\nspec: {policy: {allow_distributed: true}}\n"
 
 
@@ -166,3 +168,18 @@ def test_vllm_over_nodes_of_the_same_gpu_count(update_goldens: bool) -> None:
     check_golden(GOLDEN / "vllm-argv.json", json.dumps(argv, indent=1) + "\n", update_goldens)
     follower = argv[plans.groups["big"][1]]
     assert "--headless" in follower and "--node-rank" in follower
+
+
+def test_every_vllm_flag_a_group_renders_exists_in_the_pinned_version() -> None:
+    """Each option of the rendered vLLM argv is one the pinned vLLM's parser knows (the saved
+    flag list names the source it was read from)."""
+    known = {
+        line.strip()
+        for line in (FIXTURES / "vllm-serve-flags.txt").read_text().splitlines()
+        if line.startswith("--")
+    }
+    argv = json.loads((GOLDEN / "vllm-argv.json").read_text())
+    used = {arg for command in argv.values() for arg in command if arg.startswith("-")}
+    assert used, "the golden holds the rendered argv"
+    assert used <= known, f"not in vLLM's parser: {sorted(used - known)}"
+    assert "v0.12.0" in VLLM.image_cuda  # type: ignore[operator]

@@ -144,7 +144,7 @@ class Agent:
             }
             for name, job in sorted(preparing.items())
         ]
-        report = status_report(r.node_name, r.plan, r.observed, r.health, extra)
+        report = status_report(r.node_name, r.plan, r.observed, r.health, extra, groups=r.groups)
         for deployment in report["deployments"]:
             job = preparing.get(deployment["name"])
             if job is not None and deployment["state"] != "running":
@@ -491,7 +491,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"maas-agent: {diagnostic.render()}", file=sys.stderr)
         return 1
     return 0
-
 
 
 if __name__ == "__main__":

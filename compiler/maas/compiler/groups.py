@@ -49,7 +49,16 @@ from maas.compiler.policy import work_dir
 RPC_SERVER = "ggml-rpc-server"  # tools/rpc/CMakeLists.txt's target (formerly `rpc-server`)
 # The llama-server flags the group sets; a member's own rendering of them is replaced.
 LLAMA_GROUP_FLAGS = ("--n-gpu-layers", "--tensor-split", "--host", "--rpc")
-VLLM_GROUP_FLAGS = ("--host", "--nnodes", "--node-rank", "--master-addr", "--master-port")
+VLLM_GROUP_FLAGS = (
+    "--host",
+    "--nnodes",
+    "--node-rank",
+    "--master-addr",
+    "--master-port",
+    "--distributed-executor-backend",
+    "--pipeline-parallel-size",
+    "-pp",
+)
 
 
 @dataclass(frozen=True)
@@ -313,8 +322,9 @@ def _vllm_member(planned: PlanDeployment, group: Group, share: Share) -> PlanDep
     rank = [m.node for m in group.members].index(share.node)
     primary = group.primary
     command = _without(planned.command, VLLM_GROUP_FLAGS)
-    command = _without(command, ("--pipeline-parallel-size", "-pp"))
-    command += ["--host", "127.0.0.1" if rank == 0 else primary.address]
+    command += ["--host", "127.0.0.1" if rank == 0 else group.me(share.node).address]
+    # ParallelConfig.distributed_executor_backend: multi-node "mp" needs nnodes set.
+    command += ["--distributed-executor-backend", "mp"]
     command += ["--pipeline-parallel-size", str(len(group.members))]
     command += ["--nnodes", str(len(group.members)), "--node-rank", str(rank)]
     command += ["--master-addr", primary.address, "--master-port", str(primary.port + 1)]

@@ -76,6 +76,8 @@ def route_table_from_status(status: Mapping[str, Any], host: str = "127.0.0.1") 
     routes: dict[str, Route] = {}
     aliases: dict[str, str] = {}
     for d in status.get("deployments") or []:
+        if (d.get("group") or {}).get("role") == "worker":
+            continue  # a distributed group's worker serves its primary, never a client
         name = str(d["name"])
         route = Route(
             name=name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from maas.agent.reconcile.groups import GroupGate, group_status
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer
 from maas.compiler.plan import Plan, PlanDeployment
@@ -61,6 +62,7 @@ def deployment_status(
     observed: list[ObservedContainer],
     health: dict[tuple[str, int], ReplicaHealth],
     now: float | None = None,
+    groups: GroupGate | None = None,
 ) -> dict[str, Any]:
     mine = [c for c in observed if c.deployment == planned.name and c.replica < planned.replicas]
     containers = [_container(c, health.get((c.deployment, c.replica))) for c in mine]
@@ -102,6 +104,7 @@ def deployment_status(
         "containers": containers,
         "replica_states": replica_states,
         "progress_bar": next((r["progress"] for r in replica_states if r["progress"]), None),
+        "group": group_status(planned.group, groups or GroupGate(), planned.name),
     }
 
 
@@ -111,9 +114,12 @@ def status_report(
     observed: list[ObservedContainer],
     health: dict[tuple[str, int], ReplicaHealth],
     extra: dict[str, Any],
+    *,
+    groups: GroupGate | None = None,
 ) -> dict[str, Any]:
     deployments = [
-        deployment_status(d, observed, health) for d in (plan.deployments if plan else [])
+        deployment_status(d, observed, health, groups=groups)
+        for d in (plan.deployments if plan else [])
     ]
     planned = {d.name for d in plan.deployments} if plan else set()
     removing = sorted({c.deployment for c in observed if c.deployment not in planned})
