@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from maas.agent.reconcile.groups import GroupGate, answers, group_status, holding
+from maas.agent.reconcile.groups import GroupGate, answers, group_status, holding, listens_on
 from maas.compiler.plan import Group, GroupMember, ModelRef, Placement, Plan, PlanDeployment
 from maas.gateway.routing import route_table_from_status
 
@@ -97,3 +97,11 @@ def test_the_gateway_routes_to_the_primary_only() -> None:
 
     assert "big" in route_table_from_status({"deployments": [entry("primary")]}).routes
     assert "big" not in route_table_from_status({"deployments": [entry("worker")]}).routes
+
+
+def test_a_worker_is_probed_where_it_listens() -> None:
+    worker = group("worker", [41000]).model_copy(update={"node": "w0"})
+    planned = plan_with(worker).deployments[0]
+    assert listens_on(planned) == "127.0.0.1"
+    primary = group("primary", [41000]).model_copy(update={"node": "a"})
+    assert listens_on(plan_with(primary).deployments[0]) is None

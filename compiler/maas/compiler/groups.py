@@ -212,7 +212,7 @@ def link(
             plan = out[share.node]
             planned = plan.deployment(placed.deployment)
             assert planned is not None
-            group = Group(name=placed.deployment, role=share.role, members=members)
+            group = Group(name=placed.deployment, role=share.role, node=share.node, members=members)
             wired = (
                 _llama_member(planned, group, share, placed.layers, cache_dir)
                 if placed.backend == "llama-box"

@@ -123,6 +123,7 @@ class Group(PlanModel):
 
     name: str
     role: Role
+    node: str = Field(default="", description="The member this plan's node is.")
     members: list[GroupMember]
 
     @property
@@ -133,8 +134,9 @@ class Group(PlanModel):
     def workers(self) -> list[GroupMember]:
         return self.members[1:]
 
-    def me(self, node: str) -> GroupMember:
-        return next(m for m in self.members if m.node == node)
+    def me(self, node: str | None = None) -> GroupMember:
+        wanted = self.node if node is None else node
+        return next(m for m in self.members if m.node == wanted)
 
 
 class PlanDeployment(PlanModel):

@@ -123,3 +123,11 @@ def wired(plan: Plan, members: Mapping[str, PlanDeployment]) -> Plan:
     node's policy and charged its share."""
     deployments = [members.get(d.name, d) if d.name in members else d for d in plan.deployments]
     return plan.model_copy(update={"deployments": deployments})
+
+
+def listens_on(planned: PlanDeployment) -> str | None:
+    """Where a group member listens when not where the agent publishes ports: a worker binds
+    its node's rpc_address only (the primary's API is on 127.0.0.1)."""
+    if planned.group is None or planned.group.role == "primary":
+        return None
+    return planned.group.me().address
