@@ -98,6 +98,9 @@ def test_the_primary_waits_for_its_worker(tmp_path: Path, busybox: str) -> None:
         ]
         assert "waiting for the group's workers" in (primary["last_error"] or "")
         assert not primary["containers"]  # never started while its worker is away
+        text = next(a for a in agents if a.node == members[0]["node"]).ctl("status").stdout
+        assert "group big (this node: primary)" in text
+        assert f"held back by: {members[1]['node']} {members[1]['endpoint']}" in text
     finally:
         for agent in agents:
             agent.cleanup()
