@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -19,10 +18,8 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-
-from support.gguf_factory import TINY, write_tiny_llama  # noqa: E402
-from support.images import llama_rpc_image  # noqa: E402
+from support.gguf_factory import TINY, write_tiny_llama
+from support.images import llama_rpc_image
 
 SHAPE = replace(
     TINY,
