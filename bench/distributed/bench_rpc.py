@@ -3,7 +3,7 @@ loopback) against the same model on one node, side by side, with the image the t
 (support.images.llama_rpc_image). Prints the figures recorded in
 bench/results/distributed-2026-12-02.md.
 
-    .venv/bin/python bench/distributed/bench_rpc.py
+    PYTHONPATH=tests .venv/bin/python bench/distributed/bench_rpc.py
 """
 
 from __future__ import annotations
