@@ -32,12 +32,30 @@ def diff_text(diff: PlanDiff, *, color: bool = False) -> str:
             lines.extend(f"      {item}" for item in change.performance)
         lines.extend(f"  {h.text()}" for h in diff.headroom_of(node))
         lines.append("")
+    for group in diff.groups:
+        lines.append(f"group {group.name}: {', '.join(group.nodes)}")
+        lines.append(f"  {group.symbol.rjust(3)} {group.name}  {'; '.join(group.reasons)}")
+        lines.extend(f"      {item}" for item in group.performance)
+        lines.append("")
     lines.append(diff.summary())
     return "\n".join(lines)
 
 
 def diff_markdown(diff: PlanDiff, *, base: str, head: str) -> str:
     lines = [f"### MaaS-Base plan: `{base[:12]}` → `{head[:12]}`", "", f"**{diff.summary()}**"]
+    if diff.groups:
+        lines += [
+            "",
+            "#### distributed groups",
+            "",
+            "| | group | nodes | why | performance |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| `{g.symbol}` | `{g.name}` | {'<br>'.join(g.nodes)} | {'; '.join(g.reasons)} "
+            f"| {'<br>'.join(g.performance)} |"
+            for g in diff.groups
+        ]
     for node, changes in _by_node(diff):
         rows = ["| | deployment | why | performance |", "| --- | --- | --- | --- |"]
         rows += [
@@ -79,6 +97,17 @@ def diff_json(diff: PlanDiff, *, base: str, head: str, assignment: dict[str, lis
                 "after_bytes": h.after,
             }
             for h in diff.headroom
+        ],
+        "groups": [
+            {
+                "deployment": g.name,
+                "action": g.kind,
+                "symbol": g.symbol,
+                "nodes": list(g.nodes),
+                "reasons": list(g.reasons),
+                "performance": list(g.performance),
+            }
+            for g in diff.groups
         ],
         "assignment": assignment,
     }

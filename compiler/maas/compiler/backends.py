@@ -107,10 +107,14 @@ LLAMA_BOX = Backend(
     ),
 )
 
+# v0.12.0: a release with multi-node serving without Ray (ParallelConfig's nnodes, node_rank,
+# master_addr, master_port in vllm/config/parallel.py; `vllm serve --headless` in
+# vllm/entrypoints/cli/serve.py); the flags a group uses are checked against
+# tests/fixtures/vllm-serve-flags.txt.
 VLLM = Backend(
     name="vllm",
-    image_cuda="vllm/vllm-openai:v0.11.0",
-    image_cpu="public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.11.0",
+    image_cuda="vllm/vllm-openai:v0.12.0",
+    image_cpu="public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.12.0",
     template=(
         "--model",
         "{{model_path}}",

@@ -217,6 +217,16 @@ def _check_backend(spec: DeploymentBody, doc: SourceDoc) -> list[Diagnostic]:
                     "backend_parameters",
                 )
             )
+    if spec.distributed and backend.name not in {"llama-box", "vllm"}:
+        found.append(
+            _problem(
+                doc,
+                "conflict",
+                f"backend '{backend.name}' cannot be split across nodes; only llama-box "
+                "(llama.cpp RPC) and vllm (multi-node) can",
+                "distributed",
+            )
+        )
     for index, argument in enumerate(spec.backend_parameters):
         if flag_name(argument) in backend.owned_flags:
             found.append(

@@ -19,6 +19,7 @@ from maas.compiler.backends import Backend, BackendRule, resolve_backend
 from maas.compiler.checks import check_deployments, check_disk
 from maas.compiler.diagnostics import Diagnostic, raise_if_errors
 from maas.compiler.documents import Loaded
+from maas.compiler.groups import Share
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Gpu, Node
 from maas.compiler.placement.entry import PlacementResult, estimated, place
@@ -61,15 +62,17 @@ def compile_plan(
     previous: Plan | None = None,
     resolved_files: Mapping[str, str] | None = None,
     models: Mapping[str, ModelMetadata] | None = None,
+    shares: Mapping[str, Share] | None = None,
 ) -> Plan:
     """The Plan of `node` for `deployments`; raises `MaasError` with all problems found.
 
     `models` holds the model metadata per deployment name (fetched at the edge); without it a
-    deployment is placed by the foundation rules and its estimate is unknown.
+    deployment is placed by the foundation rules and its estimate is unknown. `shares` holds
+    this node's part of the distributed groups the fleet chose (`groups.link` wires them).
     """
     options = options or CompileOptions()
     models = models or {}
-    placed, ledger = _allocate(deployments, node, options, previous, models)
+    placed, ledger = _allocate(deployments, node, options, previous, models, shares or {})
     _share_leftover(placed, ledger)
     previous_ports = {d.name: d.ports for d in previous.deployments} if previous else None
     ports = allocate_ports({p.name: p.replicas for p in placed}, options.port_range, previous_ports)
@@ -101,28 +104,50 @@ def place_on_node(
 ) -> Charge:
     """What one deployment would hold on `node` (checked as `compile_plan` checks it, not
     rendered, vLLM at the fraction it needs): fleet placement charges a node with it."""
-    (placed,), _ = _allocate([deployment], node, options, None, models)
+    (placed,), _ = _allocate([deployment], node, options, None, models, {})
     return _charge(placed)
 
 
-def _allocate(
+def place_whole(
+    deployment: Loaded[Deployment],
+    node: Node,
+    *,
+    options: CompileOptions,
+    models: Mapping[str, ModelMetadata],
+) -> tuple[Placement, Estimate, bool]:
+    """Where one deployment goes on `node` and what it needs, checked as `compile_plan` checks
+    it, and whether that need is estimated; a distributed group splits this placement made on
+    its members' combined node."""
+    (placed,), _ = _allocate([deployment], node, options, None, models, {})
+    return placed.placement, placed.result.estimate, not placed.unknown
+
+
+def _allocate(  # noqa: PLR0917
     deployments: Sequence[Loaded[Deployment]],
     node: Node,
     options: CompileOptions,
     previous: Plan | None,
     models: Mapping[str, ModelMetadata],
+    shares: Mapping[str, Share],
 ) -> tuple[list[_Placed], Ledger]:
     """Every deployment placed against the node's ledger in allocation order, and the ledger;
     raises `MaasError` with every problem."""
     diagnostics = check_deployments(deployments) + check_disk(deployments, node, models)
     ledger = Ledger(node, options.gpu_margin_bytes)
     placed: list[_Placed] = []
-    for loaded in _allocation_order(deployments, node, models, previous):
+    for loaded in _allocation_order(deployments, node, models, previous, shares):
         selector_problem = _selector_mismatch(loaded, node)
         if selector_problem:
             diagnostics.append(selector_problem)
             continue
-        entry = _place_one(loaded, node, ledger, options, models, previous)
+        share = shares.get(loaded.model.metadata.name)
+        if share is not None:
+            # The fleet split the model over several nodes: this node holds its share as given.
+            backend, rule = resolve_backend(loaded.model.spec)
+            result = PlacementResult(share.placement, share.estimate, [])
+            entry = _Placed(loaded, backend, rule, result, unknown=False)
+        else:
+            entry = _place_one(loaded, node, ledger, options, models, previous)
         diagnostics.extend(entry.result.diagnostics)
         placement = entry.result.placement
         if placement is None:
@@ -170,14 +195,17 @@ def _allocation_order(
     node: Node,
     models: Mapping[str, ModelMetadata],
     previous: Plan | None,
+    shares: Mapping[str, Share],
 ) -> list[Loaded[Deployment]]:
     running = {d.name for d in previous.deployments} if previous else set()
 
-    def key(loaded: Loaded[Deployment]) -> tuple[int, bool, bool, str]:
+    def key(loaded: Loaded[Deployment]) -> tuple[bool, int, bool, bool, str]:
         name = loaded.model.metadata.name
         backend, _ = resolve_backend(loaded.model.spec)
         known = estimated(backend, models.get(name), node)
-        return (-loaded.model.spec.priority, name not in running, not known, name)
+        # Group shares were charged first by the fleet: they come first here too.
+        priority = -loaded.model.spec.priority
+        return (name not in shares, priority, name not in running, not known, name)
 
     return sorted(deployments, key=key)
 

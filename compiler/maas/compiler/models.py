@@ -6,6 +6,7 @@ Unknown keys are errors; fields are strict so that `replicas: "2"` is reported, 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -176,6 +177,13 @@ class DeploymentBody(Strict):
     generic_proxy: bool = Field(
         default=False, description="Expose /proxy/<name>/<path> on the gateway."
     )
+    distributed: bool = Field(
+        default=False,
+        description="Allow distributed inference across workers: when no single node fits the "
+        "model, a config repository may split it over several nodes (llama.cpp RPC for GGUF, "
+        "vLLM multi-node). The node policy must also allow it (allow_distributed), and every "
+        "node of the group needs a Node profile naming its rpc_address.",
+    )
 
     @field_validator("gpus")
     @classmethod
@@ -285,6 +293,30 @@ class NodeBody(Strict):
     disk: Disk | None = Field(default=None, description="The model cache's file system.")
     driver_version: str | None = None
     cuda_version: str | None = None
+    rpc_address: str | None = Field(
+        default=None,
+        description="The IP address of this node on the private network that carries the "
+        "unauthenticated traffic of distributed groups (llama.cpp rpc-server, vLLM's "
+        "torch.distributed); what their processes bind to. Unset: the node takes part in no "
+        "group. Never a wildcard address.",
+    )
+
+    @field_validator("rpc_address")
+    @classmethod
+    def _one_interface(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"'{value}' is not an IP address") from None
+        if address.is_unspecified:
+            # llama.cpp's rpc-server README: "never run the RPC server on an open network".
+            raise ValueError(
+                f"'{value}' binds every interface; name the address of the private network "
+                "the group's traffic stays on"
+            )
+        return value
 
     @model_validator(mode="after")
     def _unique_gpus(self) -> NodeBody:

@@ -10,7 +10,11 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+)
 
 from maas.compiler.models import SecretRef
 
@@ -101,6 +105,44 @@ class OnDemandPlan(PlanModel):
     group: str | None = None
 
 
+Role = Literal["primary", "worker"]
+
+
+class GroupMember(PlanModel):
+    node: str
+    role: Role
+    address: str = Field(description="The node's rpc_address: what the member binds to.")
+    port: int = Field(
+        default=0, description="Worker: its rpc-server's port; primary: its serving port."
+    )
+    share: float = Field(description="Fraction of the model's memory on this node.")
+    devices: list[str] = Field(
+        default_factory=list, description="Backend device names the member gives the group."
+    )
+
+
+class Group(PlanModel):
+    """One deployment split over several nodes: this node's role and every member, primary
+    first, then the workers in the order the primary lists them (llama-server's --rpc)."""
+
+    name: str
+    role: Role
+    node: str = Field(default="", description="The member this plan's node is.")
+    members: list[GroupMember]
+
+    @property
+    def primary(self) -> GroupMember:
+        return self.members[0]
+
+    @property
+    def workers(self) -> list[GroupMember]:
+        return self.members[1:]
+
+    def me(self, node: str | None = None) -> GroupMember:
+        wanted = self.node if node is None else node
+        return next(m for m in self.members if m.node == wanted)
+
+
 class PlanDeployment(PlanModel):
     name: str
     action: Literal["create", "recreate", "remove", "noop"] = "create"
@@ -127,6 +169,9 @@ class PlanDeployment(PlanModel):
     estimate: Estimate = Field(default_factory=Estimate)
     on_demand: OnDemandPlan | None = Field(
         default=None, description="Runs only while used (scale to zero); None: always on."
+    )
+    group: Group | None = Field(
+        default=None, description="Set when the deployment is split over several nodes."
     )
     spec_hash: str = ""
     diagnostics: list[dict[str, Any]] = Field(default_factory=list)

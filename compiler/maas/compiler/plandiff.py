@@ -52,20 +52,38 @@ class Headroom:
         return f"{label}: headroom {before} -> {after} GiB of {self.usable_bytes / GIB:.1f}"
 
 
+@dataclass(frozen=True)
+class GroupChange:
+    """A distributed group's change, one for all its members: the pull request shows it as one
+    row with its nodes."""
+
+    name: str
+    kind: Kind
+    nodes: tuple[str, ...]  # 'node (role, share)', primary first
+    reasons: tuple[str, ...] = ()
+    performance: tuple[str, ...] = ()
+
+    @property
+    def symbol(self) -> str:
+        return SYMBOLS[self.kind]
+
+
 @dataclass
 class PlanDiff:
     changes: list[Change] = field(default_factory=list)
     headroom: list[Headroom] = field(default_factory=list)
+    groups: list[GroupChange] = field(default_factory=list)
 
     def headroom_of(self, node: str) -> list[Headroom]:
         return [h for h in self.headroom if h.node == node]
 
     def count(self, kind: Kind) -> int:
-        return sum(1 for c in self.changes if c.kind == kind)
+        groups = sum(1 for g in self.groups if g.kind == kind)
+        return groups + sum(1 for c in self.changes if c.kind == kind)
 
     @property
     def empty(self) -> bool:
-        return not self.changes
+        return not self.changes and not self.groups
 
     def summary(self) -> str:
         if self.empty:
@@ -96,7 +114,36 @@ def diff_fleets(base: FleetPlan, head: FleetPlan) -> PlanDiff:
             if change is not None:
                 result.changes.append(change)
         result.headroom += _headroom(node, base.plans.get(node), head.plans.get(node))
+    _fold_groups(result, base, head)
     return result
+
+
+ORDER: tuple[Kind, ...] = ("recreate", "create", "remove", "update")
+
+
+def _fold_groups(result: PlanDiff, base: FleetPlan, head: FleetPlan) -> None:
+    """The members' changes of each group become one GroupChange."""
+    for name in sorted(set(base.groups) | set(head.groups)):
+        mine = [c for c in result.changes if c.name == name]
+        if not mine:
+            continue
+        result.changes = [c for c in result.changes if c.name != name]
+        fleet = head if name in head.groups else base
+        nodes = []
+        for node in fleet.groups[name]:
+            planned = fleet.plans[node].deployment(name)
+            member = planned.group.me(node) if planned and planned.group else None
+            nodes.append(f"{node} ({member.role}, {member.share:.0%})" if member else node)
+        if name not in base.groups:
+            kind: Kind = "create"
+            reasons: tuple[str, ...] = ("new group (no single node holds it)",)
+        elif name not in head.groups:
+            kind, reasons = "remove", ("group dissolved",)
+        else:
+            kind = next(k for k in ORDER if any(c.kind == k for c in mine))
+            reasons = tuple(dict.fromkeys(r for c in mine for r in c.reasons))
+        performance = next((c.performance for c in mine if c.node == fleet.groups[name][0]), ())
+        result.groups.append(GroupChange(name, kind, tuple(nodes), reasons, performance))
 
 
 def _headroom(node: str, base: Plan | None, head: Plan | None) -> list[Headroom]:

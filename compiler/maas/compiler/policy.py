@@ -63,6 +63,13 @@ class Policy(Strict):
         description="Registries, or registry/path prefixes, images may come from (e.g. "
         "'ghcr.io', 'ghcr.io/org'), matched on the parsed reference; null: any.",
     )
+    allow_distributed: bool = Field(
+        default=False,
+        description="Whether deployments may be split across nodes (spec.distributed). The "
+        "traffic between a group's nodes is not authenticated (llama.cpp calls its RPC "
+        "'fragile and insecure'): allow it only where every node's rpc_address is on a "
+        "private network that nothing else reaches.",
+    )
     allowed_env: list[str] = Field(
         default_factory=list,
         description="Environment names that belong to the platform (GPU visibility, the "
@@ -132,6 +139,7 @@ def check_policy(
         *_devices_and_capabilities(spec, policy),
         *_environment(spec, policy),
         *_registry(spec, policy, image),
+        *_distributed(spec, policy),
     ]
     return [
         Diagnostic(
@@ -150,6 +158,18 @@ def _host_access(spec: DeploymentBody, policy: Policy) -> list[Violation]:
         for flag in ("privileged", "host_network", "host_pid", "host_ipc")
         if getattr(spec, flag) and not getattr(policy, f"allow_{flag}")
     ]
+
+
+def _distributed(spec: DeploymentBody, policy: Policy) -> list[Violation]:
+    if spec.distributed and not policy.allow_distributed:
+        return [
+            (
+                "allow_distributed",
+                "distributed inference across nodes is denied (its traffic is not authenticated)",
+                ("distributed",),
+            )
+        ]
+    return []
 
 
 def _mounts(spec: DeploymentBody, name: str, policy: Policy, cache_dir: str) -> list[Violation]:
@@ -335,6 +355,7 @@ def narrow(node: Policy, repository: Policy | None) -> Policy:
     return Policy(
         allow_privileged=node.allow_privileged and repository.allow_privileged,
         allow_host_network=node.allow_host_network and repository.allow_host_network,
+        allow_distributed=node.allow_distributed and repository.allow_distributed,
         allow_host_pid=node.allow_host_pid and repository.allow_host_pid,
         allow_host_ipc=node.allow_host_ipc and repository.allow_host_ipc,
         allowed_mount_roots=roots,

@@ -15,14 +15,15 @@ from pydantic import Field, ValidationError, model_validator
 
 from maas.compiler.allocation import Charge
 from maas.compiler.checks import check_deployments
-from maas.compiler.compile import compile_plan, place_on_node
+from maas.compiler.compile import compile_plan, place_on_node, place_whole
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position, raise_if_errors
 from maas.compiler.documents import Loaded, diagnostics_from_validation
 from maas.compiler.fleet import Assignment, Strategy, assign, replicas_per_node
+from maas.compiler.groups import link
 from maas.compiler.loader import load_text
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Node, Strict
-from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler.plan import Estimate, Placement, Plan, PlanDeployment
 from maas.compiler.policy import Policy
 from maas.compiler.render import CompileOptions
 from maas.compiler.sources import load_sources
@@ -69,6 +70,8 @@ class FleetPlan:
 
     plans: dict[str, Plan] = field(default_factory=dict)
     assignment: Assignment = field(default_factory=dict)
+    # deployment name -> the nodes of its distributed group, primary first
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
     def located(self) -> dict[str, tuple[str, PlanDeployment]]:
         """deployment name -> (node name, its PlanDeployment on the first node that runs it)."""
@@ -133,6 +136,13 @@ def compile_repo(
     def fit(loaded: Loaded[Deployment], node: Node) -> Charge:
         return place_on_node(loaded, node, options=options, models=models or {})
 
+    def fit_whole(
+        loaded: Loaded[Deployment], node: Node
+    ) -> tuple[Placement, Estimate, bool, int | None]:
+        metadata = (models or {}).get(loaded.model.metadata.name)
+        placement, estimate, known = place_whole(loaded, node, options=options, models=models or {})
+        return placement, estimate, known, metadata.block_count if metadata else None
+
     result = assign(
         documents.deployments,
         nodes,
@@ -140,21 +150,36 @@ def compile_repo(
         strategy=settings.strategy,
         previous=previous.assignment if previous else None,
         margin=settings.gpu_margin_bytes,
+        fit_whole=fit_whole,
+        previous_groups=previous.groups if previous else None,
     )
     raise_if_errors(result.diagnostics)
-    counts = replicas_per_node(result.assignment)
-    fleet = FleetPlan(assignment=result.assignment)
+    single = {k: v for k, v in result.assignment.items() if k not in result.groups}
+    counts = replicas_per_node(single)
+    fleet = FleetPlan(
+        assignment=result.assignment,
+        groups={k: g.nodes for k, g in sorted(result.groups.items())},
+    )
     by_name = {d.model.metadata.name: d for d in documents.deployments}
     for node in nodes:
         name = node.metadata.name
         chosen = [_with_replicas(by_name[d], k) for d, k in sorted(counts.get(name, {}).items())]
+        shares = {}
+        for group in result.groups.values():
+            share = group.share(name)
+            if share is not None:
+                chosen.append(by_name[group.deployment])
+                shares[group.deployment] = share
         fleet.plans[name] = compile_plan(
             chosen,
             node,
             options=options,
             previous=previous.plans.get(name) if previous else None,
             models=models,
+            shares=shares,
         )
+    by_node = {n.metadata.name: n for n in nodes}
+    fleet.plans = link(fleet.plans, list(result.groups.values()), by_node, options.cache_dir)
     return fleet
 
 

@@ -81,6 +81,23 @@ class OnDemandStatus(_Part):
     wake: WakeStatus | None = None
 
 
+class GroupMemberStatus(_Part):
+    node: str
+    role: str  # primary, worker
+    endpoint: str  # address:port it serves the group on
+    share: float  # of the model's memory
+
+
+class GroupStatus(_Part):
+    """A deployment split over several nodes (issue 17): this node's role, every member, and the
+    workers its primary waits for."""
+
+    name: str
+    role: str
+    members: list[GroupMemberStatus]
+    held_back_by: list[str] = Field(default_factory=list)
+
+
 class DeploymentStatus(_Part):
     name: str
     # A phase, or for an on-demand deployment with no ready replica because of that, why.
@@ -99,6 +116,7 @@ class DeploymentStatus(_Part):
     replica_states: list[ReplicaStatus] = Field(default_factory=list)
     progress_bar: ProgressBar | None = None
     on_demand: OnDemandStatus | None = None
+    group: GroupStatus | None = None
 
 
 class DiagnosticStatus(_Part):

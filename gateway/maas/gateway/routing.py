@@ -98,6 +98,8 @@ def route_table_from_status(
     routes: dict[str, Route] = {}
     aliases: dict[str, str] = {}
     for d in status.deployments:
+        if d.group is not None and d.group.role == "worker":
+            continue  # a distributed group's worker serves its primary, never a client
         name = d.name
         route = Route(
             name=name,

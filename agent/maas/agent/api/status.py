@@ -3,6 +3,7 @@ Plan + Observed + replica health, from a snapshot of the node."""
 
 from __future__ import annotations
 
+from maas.agent.reconcile.groups import group_status
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer
 from maas.agent.reconcile.snapshot import NodeSnapshot
@@ -157,6 +158,9 @@ def _deployments(snapshot: NodeSnapshot, now: float) -> list[DeploymentStatus]:
     report = []
     for planned in plan.deployments if plan else []:
         status = deployment_status(planned, snapshot.observed, healths, now)
+        if planned.group is not None:
+            waiting = snapshot.group_waiting.get(planned.name, ())
+            status = status.model_copy(update={"group": group_status(planned.group, waiting)})
         job = snapshot.preparing.get(planned.name)
         busy = job is not None and job.phase in ("pulling", "downloading")
         if job is not None and busy and status.state != "running":

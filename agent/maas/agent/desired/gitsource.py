@@ -92,6 +92,13 @@ class GitSource:
         )
         settings = load_settings(sources)
         assigned = replicas_per_node(fleet.assignment).get(self.node, {})
+        members = {n: fleet.plans[self.node].deployment(n) for n, at in fleet.groups.items()}
+        groups = {
+            n: d for n, d in members.items() if d is not None and self.node in fleet.groups[n]
+        }
+        assigned = {k: v for k, v in assigned.items() if k not in fleet.groups} | {
+            n: 1 for n in groups
+        }
         deployments = load_sources(
             {root + k: v for k, v in sources.items() if k.startswith("deployments/")},
             kinds=("Deployment",),
@@ -103,6 +110,7 @@ class GitSource:
             assigned=dict(sorted(assigned.items())),
             policy=None if stated is None else settings.policy.model_dump(include=stated),
             source_commit=commit,
+            groups=groups,
         )
         return desired, fleet
 

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from maas.compiler.diagnostics import MaasError, Position
-from maas.compiler.plan import Plan
+from maas.compiler.plan import Plan, PlanDeployment
 
 STORE_VERSION = 1
 
@@ -34,6 +34,9 @@ class Desired(BaseModel):
     # them, push mode), and the repository's policy, which can only narrow the node's.
     assigned: dict[str, int] | None = None
     policy: dict[str, Any] | None = None  # the rules maas.yaml states, as it states them
+    # Pull mode: this node's members of distributed groups, as the fleet rendered and wired
+    # them (a member's share and its peers' endpoints are the fleet's, not one node's).
+    groups: dict[str, PlanDeployment] = Field(default_factory=dict)
 
     def commit_in_force(self) -> str | None:
         """The commit whose inputs this state holds. None for the state file of an older agent

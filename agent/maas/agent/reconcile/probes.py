@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from maas.agent.reconcile.diff import Replica
+from maas.agent.reconcile.groups import listens_on
 from maas.agent.reconcile.ondemand import FAST_PROBE_S
 
 if TYPE_CHECKING:
@@ -44,14 +45,14 @@ class Prober:
         """Faster while a request waits for a woken on-demand replica: its wake time counts."""
         return FAST_PROBE_S if self.agent.reconciler.demand.fast_probes() else STARTUP_PERIOD_S
 
-    def _due_probes(self, now: float) -> list[tuple[Replica, int, list[str], float]]:
+    def _due_probes(self, now: float) -> list[tuple[Replica, int, list[str], float, str | None]]:
         """Replicas to probe now: starting ones every STARTUP_PERIOD_S (ready soon after they
         are), ready ones every LIVENESS_PERIOD_S (the kubelet's default), which keeps the agent
-        idle at rest."""
+        idle at rest. A distributed group's worker is probed on the address it binds."""
         snapshot = self.agent.reconciler.snapshot
         plan = snapshot.plan
         planned = {d.name: d for d in plan.deployments} if plan else {}
-        due: list[tuple[Replica, int, list[str], float]] = []
+        due: list[tuple[Replica, int, list[str], float, str | None]] = []
         for container in snapshot.observed:
             key = (container.deployment, container.replica)
             d = planned.get(container.deployment)
@@ -62,14 +63,18 @@ class Prober:
                 continue
             period = LIVENESS_PERIOD_S if health.ready else self._startup_period()
             if now - self.probed.get(key, 0.0) >= period - 0.1:
-                due.append((key, container.port, d.health.paths, d.health.startup_timeout_s))
+                due.append(
+                    (key, container.port, d.health.paths, d.health.startup_timeout_s, listens_on(d))
+                )
         return due
 
     async def _probe_all(self, session: aiohttp.ClientSession) -> None:
         now = time.time()
         due = self._due_probes(now)
-        results = await asyncio.gather(*(self._probe(session, p, paths) for _, p, paths, _ in due))
-        for (key, _, _, startup_timeout_s), ok in zip(due, results, strict=True):
+        results = await asyncio.gather(
+            *(self._probe(session, p, paths, host) for _, p, paths, _, host in due)
+        )
+        for (key, _, _, startup_timeout_s, _), ok in zip(due, results, strict=True):
             self.probed[key] = now
             reconciler = self.agent.reconciler
             if not reconciler.probe_result(
@@ -81,8 +86,10 @@ class Prober:
             await asyncio.to_thread(reconciler.restart_unhealthy, key, reason)
             self.agent.wake()
 
-    async def _probe(self, session: aiohttp.ClientSession, port: int, paths: list[str]) -> bool:
-        host = (
+    async def _probe(
+        self, session: aiohttp.ClientSession, port: int, paths: list[str], at: str | None = None
+    ) -> bool:
+        host = at or (
             "127.0.0.1"
             if self.agent.config.bind_address in ("0.0.0.0", "")
             else self.agent.config.bind_address

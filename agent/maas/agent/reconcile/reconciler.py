@@ -34,6 +34,7 @@ from maas.agent.reconcile.containers import container_spec
 from maas.agent.reconcile.counters import Counters
 from maas.agent.reconcile.diff import Action, Replica, diff
 from maas.agent.reconcile.drain import drains
+from maas.agent.reconcile.groups import GroupGate, answers, shares, wired
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, observe
 from maas.agent.reconcile.ondemand import DemandBook, facts
@@ -166,6 +167,7 @@ class Reconciler:
         # What readers see (`snapshot`), replaced whole after each pass and probe result.
         self.snapshot = NodeSnapshot(self.node_name)
         self._publishing = threading.Lock()
+        self.groups = GroupGate()
         # `lock`: one pass (or probe restart) at a time; it is held while Docker works, for
         # seconds. `state_lock`: the desired state (store, compile memo), held only briefly, so
         # that apply and delete are answered during a long pass and the next pass takes them all.
@@ -229,7 +231,8 @@ class Reconciler:
         self.live_node = node
         options = self._options(desired)
         ports = {d.name: d.ports for d in previous.deployments} if previous else {}
-        frozen = json.dumps(assigned, sort_keys=True)
+        members = {k: v.model_dump(mode="json") for k, v in desired.groups.items()}
+        frozen = json.dumps([assigned, members], sort_keys=True)
         key = (sources, frozen, node, options, ports)
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
@@ -245,8 +248,9 @@ class Reconciler:
             options=options,
             previous=previous,
             models=self._models[1],
+            shares=shares(desired.groups, node.metadata.name),
         )
-        plan = plan.model_copy(update={"node": self.node_name})
+        plan = wired(plan, desired.groups).model_copy(update={"node": self.node_name})
         self._memo = (key, plan)
         return plan
 
@@ -344,7 +348,7 @@ class Reconciler:
         stopped = list(self.stop_pool.map(self._stop_for, stops))
         todo = [a for a in result.actions if a.kind in ("start", "create")]
         todo[:0] = [a for a in stopped if a is not None and a.kind == "recreate"]
-        todo = self._room_for(plan, todo)
+        todo = self._group_gate(plan, self._room_for(plan, todo))
         list(self.pool.map(lambda a: self._execute(a, planned.get(a.deployment)), todo))
         if stopped or todo:
             self.refresh_observed()  # status and apply previews see what this pass did
@@ -492,6 +496,21 @@ class Reconciler:
                 )
         return [a for a in todo if a.deployment not in waiting]
 
+    def _group_gate(self, plan: Plan, todo: list[Action]) -> list[Action]:
+        """A group's primary starts only once its workers answer; one that lost a worker is
+        restarted when they all answer again (reconcile/groups.py)."""
+        running = {c.deployment for c in self.observed if c.running}
+        for name in self.groups.step(plan, answers(plan), running):
+            log.warning("restarting a group's primary: a lost worker is back", deployment=name)
+            for c in (c for c in self.observed if c.deployment == name and c.running):
+                with contextlib.suppress(MaasError):  # the next pass sees what it left
+                    self.engine.stop(c.id)
+        for action in todo:
+            reason = self.groups.reason(action.deployment)
+            if reason:
+                self.replica_health((action.deployment, action.replica)).wait(reason)
+        return [a for a in todo if not self.groups.reason(a.deployment)]
+
     def replica_health(self, key: Replica) -> ReplicaHealth:
         """The replica's health; a new one starts from the counters kept in the state folder."""
         health = self.health.get(key)
@@ -526,6 +545,9 @@ class Reconciler:
                 cache_usage=tuple(self.cache_usage),
                 rollbacks=MappingProxyType(dict(self.rollbacks)),
                 preparing=MappingProxyType(dict(self.preparing)),
+                group_waiting=MappingProxyType(
+                    {k: tuple(v) for k, v in self.groups.waiting.items()}
+                ),
             )
             return self.snapshot
 

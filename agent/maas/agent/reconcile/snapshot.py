@@ -59,6 +59,8 @@ class NodeSnapshot:
     # A roll-out taken back: {deployment: (failed spec hash, the version brought back, why)}.
     rollbacks: Mapping[str, tuple[str, PlanDeployment, str]] = field(default_factory=_empty)  # type: ignore[arg-type]
     preparing: Mapping[str, Job] = field(default_factory=_empty)  # type: ignore[arg-type]
+    # A distributed group's primary held back: {deployment: the workers it waits for}.
+    group_waiting: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)  # type: ignore[arg-type]
 
     def ready_replicas(self) -> int:
         return sum(1 for h in self.healths.values() if h.ready)

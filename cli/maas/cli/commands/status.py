@@ -70,12 +70,27 @@ def run(args: argparse.Namespace) -> int:
         if rows
         else "no deployments"
     )
+    print_groups(status.deployments)
     from maas.cli.progressview import print_status_bars
 
     print_status_bars(status.deployments)
     if not args.name:
         print_cache(status.cache)
     return exitcodes.OK
+
+
+def print_groups(deployments: list[DeploymentStatus]) -> None:
+    """One line per distributed group this node is in: its members and who holds it back."""
+    for d in deployments:
+        group = d.group
+        if group is None:
+            continue
+        members = ", ".join(
+            f"{m.role} {m.node} {m.endpoint} ({m.share:.0%})" for m in group.members
+        )
+        print(f"group {group.name} (this node: {group.role}): {members}")
+        if group.held_back_by:
+            print(f"  held back by: {', '.join(group.held_back_by)}")
 
 
 def size_text(n: float) -> str:

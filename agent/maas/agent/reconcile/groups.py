@@ -1,0 +1,136 @@
+"""Distributed groups on a node (issue 17): when a group's primary may start, and when it must be
+restarted. Pure but for `answers`, which connects to the workers' RPC endpoints.
+
+A primary loads its layers onto its workers when it starts (llama-server sends the tensors over
+RPC), so it is held back until every worker's endpoint answers; the workers themselves start
+like any deployment (on their own nodes, by their own agents). A worker that goes away loses
+the layers it held, which the primary cannot reload by itself: once a running primary has seen
+a worker stop answering, it is restarted as soon as all its workers answer again.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from maas.compiler.groups import Share
+from maas.compiler.plan import Group, Plan, PlanDeployment
+from maas.compiler.status import GroupMemberStatus, GroupStatus
+
+Endpoint = tuple[str, int]
+
+
+def endpoints(group: Group) -> list[Endpoint]:
+    return [(w.address, w.port) for w in group.workers]
+
+
+def holding(group: Group, answering: Mapping[Endpoint, bool]) -> list[str]:
+    """The workers (as 'node address:port') that hold the primary back: those not answering."""
+    return [
+        f"{w.node} {w.address}:{w.port}"
+        for w in group.workers
+        if not answering.get((w.address, w.port), False)
+    ]
+
+
+@dataclass
+class GroupGate:
+    """What the reconciler asks before each pass, kept across passes: which primaries wait
+    (and for whom) and which must restart because a worker came back."""
+
+    lost: dict[str, set[Endpoint]] = field(default_factory=dict)  # primary -> workers it lost
+    waiting: dict[str, list[str]] = field(default_factory=dict)  # primary -> workers it waits for
+
+    def step(
+        self, plan: Plan, answering: Mapping[Endpoint, bool], running: Iterable[str]
+    ) -> set[str]:
+        """Update from this pass's answers; the primaries to restart now."""
+        up = set(running)
+        restart: set[str] = set()
+        self.waiting = {}
+        primaries = {
+            d.name: d.group for d in plan.deployments if d.group and d.group.role == "primary"
+        }
+        for name in list(self.lost):
+            if name not in primaries:
+                del self.lost[name]
+        for name, group in primaries.items():
+            assert group is not None
+            missing = holding(group, answering)
+            if missing:
+                self.waiting[name] = missing
+                if name in up:
+                    gone = {e for e in endpoints(group) if not answering.get(e, False)}
+                    self.lost.setdefault(name, set()).update(gone)
+            elif self.lost.pop(name, None) and name in up:
+                restart.add(name)
+        return restart
+
+    def reason(self, name: str) -> str | None:
+        missing = self.waiting.get(name)
+        if not missing:
+            return None
+        return "waiting for the group's workers to answer: " + ", ".join(missing)
+
+
+def answers(plan: Plan, connect: Callable[[Endpoint], bool] | None = None) -> dict[Endpoint, bool]:
+    """Whether each worker endpoint of this node's primaries accepts a TCP connection now."""
+    probe = connect or _connects
+    found: dict[Endpoint, bool] = {}
+    for d in plan.deployments:
+        if d.group is not None and d.group.role == "primary":
+            for endpoint in endpoints(d.group):
+                if endpoint not in found:
+                    found[endpoint] = probe(endpoint)
+    return found
+
+
+def _connects(endpoint: Endpoint) -> bool:
+    try:
+        with socket.create_connection(endpoint, timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def group_status(group: Group | None, waiting: Sequence[str]) -> GroupStatus | None:
+    """The status document's `group` of one deployment."""
+    if group is None:
+        return None
+    return GroupStatus(
+        name=group.name,
+        role=group.role,
+        members=[
+            GroupMemberStatus(
+                node=m.node, role=m.role, endpoint=f"{m.address}:{m.port}", share=m.share
+            )
+            for m in group.members
+        ],
+        held_back_by=list(waiting),
+    )
+
+
+def shares(members: Mapping[str, PlanDeployment], node: str) -> dict[str, Share]:
+    """What the node's compile charges for its group members: the fleet's split, as planned."""
+    return {
+        name: Share(node, d.group.role, d.placement, d.estimate)
+        for name, d in members.items()
+        if d.group is not None
+    }
+
+
+def wired(plan: Plan, members: Mapping[str, PlanDeployment]) -> Plan:
+    """The node's plan with each group member as the fleet rendered it (its peers' endpoints
+    and ports are known only to the fleet); the node's compile has checked it against the
+    node's policy and charged its share."""
+    deployments = [members.get(d.name, d) if d.name in members else d for d in plan.deployments]
+    return plan.model_copy(update={"deployments": deployments})
+
+
+def listens_on(planned: PlanDeployment) -> str | None:
+    """Where a group member listens when not where the agent publishes ports: a worker binds
+    its node's rpc_address only (the primary's API is on 127.0.0.1)."""
+    if planned.group is None or planned.group.role == "primary":
+        return None
+    return planned.group.me().address
