@@ -129,7 +129,7 @@ def test_unknown_architecture_is_a_warning_naming_it(tmp_path: Path) -> None:
     )
     (deployment,) = plan.deployments
     (warning,) = deployment.diagnostics
-    assert warning["code"] == "unknown-architecture" and "'rwkv7'" in warning["message"]
+    assert warning.code == "unknown-architecture" and "'rwkv7'" in warning.message
 
 
 def test_split_layer_is_the_first_with_experts(models: dict[str, ModelMetadata]) -> None:

@@ -10,7 +10,6 @@ from maas.cli import exitcodes
 from maas.cli.commands.validate import repo_prefix
 from maas.cli.output import print_diagnostics, use_color
 from maas.cli.render_diff import diff_json, diff_markdown, diff_text
-from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.plandiff import diff_fleets
 from maas.compiler.repo import FleetPlan, compile_repo
 
@@ -45,7 +44,7 @@ def run_repo_plan(args: argparse.Namespace, root: Path) -> int:
     # read, and each planned deployment's (on the first node that runs it).
     located = head.located()
     planned = [
-        Diagnostic.from_dict(w) for name in sorted(located) for w in located[name][1].diagnostics
+        w.diagnostic() for name in sorted(located) for w in located[name][1].diagnostics
     ]
     print_diagnostics([*fetched.warnings, *planned])
     diff = diff_fleets(base, head)

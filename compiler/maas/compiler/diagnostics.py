@@ -9,9 +9,9 @@ annotations.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 Severity = Literal["error", "warning"]
 # Problems kept per file: one hostile file (a megabyte of bad placeholders) must not turn into
@@ -60,24 +60,6 @@ class Diagnostic:
         text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
         head = f"::{kind} " + ",".join(props) if props else f"::{kind}"
         return f"{head}::{text} [{self.code}]"
-
-    @classmethod
-    def from_dict(cls, value: Mapping[str, Any]) -> Diagnostic:
-        """The inverse of `as_dict` (a plan's stored warnings), position and hints included."""
-        file = value.get("file")
-        position = (
-            Position(str(file), int(value.get("line") or 0), int(value.get("col") or 0))
-            if file
-            else None
-        )
-        severity: Severity = "warning" if value.get("severity") == "warning" else "error"
-        return cls(
-            str(value["code"]),
-            str(value["message"]),
-            position,
-            severity,
-            tuple(str(h) for h in value.get("hints") or ()),
-        )
 
     def as_dict(self) -> dict[str, object]:
         pos = self.position

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
 )
 
+from maas.compiler.diagnostics import Diagnostic, Position
 from maas.compiler.models import SecretRef
 
 SPEC_HASH_VERSION = "v1"
@@ -143,6 +144,26 @@ class Group(PlanModel):
         return next(m for m in self.members if m.node == wanted)
 
 
+class PlanDiagnostic(PlanModel):
+    """A warning the compiler left on a deployment, as the plan stores it (position included)."""
+
+    code: str
+    severity: Literal["error", "warning"]
+    message: str
+    file: str | None = None
+    line: int | None = None
+    col: int | None = None
+    hints: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, d: Diagnostic) -> PlanDiagnostic:
+        return cls.model_validate(d.as_dict())
+
+    def diagnostic(self) -> Diagnostic:
+        position = Position(self.file, self.line or 0, self.col or 0) if self.file else None
+        return Diagnostic(self.code, self.message, position, self.severity, tuple(self.hints))
+
+
 class PlanDeployment(PlanModel):
     name: str
     action: Literal["create", "recreate", "remove", "noop"] = "create"
@@ -174,7 +195,7 @@ class PlanDeployment(PlanModel):
         default=None, description="Set when the deployment is split over several nodes."
     )
     spec_hash: str = ""
-    diagnostics: list[dict[str, Any]] = Field(default_factory=list)
+    diagnostics: list[PlanDiagnostic] = Field(default_factory=list)
 
 
 class DeviceTotal(PlanModel):

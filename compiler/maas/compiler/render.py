@@ -26,6 +26,7 @@ from maas.compiler.plan import (
     OnDemandPlan,
     Placement,
     PlanDeployment,
+    PlanDiagnostic,
     Security,
     spec_hash,
 )
@@ -199,7 +200,7 @@ def render_deployment(
             if spec.on_demand
             else None
         ),
-        diagnostics=[d.as_dict() for d in warnings or []],
+        diagnostics=[PlanDiagnostic.of(d) for d in warnings or []],
     )
     return rendered.model_copy(update={"spec_hash": spec_hash(rendered)})
 

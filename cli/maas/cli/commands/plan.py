@@ -76,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
     from maas.cli.render_plan import plan_markdown, plan_text
     from maas.compiler import (
         CompileOptions,
-        Diagnostic,
         check_deployments,
         compile_plan,
         load_sources,
@@ -107,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     warnings = (
         [d for d in checked if d.severity == "warning"]
         + fetched.warnings
-        + [Diagnostic.from_dict(w) for d in plan.deployments for w in d.diagnostics]
+        + [w.diagnostic() for d in plan.deployments for w in d.diagnostics]
     )
     print_diagnostics(warnings)
     if args.output == "json":
