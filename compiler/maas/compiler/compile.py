@@ -23,8 +23,7 @@ from maas.compiler.groups import Share
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Gpu, Node
 from maas.compiler.placement.entry import PlacementResult, estimated, place
-from maas.compiler.placement.results import vllm_vram
-from maas.compiler.placement.vllm import DEFAULT_UTILIZATION
+from maas.compiler.placement.vllm import DEFAULT_UTILIZATION, vllm_vram
 from maas.compiler.plan import Estimate, Placement, Plan, PlanDeployment
 from maas.compiler.policy import check_policy
 from maas.compiler.ports import allocate_ports

@@ -20,7 +20,8 @@ from maas.compiler.placement.common import (
     ram_problem,
     spec_position,
 )
-from maas.compiler.placement.results import place_llama_box, place_vllm
+from maas.compiler.placement.llama import place_llama_box
+from maas.compiler.placement.vllm import place_vllm
 from maas.compiler.plan import Estimate, Placement
 from maas.compiler.units import GIB, gib
 
