@@ -139,15 +139,28 @@ def test_wait_stops_on_permanent_failure_and_crash_loop_of_the_applied_spec() ->
     from maas.compiler import DeploymentStatus, ReplicaStatus
 
     def replica(**kw: object) -> ReplicaStatus:
-        base = {"replica": 0, "phase": "failed", "spec_hash": "v1:a", "attempts": 1,
-                "last_error": "boom", "permanent": False, "crash_loop": False,
-                "next_retry_at": 110.0}
+        base = {
+            "replica": 0,
+            "phase": "failed",
+            "spec_hash": "v1:a",
+            "attempts": 1,
+            "last_error": "boom",
+            "permanent": False,
+            "crash_loop": False,
+            "next_retry_at": 110.0,
+        }
         return ReplicaStatus.model_validate({**base, **kw})
 
     def deployment(*replicas: ReplicaStatus) -> DeploymentStatus:
         return DeploymentStatus(
-            name="web", state="failed", replicas=len(replicas), ready_replicas=0,
-            last_error="boom", backend="custom", image="web:1", spec_hash="v1:a",
+            name="web",
+            state="failed",
+            replicas=len(replicas),
+            ready_replicas=0,
+            last_error="boom",
+            backend="custom",
+            image="web:1",
+            spec_hash="v1:a",
             replica_states=list(replicas),
         )
 
@@ -230,6 +243,35 @@ def test_container_spec_gpu_ports_env_and_limits() -> None:
     assert "TOKEN" not in json.dumps(a.model_dump(mode="json")).replace('"TOKEN": {"secret"', "")
 
 
+def test_container_spec_pins_each_replica_to_its_own_numa_node() -> None:
+    """One replica per socket: the plan gives each replica a NUMA node of its own, and each
+    replica's container gets that node's CPUs and memory, not the deployment's."""
+    sources = {
+        "d.yaml": spec(
+            "cpu", replicas=2, env="  gpus: none\n  resources: {memory_bytes: 107374182400}\n"
+        ),
+        "n.yaml": (GOLDEN.parent / "placement" / "nodes" / "two-sockets.yaml").read_text(),
+    }
+    documents = load_sources(sources)
+    planned = compile_plan(documents.deployments, documents.nodes[0].model).deployment("cpu")
+    assert planned is not None and planned.placement.replica_cpus is not None
+    assert planned.placement.cpuset is None and planned.placement.threads == 64
+    cpusets = [
+        {
+            key: value
+            for key, value in container_spec(
+                planned, replica, owner=Owner("epyc-01"), bind_address="127.0.0.1", secret=str
+            ).items()
+            if key.startswith("cpuset")
+        }
+        for replica in (0, 1)
+    ]
+    assert cpusets == [
+        {"cpuset_cpus": "0-63,128-191", "cpuset_mems": "0"},
+        {"cpuset_cpus": "64-127,192-255", "cpuset_mems": "1"},
+    ]
+
+
 def test_spec_hashes_are_stable(update_goldens: bool) -> None:
     """A refactor must not silently change hashes: that would recreate every container."""
     examples = sorted((ROOT / "examples").glob("*.yaml"))
@@ -259,8 +301,13 @@ def test_a_pull_mode_state_file_of_an_older_agent_loads_and_its_commit_is_read_a
     """Older agents stored only the plan compiled from a commit; it still loads (and runs until
     then), and pull mode reads that commit again to store this node's share of it as inputs."""
     plan = plan_of(spec("web"))
-    old = {"version": 1, "sources": {}, "plan": plan.model_dump(mode="json"),
-           "applied_at": 5.0, "source_commit": "c0ffee"}
+    old = {
+        "version": 1,
+        "sources": {},
+        "plan": plan.model_dump(mode="json"),
+        "applied_at": 5.0,
+        "source_commit": "c0ffee",
+    }
     (tmp_path / "desired.json").write_text(json.dumps(old))
     stored = Store(tmp_path).load()
     assert stored.plan == plan and stored.commit_in_force() is None

@@ -86,17 +86,38 @@ def test_two_bandwidth_speed_model() -> None:
     assert decode_tokens_per_s(0, 10**9, gpu_bandwidth=None, cpu_bandwidth=None) is None
 
 
-def test_replicas_share_one_socket_only_where_it_holds_them_all() -> None:
-    """The seed's rule, dual-socket only when the model fits twice: replicas share the pinned
-    node, so it must hold every replica's CPU part; holding one copy sends them to both sockets."""
-    two = [
-        NumaNode(id=0, cpus="0-63,128-191", memory_bytes=400 * GIB),
-        NumaNode(id=1, cpus="64-127,192-255", memory_bytes=400 * GIB),
-    ]
-    twice = cpu_pinning(node(two), 150 * GIB, replicas=2)
-    assert (twice.cpuset, twice.mems, twice.threads) == ("0-63,128-191", "0", 32)
-    once = cpu_pinning(node(two), 300 * GIB, replicas=2)
-    assert (once.cpuset, once.mems, once.threads) == (None, None, 64)
-    assert "one node holds the CPU part once, not 2 times" in once.reason
-    alone = cpu_pinning(node(two), 300 * GIB)
-    assert (alone.cpuset, alone.threads) == ("0-63,128-191", 64)
+def test_one_replica_per_socket_where_each_node_holds_its_part() -> None:
+    """The seed's rule, dual-socket only when the model fits twice, as an expert lays it out:
+    each replica on a NUMA node of its own with all of its physical cores (the GPU's node first);
+    more replicas than nodes go round and divide a node's cores; a node that would not hold its
+    replicas' CPU parts sends them all to one node that does, else they are not pinned."""
+    n0 = NumaNode(id=0, cpus="0-63,128-191", memory_bytes=400 * GIB)
+    n1 = NumaNode(id=1, cpus="64-127,192-255", memory_bytes=400 * GIB)
+    for part in (150 * GIB, 300 * GIB):  # the node holds it twice, or once
+        spread = cpu_pinning(node([n0, n1]), part, replicas=2)
+        assert (spread.cpuset, spread.mems, spread.threads) == (None, None, 64)
+        assert spread.per_replica == (("0-63,128-191", "0"), ("64-127,192-255", "1"))
+        assert spread.pinned and "replica 1 on NUMA node 1 (64 cores each" in spread.reason
+    near_gpu = cpu_pinning(node([n0, n1]), 300 * GIB, [gpu_on(1)], replicas=2)
+    assert [mems for _, mems in near_gpu.per_replica] == ["1", "0"]
+    assert "replica 0 on NUMA node 1 (the GPU's)" in near_gpu.reason
+    three = cpu_pinning(node([n0, n1]), 150 * GIB, replicas=3)
+    assert [mems for _, mems in three.per_replica] == ["0", "1", "0"] and three.threads == 32
+    big = NumaNode(id=0, cpus="0-63,128-191", memory_bytes=700 * GIB)
+    small = NumaNode(id=1, cpus="64-127,192-255", memory_bytes=100 * GIB)
+    shared = cpu_pinning(node([big, small]), 300 * GIB, replicas=2)
+    assert (shared.cpuset, shared.mems, shared.threads, shared.per_replica) == (
+        "0-63,128-191",
+        "0",
+        32,
+        (),
+    )
+    too_big = cpu_pinning(node([n0, n1]), 500 * GIB, replicas=2)
+    assert (too_big.cpuset, too_big.per_replica, too_big.threads) == (None, (), 64)
+    assert not too_big.pinned and "exceeds one NUMA node" in too_big.reason
+    alone = cpu_pinning(node([n0, n1]), 300 * GIB)
+    assert (alone.cpuset, alone.threads, alone.per_replica) == ("0-63,128-191", 64, ())
+
+
+def gpu_on(numa_node: int) -> Gpu:
+    return gpu(0, 40).model_copy(update={"numa_node": numa_node})

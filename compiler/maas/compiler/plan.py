@@ -26,6 +26,11 @@ class PlanModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ReplicaCpus(PlanModel):
+    cpuset: str = Field(description="CPUs of the replica's NUMA node (Docker's cpuset_cpus).")
+    cpuset_mems: str = Field(description="Its memory node (Docker's cpuset_mems).")
+
+
 class Placement(PlanModel):
     mode: Literal["gpu", "hybrid", "cpu"]
     gpus: list[str] = Field(default_factory=list, description="GPU UUIDs.")
@@ -36,6 +41,11 @@ class Placement(PlanModel):
     expert_offload: list[str] = Field(default_factory=list, description="Tensor overrides to CPU.")
     cpuset: str | None = None
     cpuset_mems: str | None = None
+    replica_cpus: list[ReplicaCpus] | None = Field(
+        default=None,
+        description="Per replica, in replica order, where each has a NUMA node of its own (one "
+        "replica per socket); cpuset and cpuset_mems are then unset.",
+    )
     threads: int | None = None
     context_length: int | None = Field(default=None, description="Context the backend is given.")
     batch_size: int | None = Field(
@@ -261,7 +271,7 @@ HASHED_FIELDS = (
 )
 
 
-UNHASHED_WHEN_UNSET = ("context_length", "gpu_memory_utilization", "cpu_offload_gb")
+UNHASHED_WHEN_UNSET = ("context_length", "gpu_memory_utilization", "cpu_offload_gb", "replica_cpus")
 
 
 def spec_hash(deployment: PlanDeployment) -> str:

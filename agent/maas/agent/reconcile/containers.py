@@ -8,7 +8,7 @@ from typing import Any
 
 from maas.agent.reconcile.observe import Owner
 from maas.compiler.models import SecretRef
-from maas.compiler.plan import PlanDeployment
+from maas.compiler.plan import Placement, PlanDeployment
 
 
 def container_spec(
@@ -55,12 +55,24 @@ def container_spec(
         spec["device_requests"] = [
             {"driver": "nvidia", "device_ids": list(placement.gpus), "capabilities": [["gpu"]]}
         ]
-    if placement.cpuset:
-        spec["cpuset_cpus"] = placement.cpuset
-    if placement.cpuset_mems:
-        spec["cpuset_mems"] = placement.cpuset_mems
+    spec |= _cpuset(placement, replica)
     if planned.limits.memory_bytes:
         spec["mem_limit"] = planned.limits.memory_bytes
     if planned.limits.nano_cpus:
         spec["nano_cpus"] = planned.limits.nano_cpus
     return spec
+
+
+def _cpuset(placement: Placement, replica: int) -> dict[str, str]:
+    """The CPUs and memory node of one replica: its own NUMA node where the plan gives each
+    replica one (one replica per socket), else the deployment's."""
+    cpus, mems = placement.cpuset, placement.cpuset_mems
+    if placement.replica_cpus and replica < len(placement.replica_cpus):
+        own = placement.replica_cpus[replica]
+        cpus, mems = own.cpuset, own.cpuset_mems
+    out = {}
+    if cpus:
+        out["cpuset_cpus"] = cpus
+    if mems:
+        out["cpuset_mems"] = mems
+    return out

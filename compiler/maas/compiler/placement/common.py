@@ -9,13 +9,13 @@ memory-bound, and remote memory plus cross-socket threads made DeepSeek-R1 decod
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from maas.compiler.diagnostics import Diagnostic, Position
 from maas.compiler.documents import Loaded
 from maas.compiler.models import Deployment, DeploymentBody, Gpu, Node, NumaNode
-from maas.compiler.plan import Estimate, Placement
+from maas.compiler.plan import Estimate, Placement, ReplicaCpus
 from maas.compiler.units import gib
 
 # Decode speed: seconds per token = bytes read on each device / its effective bandwidth + a fixed
@@ -78,6 +78,12 @@ class Pinning:
     mems: str | None
     threads: int
     reason: str
+    # (cpuset, mems) per replica, in replica order, where each replica has a NUMA node of its own
+    per_replica: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def pinned(self) -> bool:
+        return self.mems is not None or bool(self.per_replica)
 
 
 def spec_position(deployment: Loaded[Deployment], key: str) -> Position:
@@ -124,18 +130,19 @@ def cpu_pinning(
     placement's GPU hangs off (its activations and copies of CPU weights cross PCIe from there),
     else the one with most memory. Threads: that node's physical cores.
 
-    The replicas of a deployment share its placement, so one node holds them all: the seed's rule
-    "dual-socket only when the model fits twice" (issue 13, item 5). Two replicas stay on one
-    socket, each with half its cores, only where that node holds the CPU part twice; where it
-    holds it once the replicas get both sockets (not pinned, the host's cores divided among
-    them), as does a CPU part larger than one node."""
+    Replicas: the seed's rule "dual-socket only when the model fits twice" (issue 13, item 5), as
+    an expert lays it out: one replica per socket, each pinned to its own node with all of that
+    node's physical cores, where the nodes hold one CPU part each (replica 0 on the GPU's node;
+    more replicas than nodes go round in the same order, dividing a node's cores). Where they do
+    not, the replicas share one node that holds them all, each with its share of the cores; else
+    they are not pinned and the host's cores are divided among them, as is a CPU part larger
+    than one node."""
     cpu = node.spec.cpu
     numa = cpu.numa_nodes
     replicas = max(1, replicas)
     if len(numa) < 2:
         return Pinning(None, None, cpu.cores, "")
     smt = max(1, cpu.threads // cpu.cores)
-    need = host_bytes * replicas
 
     def room(n: NumaNode) -> int:
         # the host memory a replica sees is already its share (allocation.Ledger.view)
@@ -144,6 +151,11 @@ def cpu_pinning(
         return host_memory(node) * replicas // len(numa)
 
     local = {g.numa_node for g in gpus if g.numa_node is not None}
+    if replicas > 1:
+        spread = _one_per_node(numa, local, host_bytes, replicas, room)
+        if spread is not None:
+            return _per_replica(spread, smt, local)
+    need = host_bytes * replicas
     near = [n for n in numa if n.id in local and room(n) >= need]
     best = near[0] if len(local) == 1 and near else max(numa, key=lambda n: (room(n), -n.id))
     if room(best) < need:
@@ -163,6 +175,44 @@ def cpu_pinning(
         each = f"{threads} cores each: it holds the CPU part of all {replicas} replicas"
     return Pinning(
         best.cpus, str(best.id), threads, f"; CPU work pinned to NUMA node {best.id}{why} ({each})"
+    )
+
+
+def replica_cpus(pin: Pinning) -> list[ReplicaCpus] | None:
+    """The plan's per-replica cpusets, where each replica has a NUMA node of its own."""
+    if not pin.per_replica:
+        return None
+    return [ReplicaCpus(cpuset=cpus, cpuset_mems=mems) for cpus, mems in pin.per_replica]
+
+
+def _one_per_node(
+    numa: Sequence[NumaNode],
+    local: set[int],
+    host_bytes: int,
+    replicas: int,
+    room: Callable[[NumaNode], int],
+) -> list[NumaNode] | None:
+    """Each replica's NUMA node, going round the nodes (the GPU's first, then by memory), or
+    None where a node would not hold the CPU parts of the replicas it gets."""
+    order = sorted(numa, key=lambda n: (n.id not in local, -room(n), n.id))
+    used = order[: min(replicas, len(order))]
+    nodes = [used[i % len(used)] for i in range(replicas)]
+    if any(room(n) < host_bytes * nodes.count(n) for n in used):
+        return None
+    return nodes
+
+
+def _per_replica(nodes: list[NumaNode], smt: int, local: set[int]) -> Pinning:
+    threads = max(1, min(_cpu_count(n.cpus) // smt // nodes.count(n) for n in nodes))
+    gpu = {n.id: " (the GPU's)" if n.id in local else "" for n in nodes}
+    placed = ", ".join(f"replica {i} on NUMA node {n.id}{gpu[n.id]}" for i, n in enumerate(nodes))
+    return Pinning(
+        None,
+        None,
+        threads,
+        f"; one replica per NUMA node: {placed} ({threads} cores each; each node holds the CPU "
+        f"part of its replicas)",
+        tuple((n.cpus, str(n.id)) for n in nodes),
     )
 
 
@@ -195,5 +245,5 @@ def cpu_bandwidth(node: Node, pinning: Pinning) -> float | None:
     if raw is None:
         return None
     numa = len(node.spec.cpu.numa_nodes)
-    share = raw / numa if pinning.mems is not None and numa > 1 else float(raw)
+    share = raw / numa if pinning.pinned and numa > 1 else float(raw)
     return share * CPU_EFFICIENCY

@@ -18,6 +18,7 @@ from maas.compiler.placement.common import (
     allows_cpu,
     cpu_pinning,
     ram_problem,
+    replica_cpus,
     spec_position,
 )
 from maas.compiler.placement.llama import place_llama_box
@@ -92,6 +93,7 @@ def _foundation(
         mode="cpu",
         cpuset=pin.cpuset,
         cpuset_mems=pin.mems,
+        replica_cpus=replica_cpus(pin),
         threads=pin.threads,
         reason=f"{why}{pin.reason}{'' if metadata else unknown}",
     )

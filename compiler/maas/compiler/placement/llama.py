@@ -22,6 +22,7 @@ from maas.compiler.placement.common import (
     cpu_pinning,
     gpu_bandwidth,
     host_memory,
+    replica_cpus,
     spec_position,
 )
 from maas.compiler.placement.llama_fit import LlamaChoice, experts_pattern, place_llama
@@ -133,6 +134,7 @@ def _llama_result(  # noqa: PLR0917
         expert_offload=experts_pattern(experts, layout.split_ffn),
         cpuset=pin.cpuset,
         cpuset_mems=pin.mems,
+        replica_cpus=replica_cpus(pin),
         threads=(pin.threads or node.spec.cpu.cores) if mode != "gpu" else None,
         context_length=n_ctx,
         batch_size=layout.n_ubatch if layout.n_ubatch != N_UBATCH else None,
