@@ -181,7 +181,9 @@ def test_one_more_deployment_never_moves_running_ones(
     if after is None:
         return
     assert_fits(after, *node)
-    for d in before.deployments:
+    # A deployment scaled to zero runs nothing and holds nothing: where it would go is worked out
+    # again against what is left (a vLLM beside it may have grown into its room meanwhile).
+    for d in (d for d in before.deployments if d.replicas):
         again = after.deployment(d.name)
         assert again is not None
         assert again.placement == d.placement, d.name
