@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Self
 
 Severity = Literal["error", "warning"]
 # Problems kept per file: one hostile file (a megabyte of bad placeholders) must not turn into
@@ -93,7 +93,7 @@ class MaasError(Exception):
         position: Position | None = None,
         hints: Sequence[str] = (),
         retryable: bool = False,
-    ) -> MaasError:
+    ) -> Self:
         return cls([Diagnostic(code, message, position, hints=tuple(hints))], retryable=retryable)
 
 

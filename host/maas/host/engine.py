@@ -22,11 +22,15 @@ from maas.compiler.diagnostics import MaasError
 T = TypeVar("T")
 
 
+class ImageMissing(MaasError):
+    """The engine does not have the image (never pulled, or removed meanwhile): pull it again."""
+
+
 def _wrap(what: str, call: Callable[[], T]) -> T:
     try:
         return call()
     except docker.errors.ImageNotFound as exc:
-        raise MaasError.single(
+        raise ImageMissing.single(
             "image", f"{what}: image not found: {exc.explanation}", retryable=True
         ) from exc
     except docker.errors.NotFound as exc:

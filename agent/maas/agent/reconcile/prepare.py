@@ -19,6 +19,10 @@ from maas.host.engine import Engine
 from maas.host.progress import Progress, PullProgress
 
 
+class PrepareFailed(MaasError):
+    """The image could not be pulled or the model not downloaded for a replica about to start."""
+
+
 @dataclass
 class Job:
     phase: str = "pulling"  # pulling, downloading, done, failed

@@ -38,7 +38,13 @@ from maas.agent.reconcile.groups import GroupGate, answers, shares, wired
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, observe
 from maas.agent.reconcile.ondemand import DemandBook, facts
-from maas.agent.reconcile.prepare import Job, Preparer, hubs_offline, node_tokens
+from maas.agent.reconcile.prepare import (
+    Job,
+    PrepareFailed,
+    Preparer,
+    hubs_offline,
+    node_tokens,
+)
 from maas.agent.reconcile.rollback import rollback_short
 from maas.agent.reconcile.snapshot import NodeSnapshot, PassResult
 from maas.agent.reconcile.step import notice, step
@@ -51,7 +57,7 @@ from maas.compiler.plan import Plan, PlanDeployment
 from maas.compiler.policy import Policy, narrow
 from maas.compiler.render import CompileOptions
 from maas.compiler.sources import load_sources
-from maas.host.engine import Engine
+from maas.host.engine import Engine, ImageMissing
 from maas.host.gpuroom import ForeignProcess, blocked
 from maas.host.models.cache import ModelCache
 from maas.host.models.metadata import fetch_models
@@ -609,7 +615,7 @@ class Reconciler:
             health.spec_hash = planned.spec_hash
             self._create(planned, action.replica, health)
         except MaasError as exc:
-            cause = "pull" if exc.diagnostics[0].code in ("prepare", "image") else "create"
+            cause = "pull" if isinstance(exc, ImageMissing | PrepareFailed) else "create"
             message = self.scrub(exc.diagnostics[0].message)
             health.fail(message, now, cause, permanent=not exc.retryable)
             log.error(
@@ -676,7 +682,7 @@ class Reconciler:
     def _create(self, planned: PlanDeployment, replica: int, health: ReplicaHealth) -> None:
         job = self.preparer.ready(planned)
         if job.phase == "failed":
-            raise MaasError.single(
+            raise PrepareFailed.single(
                 "prepare", job.error or "preparation failed", retryable=job.retryable
             )
         if job.phase != "done":
@@ -699,9 +705,8 @@ class Reconciler:
             return
         try:
             container_id = self.engine.create_and_start(spec)
-        except MaasError as exc:
-            if exc.diagnostics[0].code == "image":
-                self.preparer.forget(planned.name)  # removed meanwhile: pull it again
+        except ImageMissing:
+            self.preparer.forget(planned.name)  # removed meanwhile: pull it again
             raise
         health.started(container_id, time.time(), planned.spec_hash)
 
