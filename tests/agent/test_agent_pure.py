@@ -17,10 +17,11 @@ from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, parse_container
 from maas.compiler import MaasError, compile_plan, load_sources
 from maas.compiler.plan import Plan
+from support import paths
 from support.golden import check_golden
-from support.paths import GOLDEN, ROOT
+from support.paths import ROOT
 
-GOLDEN = GOLDEN / "spec-hashes.json"
+GOLDEN = paths.GOLDEN / "spec-hashes.json"
 
 
 def plan_of(*specs: str, node: str = "gpu-01") -> Plan:

@@ -92,7 +92,7 @@ def test_plan_json_contract() -> None:
         str(port),
     ]
     assert deployment["placement"]["mode"] == "cpu"
-    for key in ("action", "image", "env", "estimate", "diagnostics"):
+    for key in ("image", "env", "estimate", "diagnostics"):
         assert key in deployment
 
 

@@ -12,10 +12,11 @@ import pytest
 from maas.compiler import MaasError
 from maas.compiler.repo import compile_repo
 from maas.host.gitrepo import read_revision, read_worktree
+from support import paths
 from support.golden import check_golden
-from support.paths import GOLDEN, ROOT
+from support.paths import ROOT
 
-GOLDEN = GOLDEN / "repo"
+GOLDEN = paths.GOLDEN / "repo"
 
 
 def node(name: str, *, gpus: int = 1, arch: str = "amd64") -> str:

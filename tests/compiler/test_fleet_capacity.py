@@ -15,11 +15,10 @@ from maas.cli.render_plan import plan_text
 from maas.compiler import MaasError
 from maas.compiler.plandiff import diff_fleets
 from maas.compiler.repo import compile_repo
-from support import gguf_factory
+from support import gguf_factory, paths
 from support.golden import check_golden
-from support.paths import GOLDEN
 
-GOLDEN = GOLDEN / "fleet"
+GOLDEN = paths.GOLDEN / "fleet"
 GIB = 1 << 30
 
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from maas.compiler import CompileOptions, MaasError, compile_plan, load_sources, plan_to_json
 from maas.compiler.policy import Policy
+from support import paths
 from support.golden import check_golden
-from support.paths import GOLDEN, ROOT
+from support.paths import ROOT
 
 EXAMPLES = ROOT / "examples"
-GOLDEN = GOLDEN / "plans"
+GOLDEN = paths.GOLDEN / "plans"
 SPECS = sorted(p for p in EXAMPLES.glob("*.yaml"))
 NODES = sorted((EXAMPLES / "nodes").glob("*.yaml"))
 
@@ -49,3 +51,14 @@ def test_all_examples_together_compile_deterministically() -> None:
     first = plan_to_json(compile_plan(documents.deployments, node))
     second = plan_to_json(compile_plan(list(reversed(documents.deployments)), node))
     assert first == second
+
+
+def test_a_plan_stored_before_actions_left_it_still_loads() -> None:
+    """Plans of older agents carry `action: create` on every deployment; their state loads."""
+    from maas.compiler import Plan
+
+    stored = json.loads((GOLDEN / "llama-gguf__gpu-01.json").read_text())
+    for d in stored["deployments"]:
+        d["action"] = "create"
+    plan = Plan.model_validate(stored)
+    assert "action" not in plan_to_json(plan)

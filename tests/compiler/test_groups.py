@@ -19,11 +19,11 @@ from maas.compiler.metadata import ModelMetadata
 from maas.compiler.metadata.safetensors import from_config
 from maas.compiler.plandiff import diff_fleets
 from maas.compiler.repo import FleetPlan, compile_repo
-from support import gguf_factory
+from support import gguf_factory, paths
 from support.golden import check_golden
-from support.paths import GOLDEN, ROOT
+from support.paths import ROOT
 
-GOLDEN = GOLDEN / "groups"
+GOLDEN = paths.GOLDEN / "groups"
 GIB = 1 << 30
 FIXTURES = ROOT / "tests" / "fixtures"
 ALLOW = "apiVersion: maas/v1\nkind: Config\nspec: {policy: {allow_distributed: true}}\n"

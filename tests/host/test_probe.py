@@ -16,9 +16,9 @@ from typing import Any
 
 from maas.host import probe
 from maas.host.probe import dns_label, read_host, to_node
-from support.paths import FIXTURES
+from support import paths
 
-FIXTURES = FIXTURES / "probe"
+FIXTURES = paths.FIXTURES / "probe"
 
 
 def test_h100_readings_convert_to_a_gpu_node() -> None:

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    model_validator,
 )
 
 from maas.compiler.diagnostics import Diagnostic, Position
@@ -175,8 +176,16 @@ class PlanDiagnostic(PlanModel):
 
 
 class PlanDeployment(PlanModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _without_action(cls, data: Any) -> Any:
+        # Plans stored before 0.2 carry an `action` that was always "create" (the agent's diff
+        # decides actions); dropped so that their state files still load.
+        if isinstance(data, dict) and "action" in data:
+            return {k: v for k, v in data.items() if k != "action"}
+        return data
+
     name: str
-    action: Literal["create", "recreate", "remove", "noop"] = "create"
     backend: str
     backend_rule: Literal["explicit", "gguf", "speech", "default"] = Field(
         description="Which rule chose the backend: explicit, gguf, speech or default (vllm)."
