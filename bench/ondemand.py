@@ -9,7 +9,7 @@ Per wake: the client's time from request to first byte (a streaming request), an
 own load: the same llama-server image and model started by `docker run` directly, its /health
 polled every 10 ms until 200 (a peer run, side by side, alternating with the wakes). The
 platform's share is the wake minus that load, at the median (goal: <= 0.5 s). The agent's view
-(its replica started -> ready, probed every 0.1 s during a wake) is printed too.
+(its replica started -> ready, probed every 0.05 s during a wake) is printed too.
 
 Warm requests: the same model, awake, through the gateway and directly to the replica, side by
 side (median added latency; today's gateway figure: bench/results/gateway-2026-12-01.txt,

@@ -11,7 +11,7 @@ import pytest
 from maas.agent.reconcile.diff import diff
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer
-from maas.agent.reconcile.ondemand import Demand, DemandBook, asleep
+from maas.agent.reconcile.ondemand import DemandBook, asleep
 from maas.agent.reconcile.step import step
 from maas.compiler.plan import (
     Estimate,
@@ -149,27 +149,52 @@ def test_always_on_deployments_are_never_asleep() -> None:
 
 
 @pytest.mark.parametrize(
-    ("states", "running", "with_container", "counted"),
+    ("kept", "running", "with_container", "counted"),
     [
         # a kept, stopped container of a sleeping deployment: not running
-        ({"a": Demand("sleeping")}, set(), {"a"}, set()),
-        # found stopped at the agent's start (no memory of states): asleep, never all started
-        ({}, set(), {"a"}, set()),
-        # an awake one whose container crashed: still running (restarted with back-off)
-        ({"a": Demand("awake")}, set(), {"a"}, {"a"}),
-        # woken, its kept container not started yet
-        ({"a": Demand("waking", "started on request")}, set(), {"a"}, {"a"}),
+        (set(), set(), {"a"}, set()),
+        # an awake one whose container crashed, or one woken whose container is not started
+        # yet: running (a crash is restarted with back-off)
+        ({"a"}, set(), {"a"}, {"a"}),
         # a running container counts whatever the book remembers
-        ({}, {"a"}, {"a"}, {"a"}),
+        (set(), {"a"}, {"a"}, {"a"}),
     ],
 )
 def test_what_counts_as_running(
-    states: dict[str, Demand], running: set[str], with_container: set[str], counted: set[str]
+    kept: set[str], running: set[str], with_container: set[str], counted: set[str]
 ) -> None:
     book = DemandBook()
-    book.states = dict(states)
+    book.kept = set(kept)
     times = {n: (NOW - 5, None) for n in with_container}
     assert book._awake(running, times) == counted
+
+
+GROUP = Plan(node="n", deployments=[dep("a"), dep("b")])  # the group holds one at a time
+
+
+def test_a_wake_that_waited_for_room_still_evicts() -> None:
+    """A wake that waits (its group's member is busy) leaves its kept container stopped; once
+    the member is idle, the wake evicts it instead of starting beside it."""
+    book = DemandBook()
+    book.apply(GROUP, {"b"}, {"a": (NOW - 60, None), "b": (NOW - 9, NOW - 8)}, NOW - 7)
+    book.report({"b": (0.0, 1)}, NOW)  # a request in flight on b
+    book.wake("a", NOW)
+    acted = book.apply(GROUP, {"b"}, {"a": (NOW - 60, None), "b": (NOW - 9, NOW - 8)}, NOW)
+    assert [d.replicas for d in acted.deployments] == [0, 1]
+    assert book.states["a"].reason.startswith("waits for b")
+    book.report({"b": (0.5, 0)}, NOW + 1)  # b is done
+    acted = book.apply(GROUP, {"b"}, {"a": (NOW - 60, None), "b": (NOW - 9, NOW - 8)}, NOW + 1)
+    assert [d.replicas for d in acted.deployments] == [1, 0]
+    assert book.states["b"].reason == "evicted for a (group g)"
+
+
+def test_found_stopped_at_start_none_is_started() -> None:
+    """Kept containers found when the agent starts (no memory of the last pass) stay asleep:
+    a group's members are never all started at once."""
+    book = DemandBook()
+    acted = book.apply(GROUP, set(), {"a": (None, None), "b": (None, None)}, NOW)
+    assert [d.replicas for d in acted.deployments] == [0, 0]
+    assert set(asleep(GROUP, acted)) == {"a", "b"}
 
 
 def test_preview_remembers_nothing() -> None:

@@ -19,9 +19,10 @@ turns a decision into the plan the pass acts on: the same plan with each sleepin
 stopped (a wake is a `docker start`, an eviction a `docker stop`).
 
 A deployment counts as running for the decision when one of its containers runs, or when it has
-a container and was not sleeping after the last pass (a crash of an awake one is restarted with
-back-off, not taken for sleep). A stopped container the agent found at its start (its memory of
-states is gone) counts as asleep: the kept containers of a group are never all started at once.
+a container and was to run after the last pass (a crash of an awake one is restarted with
+back-off, not taken for sleep; one that waits for room in its group does not count). A stopped
+container the agent found at its start (its memory of states is gone) counts as asleep: the kept
+containers of a group are never all started at once.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from maas.compiler.allocation import PROCESS_CONTEXT_BYTES
 from maas.compiler.plan import Plan, PlanDeployment
 
 STALE_S = 10.0
-FAST_PROBE_S = 0.1  # the startup probe's period while a request waits for a woken replica
+FAST_PROBE_S = 0.05  # the startup probe's period while a request waits for a woken replica
 DemandState = Literal["awake", "waking", "sleeping"]
 
 
@@ -205,6 +206,7 @@ class DemandBook:
     last_wake: dict[str, Wake] = field(default_factory=dict)  # the last completed, for status
     ready_at: dict[str, float] = field(default_factory=dict)
     states: dict[str, Demand] = field(default_factory=dict)
+    kept: set[str] = field(default_factory=set)  # to run after the last pass (replicas > 0)
     reasons: dict[str, str] = field(default_factory=dict)  # why a deployment sleeps
     timeouts: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # cold_starts, evictions, idle_stops
@@ -267,9 +269,7 @@ class DemandBook:
     def _awake(self, running: Collection[str], times: Mapping[str, Times]) -> set[str]:
         """Deployments that count as running (module docstring); `times` has those with a
         container."""
-        return {*running} | {
-            n for n in times if self.states.get(n, Demand("sleeping")).state != "sleeping"
-        }
+        return {*running} | {n for n in times if n in self.kept}
 
     def preview(
         self, plan: Plan, running: Collection[str], times: Mapping[str, Times], now: float
@@ -314,6 +314,7 @@ class DemandBook:
                 if state == Demand("waking", "started on request") and before != state:
                     self.counts["cold_starts"] = self.counts.get("cold_starts", 0) + 1
             self.states = decision.states
+            self.kept = {n for n, r in decision.replicas.items() if r > 0}
             self.timeouts = {
                 n: d.on_demand.idle_timeout_s for n, d in planned.items() if d.on_demand
             }
