@@ -607,7 +607,8 @@ class Reconciler:
             if action.kind == "start" and action.container_id:
                 self._learn_secrets(planned)  # an error of this start may quote them
                 self.engine.start(action.container_id)
-                health.started(action.container_id, now)
+                # As after a create: the process runs from here (the backend's load, issue 18).
+                health.started(action.container_id, time.time())
                 return
             if action.kind == "recreate":
                 health.rolled_out(planned.spec_hash)
