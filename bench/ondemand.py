@@ -9,7 +9,13 @@ Per wake: the client's time from request to first byte (a streaming request), an
 own load: the same llama-server image and model started by `docker run` directly, its /health
 polled every 10 ms until 200 (a peer run, side by side, alternating with the wakes). The
 platform's share is the wake minus that load, at the median (goal: <= 0.5 s). The agent's view
-(its replica started -> ready, probed every 0.1 s during a wake) is printed too.
+(its replica started -> ready, probed every 0.05 s during a wake) is printed too.
+
+On a loaded machine the peer's load varies by a second from run to run, more than the share
+itself; so each wake is also split where the backend's process starts (the woken container's
+State.StartedAt): request -> process start is the platform's alone (gateway, agent, eviction,
+Docker's create/start or start), and the rest (process start -> first byte) is the backend's
+load plus what the platform adds after it (probe, status poll, relay).
 
 Warm requests: the same model, awake, through the gateway and directly to the replica, side by
 side (median added latency; today's gateway figure: bench/results/gateway-2026-12-01.txt,
@@ -147,6 +153,70 @@ def med(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} s"
 
 
+def started_at(container: str) -> float:
+    """When the container's process last started (Docker's State.StartedAt), epoch seconds."""
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.StartedAt}}", container],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return _epoch(out)
+
+
+async def take_turns(
+    agent: AgentProcess,
+    session: aiohttp.ClientSession,
+    chat: str,
+    wakes: int,
+    peer: tuple[str, Path, dict[str, list[str]]],
+    *,
+    show_log: bool,
+) -> None:
+    """The wakes, each beside a peer run of the same server, and their medians."""
+    image, models, commands = peer
+    wake_s, peer_s, load_s, agent_s, before_s, after_s = [], [], [], [], [], []
+    for i in range(wakes):
+        model = "ab"[i % 2]
+        print(f"wake {i + 1} sent at {time.time():.3f}", flush=True) if show_log else None
+        sent = time.time()
+        wake_s.append(await first_byte(session, chat, body(model)))
+        process = await asyncio.to_thread(started_at, f"{agent.namespace}-{agent.node}-{model}-0")
+        before_s.append(process - sent)
+        after_s.append(sent + wake_s[-1] - process)
+        status = await agent_status(agent.socket)
+        shown = next(d for d in status["deployments"] if d["name"] == model)
+        wake = shown["on_demand"]["wake"]
+        if wake and wake.get("ready_at") and wake.get("started_at"):
+            agent_s.append(wake["ready_at"] - wake["started_at"])
+        run_s, own_s = await asyncio.to_thread(peer_load, image, models, commands[model])
+        peer_s.append(run_s)
+        load_s.append(own_s)
+        print(
+            f"wake {i + 1:2d} {model}: first byte {wake_s[-1]:.3f} s (request -> process "
+            f"start {before_s[-1]:.3f} s, process start -> first byte "
+            f"{after_s[-1]:.3f} s); peer: docker run "
+            f"-> ready {run_s:.3f} s, process start -> ready {own_s:.3f} s"
+            + (f", agent started->ready {agent_s[-1]:.3f} s" if agent_s else ""),
+            flush=True,
+        )
+    share = statistics.median(wake_s) - statistics.median(load_s)
+    docker = statistics.median(peer_s) - statistics.median(load_s)
+    print(
+        f"{wakes} wakes (each evicts the other model): first byte median {med(wake_s)}; "
+        f"backend's own load (peer: process start -> /health 200) median {med(load_s)}; "
+        f"platform share {share:.3f} s (goal <= 0.5 s), of which docker's create+start "
+        f"(peer: docker run -> process start) {docker:.3f} s; "
+        f"agent's replica started -> ready median {med(agent_s) if agent_s else 'n/a'}"
+    )
+    print(
+        f"split at the process start: request -> process start (platform only) median "
+        f"{med(before_s)}, of the wakes after the first two (each model's container then "
+        f"exists) {med(before_s[2:] or before_s)}; process start -> first byte median "
+        f"{med(after_s)} (backend's load plus probe, poll and relay)"
+    )
+
+
 async def run(wakes: int, warm: int, tmp: Path, show_log: bool) -> None:
     image = llama_server_image()
     models = tmp / "models"
@@ -164,33 +234,8 @@ async def run(wakes: int, warm: int, tmp: Path, show_log: bool) -> None:
         gw = Gateway(GatewayConfig(port=free_port()), source, KeyRing(None))
         async with serving_gateway(gw) as url, aiohttp.ClientSession() as session:
             chat = url + "/v1/chat/completions"
-            wake_s, peer_s, load_s, agent_s = [], [], [], []
-            for i in range(wakes):
-                model = "ab"[i % 2]
-                print(f"wake {i + 1} sent at {time.time():.3f}", flush=True) if show_log else None
-                wake_s.append(await first_byte(session, chat, body(model)))
-                status = await agent_status(agent.socket)
-                shown = next(d for d in status["deployments"] if d["name"] == model)
-                wake = shown["on_demand"]["wake"]
-                if wake and wake.get("ready_at") and wake.get("started_at"):
-                    agent_s.append(wake["ready_at"] - wake["started_at"])
-                run_s, own_s = await asyncio.to_thread(peer_load, image, models, commands[model])
-                peer_s.append(run_s)
-                load_s.append(own_s)
-                print(
-                    f"wake {i + 1:2d} {model}: first byte {wake_s[-1]:.3f} s; peer: docker run "
-                    f"-> ready {run_s:.3f} s, process start -> ready {own_s:.3f} s"
-                    + (f", agent started->ready {agent_s[-1]:.3f} s" if agent_s else ""),
-                    flush=True,
-                )
-            share = statistics.median(wake_s) - statistics.median(load_s)
-            docker = statistics.median(peer_s) - statistics.median(load_s)
-            print(
-                f"{wakes} wakes (each evicts the other model): first byte median {med(wake_s)}; "
-                f"backend's own load (peer: process start -> /health 200) median {med(load_s)}; "
-                f"platform share {share:.3f} s (goal <= 0.5 s), of which docker's create+start "
-                f"(peer: docker run -> process start) {docker:.3f} s; "
-                f"agent's replica started -> ready median {med(agent_s) if agent_s else 'n/a'}"
+            await take_turns(
+                agent, session, chat, wakes, (image, models, commands), show_log=show_log
             )
             # Warm: the model that answered last is awake; gateway and direct, alternating.
             model = "ab"[(wakes - 1) % 2]

@@ -72,9 +72,21 @@ def test_wake_idle_stop_and_bad_requests(agent: AgentProcess, busybox: str) -> N
     client.call("POST", "/v1/activity", {"models": {"lazy": {"idle_s": 30, "in_flight": 0}}})
     agent.wait_for(lambda: _lazy(client)["state"] == "sleeping", 30, "the idle stop")
     assert _lazy(client)["on_demand"]["reason"].startswith("idle for")
-    agent.wait_for(lambda: len(agent.containers()) == 1, 30, "the container's removal")
+    agent.wait_for(lambda: len(agent.containers(all_states=False)) == 1, 30, "the stop")
     shown = agent.ctl("status")
     assert "sleeping (on demand: sleeping, idle for" in shown.stdout, shown.stdout
+    # Its container is kept, stopped; a preview of the same apply shows nothing to create.
+    (kept,) = [c for c in agent.containers() if "lazy" in c["Names"]]
+    assert kept["State"] == "exited"
+    path = (agent.dir / "both.yaml").resolve()
+    sources = {str(path): path.read_text()}
+    preview = client.call("POST", "/v1/apply", {"sources": sources, "dry_run": True})
+    assert [a["kind"] for a in preview["actions"] if a["deployment"] == "lazy"] == ["noop"]
+    # Woken again: the same container is started, not recreated.
+    client.call("POST", "/v1/wake/lazy")
+    agent.wait_for(lambda: _lazy(client)["ready_replicas"] == 1, 60, "the second wake")
+    (again,) = [c for c in agent.containers() if "lazy" in c["Names"]]
+    assert (again["ID"], again["State"]) == (kept["ID"], "running")
 
 
 def _lazy(client: Client) -> dict[str, object]:

@@ -17,7 +17,7 @@ from maas.compiler.status import OnDemandStatus, WakeStatus
 from maas.gateway import Gateway, GatewayConfig, KeyRing
 from maas.gateway.routing import route_table_from_status
 from maas.gateway.source import AgentRouteSource
-from maas.gateway.wake import ActivityBook, admit, wants_wake
+from maas.gateway.wake import ActivityBook, Waker, admit, wants_wake
 from support.agent import AgentProcess, web_spec
 from support.gateway import asynctest, deployment, free_port, serving_gateway
 from support.gateway import status as status_document
@@ -93,5 +93,36 @@ async def test_start_timeout_and_queue_bound(tmp_path: Path, busybox: str) -> No
         status = await asyncio.to_thread(agent.status)
         (stuck,) = status["deployments"]
         assert stuck["on_demand"]["state"] in ("waking", "awake")  # started, never ready
+    finally:
+        await asyncio.to_thread(agent.cleanup)
+
+
+@asynctest(timeout=240, runners=[uvloop.run])  # one real agent is enough
+async def test_activity_report_goes_before_the_wake(tmp_path: Path, busybox: str) -> None:
+    """The agent evicts by the gateway's report: a wake sent right after a request ended must
+    not find that request still in flight in the last periodic report (the wake would then
+    wait for it until the next one)."""
+    agent = AgentProcess(tmp_path)
+    agent.start()
+    try:
+        extra = "  on_demand: {idle_timeout_s: 60, group: g}\n"
+        text = web_spec("a", busybox, extra=extra) + "---\n" + web_spec("b", busybox, extra=extra)
+        result = await asyncio.to_thread(agent.apply, "ab", text)
+        assert result.returncode == 0, result.stderr + agent.log.read_text()[-2000:]
+        source = AgentRouteSource(agent.socket, upstream_host="127.0.0.1", interval_s=1.0)
+        waker = Waker(source, timeout_s=30, queue=4, retry_after_s=5, clock=time.monotonic)
+        try:
+            waker.activity.begin("a")
+            await waker.report()  # a periodic report while a request for a is in flight
+            waker.activity.end("a")
+            await waker._start("b")  # the next request, for b, wakes it at once
+            (a,) = [
+                d
+                for d in (await asyncio.to_thread(agent.status_now))["deployments"]
+                if d["name"] == "a"
+            ]
+            assert a["on_demand"]["in_flight"] == 0, a["on_demand"]
+        finally:
+            await waker.close()
     finally:
         await asyncio.to_thread(agent.cleanup)

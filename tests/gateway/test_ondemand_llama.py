@@ -3,7 +3,8 @@ needs cannot all fit the node's (emulated) budget take turns through the real ag
 
 Alternating requests all succeed (streaming included, concurrent ones sharing one start), never
 more than the budget allows runs at once, a woken model evicts its group's least recently used
-idle member, and idle models stop after their timeout."""
+idle member, and idle models stop after their timeout; a sleeping model's container is kept,
+stopped, so waking it again is one `docker start`."""
 
 from __future__ import annotations
 
@@ -90,8 +91,15 @@ async def _take_turns(s: aiohttp.ClientSession, chat_url: str, agent: AgentProce
     actions = [
         json.loads(line) for line in agent.log.read_text().splitlines() if '"action"' in line
     ]
-    created = [a["deployment"] for a in actions if a.get("kind") == "create"]
-    assert created == ["alpha", "beta", "alpha", "gamma"]  # one start for the three requests
+    kinds: dict[str, list[str]] = {}
+    for a in actions:
+        kinds.setdefault(a["kind"], []).append(a["deployment"])
+    assert kinds["create"] == ["alpha", "beta", "gamma"]  # one start for the three requests
+    # A sleeping model keeps its container, stopped: the second wake of alpha is one start,
+    # and an eviction one stop; nothing is removed.
+    assert kinds["start"] == ["alpha"]
+    assert kinds["stop"] == ["alpha", "beta", "alpha"], actions
+    assert "remove" not in kinds and "recreate" not in kinds
 
 
 async def _stream(s: aiohttp.ClientSession, chat_url: str) -> None:
@@ -174,6 +182,8 @@ async def test_models_take_turns_through_the_gateway(tmp_path: Path, engine_read
             beta = next(d for d in status["deployments"] if d["name"] == "beta")
             assert beta["state"] == "sleeping"
             assert beta["on_demand"]["reason"].startswith("idle for")
+            kept = await asyncio.to_thread(agent.containers)
+            assert sorted(c["State"] for c in kept) == ["exited"] * 3, kept
         sampler.done.set()
         sampler.join()
         assert sampler.samples > 10

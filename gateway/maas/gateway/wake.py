@@ -5,7 +5,8 @@ replica is held while the agent starts it, and the gateway tells the agent what 
 * One start per model: the first held request asks the agent (`POST /v1/wake/{name}`); the
   others share that call and every status poll (`RouteSource.recheck`, shared too), polled every
   `WAKE_POLL_S` until a replica is ready or `wake_timeout_s` since the request arrived has passed
-  (then 503 with Retry-After, naming the model and its state and why).
+  (then 503 with Retry-After, naming the model and its state and why). The activity report is
+  sent right before the wake, so that the agent evicts by what is in use now.
 * Activity: per deployment the requests in flight or held, and the time of the last one that
   began or ended, reported to the agent about once a second (`POST /v1/activity`, relative
   seconds); the agent never stops a deployment the last report shows in use
@@ -168,7 +169,11 @@ class Waker:
         )
 
     async def _start(self, name: str) -> None:
-        """Ask the agent once to wake `name` (every held request shares this call)."""
+        """Ask the agent once to wake `name` (every held request shares this call). The activity
+        report goes first: the agent decides whom to evict from it, and the last periodic one
+        (up to REPORT_S old) can still show the request that just ended, which would make the
+        wake wait for that member until the next report."""
+        await self.report()
         session = self._client()
         try:
             async with session.post(f"http://agent/v1/wake/{name}") as response:

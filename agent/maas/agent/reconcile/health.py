@@ -46,7 +46,7 @@ class ReplicaHealth:
     next_delay_s: float = 0.0
     hold_until: float = 0.0
     last_error: str | None = None
-    phase: str = "pending"  # pending, pulling, downloading, starting, running, failed
+    phase: str = "pending"  # pending, pulling, downloading, starting, running, failed, asleep
     progress: str = ""
     bar: Any = None  # the preparation's Progress (maas.host.progress), shared with its thread
     refused: bool = False  # by the policy before creation; re-checked quietly each pass
@@ -61,6 +61,14 @@ class ReplicaHealth:
         self.failures_in_row = 0
         self.phase = "starting"
         self.refused = False
+        self.draining = False
+
+    def asleep(self) -> None:
+        """Stopped by the agent (an on-demand deployment sleeps; its container is kept): not a
+        crash, and no failure counted."""
+        self.ready = False
+        self.ready_since = None
+        self.phase = "asleep"
         self.draining = False
 
     def probe_result(self, ok: bool, now: float, *, startup_timeout_s: float) -> bool:

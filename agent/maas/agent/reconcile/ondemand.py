@@ -15,7 +15,14 @@ idle clock of a replica starts when it is ready, not when it was woken.
 
 `DemandBook` holds that state between passes (thread-safe: the API writes, the pass reads) and
 turns a decision into the plan the pass acts on: the same plan with each sleeping deployment at
-0 replicas, so the usual diff stops and starts containers.
+0 replicas; `asleep` names them with their planned version, and the diff keeps their containers
+stopped (a wake is a `docker start`, an eviction a `docker stop`).
+
+A deployment counts as running for the decision when one of its containers runs, or when it has
+a container and was to run after the last pass (a crash of an awake one is restarted with
+back-off, not taken for sleep; one that waits for room in its group does not count). A stopped
+container the agent found at its start (its memory of states is gone) counts as asleep: the kept
+containers of a group are never all started at once.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from maas.compiler.allocation import PROCESS_CONTEXT_BYTES
 from maas.compiler.plan import Plan, PlanDeployment
 
 STALE_S = 10.0
-FAST_PROBE_S = 0.1  # the startup probe's period while a request waits for a woken replica
+FAST_PROBE_S = 0.05  # the startup probe's period while a request waits for a woken replica
 DemandState = Literal["awake", "waking", "sleeping"]
 
 
@@ -199,6 +206,7 @@ class DemandBook:
     last_wake: dict[str, Wake] = field(default_factory=dict)  # the last completed, for status
     ready_at: dict[str, float] = field(default_factory=dict)
     states: dict[str, Demand] = field(default_factory=dict)
+    kept: set[str] = field(default_factory=set)  # to run after the last pass (replicas > 0)
     reasons: dict[str, str] = field(default_factory=dict)  # why a deployment sleeps
     timeouts: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # cold_starts, evictions, idle_stops
@@ -258,18 +266,38 @@ class DemandBook:
         with self.lock:
             return bool(self.wakes)
 
+    def _awake(self, running: Collection[str], times: Mapping[str, Times]) -> set[str]:
+        """Deployments that count as running (module docstring); `times` has those with a
+        container."""
+        return {*running} | {n for n in times if n in self.kept}
+
+    def preview(
+        self, plan: Plan, running: Collection[str], times: Mapping[str, Times], now: float
+    ) -> tuple[Plan, dict[str, PlanDeployment]]:
+        """What a pass would act on now (`apply`'s plan and `asleep`), remembering nothing: the
+        preview of `maasctl apply` shows a sleeping deployment asleep, not created."""
+        with self.lock:
+            wakes = {n: w.requested_at for n, w in self.wakes.items()}
+            awake = self._awake(running, times)
+            decision = decide(plan, awake, self._activity(now), wakes, now)
+        acted = _with_replicas(plan, decision.replicas)
+        return acted, asleep(plan, acted)
+
     def apply(
         self, plan: Plan, running: Collection[str], times: Mapping[str, Times], now: float
     ) -> Plan:
-        """The plan this pass acts on: sleeping on-demand deployments at 0 replicas. `times`:
-        per running on-demand deployment, when its replicas started and since when all are ready
-        (None: not yet, which counts as activity: the idle clock starts at ready)."""
+        """The plan this pass acts on: sleeping on-demand deployments at 0 replicas. `running`:
+        on-demand deployments with a running container; `times`: per on-demand deployment with a
+        container, when its replicas started and since when all are ready (None: not yet, which
+        counts as activity while it is awake: the idle clock starts at ready)."""
         with self.lock:
             planned = {d.name: d for d in plan.deployments if d.on_demand is not None}
             for name in [n for n in self.wakes if n not in planned]:
                 del self.wakes[name]
+            running = self._awake(running, times)
             for name, (started, ready) in times.items():
-                self._note(name, started, ready, now)
+                if name in running:
+                    self._note(name, started, ready, now)
             for name, wake in list(self.wakes.items()):
                 d = planned[name]
                 if now - wake.requested_at > d.health.startup_timeout_s + STALE_S:
@@ -286,16 +314,11 @@ class DemandBook:
                 if state == Demand("waking", "started on request") and before != state:
                     self.counts["cold_starts"] = self.counts.get("cold_starts", 0) + 1
             self.states = decision.states
+            self.kept = {n for n, r in decision.replicas.items() if r > 0}
             self.timeouts = {
                 n: d.on_demand.idle_timeout_s for n, d in planned.items() if d.on_demand
             }
-            chosen = [
-                d.model_copy(update={"replicas": decision.replicas[d.name]})
-                if decision.replicas.get(d.name, d.replicas) != d.replicas
-                else d
-                for d in plan.deployments
-            ]
-            return plan.model_copy(update={"deployments": chosen})
+            return _with_replicas(plan, decision.replicas)
 
     def _note(self, name: str, started: float | None, ready: float | None, now: float) -> None:
         """A running deployment's replica times: its idle clock, and its wake's completion."""
@@ -342,6 +365,27 @@ class DemandBook:
             }
 
 
+def _with_replicas(plan: Plan, replicas: Mapping[str, int]) -> Plan:
+    chosen = [
+        d.model_copy(update={"replicas": replicas[d.name]})
+        if replicas.get(d.name, d.replicas) != d.replicas
+        else d
+        for d in plan.deployments
+    ]
+    return plan.model_copy(update={"deployments": chosen})
+
+
+def asleep(planned: Plan, acted: Plan) -> dict[str, PlanDeployment]:
+    """The on-demand deployments that sleep in `acted` (0 replicas where `planned` has some),
+    with their planned version: their containers are kept, stopped."""
+    now = {d.name: d.replicas for d in acted.deployments}
+    return {
+        d.name: d
+        for d in planned.deployments
+        if d.on_demand is not None and d.replicas > 0 and now.get(d.name) == 0
+    }
+
+
 def _completed(wake: Wake, started: float | None, ready: float | None) -> Wake | None:
     """The wake with its replicas' times once they are all ready after it was asked for."""
     if ready is None or started is None or started < wake.requested_at - 1.0:
@@ -363,11 +407,13 @@ def replica_times(replicas: Collection[tuple[float | None, bool, float | None]])
 def facts(
     plan: Plan, observed: Collection[ObservedContainer], health: Mapping[Replica, ReplicaHealth]
 ) -> tuple[set[str], dict[str, Times]]:
-    """The on-demand deployments that have a container, and their replicas' times."""
-    running = {c.deployment for c in observed}
+    """The on-demand deployments with a running container, and the replicas' times of those
+    with a container (kept stopped ones included)."""
+    running = {c.deployment for c in observed if c.running}
+    present = {c.deployment for c in observed}
     times: dict[str, Times] = {}
     for d in plan.deployments:
-        if d.on_demand is None or d.name not in running:
+        if d.on_demand is None or d.name not in present:
             continue
         replicas = [health.get((d.name, r)) for r in range(d.replicas)]
         times[d.name] = replica_times(

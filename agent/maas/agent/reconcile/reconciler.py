@@ -37,7 +37,7 @@ from maas.agent.reconcile.drain import drains
 from maas.agent.reconcile.groups import GroupGate, answers, shares, wired
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, observe
-from maas.agent.reconcile.ondemand import DemandBook, facts
+from maas.agent.reconcile.ondemand import DemandBook, asleep, facts
 from maas.agent.reconcile.prepare import (
     Job,
     PrepareFailed,
@@ -295,7 +295,11 @@ class Reconciler:
                 sources=merge(stored.sources, sources), source_commit=stored.source_commit
             )
             plan = self.compile(desired) if dry_run else self.submit(desired)
-            return plan, diff(plan, self.refresh_observed())
+            observed = self.refresh_observed()
+            acted, sleeping = self.demand.preview(
+                plan, *facts(plan, observed, self.health), time.time()
+            )
+            return plan, diff(acted, observed, asleep=sleeping)
 
     def delete(self, name: str) -> bool:
         """Remove a deployment's sources from the desired state; False when there is none."""
@@ -337,10 +341,11 @@ class Reconciler:
         ]
         self._notice(observed, now)  # before roll-backs: a crash now may take a version back
         plan = self._with_rollbacks(plan)
-        plan = self.demand.apply(plan, *facts(plan, self.observed, self.health), now)
+        full, plan = plan, self.demand.apply(plan, *facts(plan, self.observed, self.health), now)
+        sleeping = asleep(full, plan)  # their containers are kept, stopped
         self.plan = plan
         planned = {d.name: d for d in plan.deployments}
-        actions, healths = step(plan, observed, self.health, now)
+        actions, healths = step(plan, observed, self.health, now, sleeping)
         self.health.update(healths)
         result = PassResult(started=started, actions=tuple(self._prepared_first(actions, planned)))
         # Readers see what this pass decided before the engine works on it (stops wait out
@@ -350,7 +355,7 @@ class Reconciler:
         # backends that wait out the stop timeout take minutes, yet dockerd 20.10's
         # libnetwork has deadlocked on a hundred simultaneous exits. Creations and starts
         # then run a few at a time, as the engine creates containers concurrently.
-        stops = [a for a in result.actions if a.kind in ("remove", "recreate")]
+        stops = [a for a in result.actions if a.kind in ("remove", "recreate", "stop")]
         stopped = list(self.stop_pool.map(self._stop_for, stops))
         todo = [a for a in result.actions if a.kind in ("start", "create")]
         todo[:0] = [a for a in stopped if a is not None and a.kind == "recreate"]
@@ -358,7 +363,7 @@ class Reconciler:
         list(self.pool.map(lambda a: self._execute(a, planned.get(a.deployment)), todo))
         if stopped or todo:
             self.refresh_observed()  # status and apply previews see what this pass did
-        self._forget_removed(plan)
+        self._forget_removed(plan, sleeping)
         self._keep_cache(plan)
         return self._finish(result)
 
@@ -608,7 +613,8 @@ class Reconciler:
             if action.kind == "start" and action.container_id:
                 self._learn_secrets(planned)  # an error of this start may quote them
                 self.engine.start(action.container_id)
-                health.started(action.container_id, now)
+                # As after a create: the process runs from here (the backend's load, issue 18).
+                health.started(action.container_id, time.time())
                 return
             if action.kind == "recreate":
                 health.rolled_out(planned.spec_hash)
@@ -640,7 +646,8 @@ class Reconciler:
             )
 
     def _stop_for(self, action: Action) -> Action | None:
-        """Remove the container a remove or recreate replaces; the action when that worked.
+        """Remove the container a remove or recreate replaces, or stop the one a sleeping
+        on-demand deployment keeps; the action when that worked.
 
         A failure is recorded on the replica (back-off), and its recreate waits for a later pass:
         the old container still holds its name and GPUs.
@@ -661,7 +668,11 @@ class Reconciler:
             time.sleep(self.config.drain_s)
         try:
             stop_timeout = self.demand.stop_timeout(action.deployment, self.config.stop_timeout_s)
-            self.engine.remove(action.container_id, stop_timeout=stop_timeout)
+            if action.kind == "stop":  # kept for the next wake (an on-demand one sleeps)
+                self.engine.stop(action.container_id, timeout=stop_timeout)
+                self.replica_health((action.deployment, action.replica)).asleep()
+            else:
+                self.engine.remove(action.container_id, stop_timeout=stop_timeout)
         except Exception as exc:
             health = self.replica_health((action.deployment, action.replica))
             health.draining = False  # it still runs: it serves again
@@ -738,11 +749,13 @@ class Reconciler:
             text = text.replace(value, "<secret>")
         return text
 
-    def _forget_removed(self, plan: Plan) -> None:
+    def _forget_removed(self, plan: Plan, sleeping: dict[str, PlanDeployment]) -> None:
         present = {c.deployment for c in self.observed}
         for name in [n for n in self.removal_errors if n not in present]:
             del self.removal_errors[name]
-        wanted = {(d.name, r) for d in plan.deployments for r in range(d.replicas)}
+        wanted = {
+            (d.name, r) for d in [*plan.deployments, *sleeping.values()] for r in range(d.replicas)
+        }
         for key in [k for k in self.health if k not in wanted]:
             del self.health[key]
 

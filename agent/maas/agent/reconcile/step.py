@@ -72,10 +72,15 @@ def held(
 
 
 def step(
-    plan: Plan, observed: Sequence[ObservedContainer], healths: Healths, now: float
+    plan: Plan,
+    observed: Sequence[ObservedContainer],
+    healths: Healths,
+    now: float,
+    asleep: Mapping[str, PlanDeployment] | None = None,
 ) -> tuple[list[Action], dict[Replica, ReplicaHealth]]:
-    """The actions that bring `observed` to `plan` at `now`, and the healths they start from."""
+    """The actions that bring `observed` to `plan` at `now`, and the healths they start from;
+    `asleep`: on-demand deployments that sleep, whose containers are kept stopped (diff)."""
     after = notice(observed, healths, now)
     planned = {d.name: d for d in plan.deployments}
     waiting = {k for k, h in after.items() if held(k, h, planned, now)}
-    return diff(plan, observed, waiting), after
+    return diff(plan, observed, waiting, asleep), after
