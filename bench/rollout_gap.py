@@ -64,9 +64,9 @@ def chat(port: int) -> bool:
         return False
 
 
-def gap_of_change(agent: AgentProcess, port: int, text: str) -> tuple[float, int]:
-    """The longest time between two successful answers while the change rolls, and how many
-    requests failed meanwhile."""
+def gap_of_change(agent: AgentProcess, port: int, text: str) -> tuple[float, int, float]:
+    """The longest time between two successful answers while the change rolls, how many
+    requests failed meanwhile, and when the longest gap began (seconds after the apply)."""
     (before,) = agent.status()["deployments"][0]["containers"]
     answers: list[float] = []
     failed = 0
@@ -85,6 +85,7 @@ def gap_of_change(agent: AgentProcess, port: int, text: str) -> tuple[float, int
     thread.start()
     try:
         time.sleep(0.5)
+        applied = time.monotonic()
         assert agent.apply("tiny", text, wait=False).returncode == 0
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -101,8 +102,9 @@ def gap_of_change(agent: AgentProcess, port: int, text: str) -> tuple[float, int
     finally:
         stop.set()
         thread.join()
-    gaps = [b - a for a, b in itertools.pairwise(answers)]
-    return max(gaps), failed
+    gaps = [(b - a, a - applied) for a, b in itertools.pairwise(answers)]
+    gap, began = max(gaps)
+    return gap, failed, began
 
 
 def own_load(container_id: str) -> float:
@@ -185,7 +187,7 @@ def main() -> int:
         while not chat(port):
             assert time.monotonic() < deadline, "the gateway does not serve"
             time.sleep(0.2)
-        gaps, loads, failures = [], [], []
+        gaps, loads, failures, began = [], [], [], []
         for run in range(1, args.runs + 1):
             (container,) = agent.status()["deployments"][0]["containers"]
             full = subprocess.run(
@@ -195,10 +197,11 @@ def main() -> int:
                 check=True,
             ).stdout.strip()
             loads.append(own_load(full))
-            gap, failed = gap_of_change(agent, port, spec(image, model, run))
+            gap, failed, at = gap_of_change(agent, port, spec(image, model, run))
             gaps.append(gap)
             failures.append(failed)
-        return report(gaps, loads, failures)
+            began.append(at)
+        return report(gaps, loads, failures, began)
     finally:
         gateway.terminate()
         gateway.wait(timeout=60)
@@ -209,11 +212,12 @@ def main() -> int:
             print(work)
 
 
-def report(gaps: list[float], loads: list[float], failures: list[int]) -> int:
+def report(gaps: list[float], loads: list[float], failures: list[int], began: list[float]) -> int:
     gap, load = statistics.median(gaps), statistics.median(loads)
     print(f"one-replica change, llama.cpp tiny GGUF, image and model present, {len(gaps)} runs")
     print(f"  serving gap through the gateway: median {gap:.2f} s  (runs {fmt(gaps)} s)")
     print(f"  requests refused or failed per change: {failures}")
+    print(f"  the longest gap began after the apply (maasctl's start-up included): {fmt(began)} s")
     print(
         f"  backend's own load (docker run -> /health 200): median {load:.2f} s"
         f"  (runs {fmt(loads)} s)"

@@ -1,8 +1,9 @@
 """Roll-outs seen by a client: a two-replica llama.cpp deployment (real llama-server, the real
 agent process, a real `maas-gateway` process) changes spec under constant requests through the
 gateway, and not one request fails; a new version that cannot start is rolled back while the
-requests go on, and status says why (issue 20, item 5). test_prepare_first.py covers the same
-roll-outs from the agent's status alone, with busybox replicas."""
+requests go on, and status says why (issue 20, item 5); a one-replica change starts the new
+container beside the old one, which serves until the new one is ready. test_prepare_first.py
+covers the same roll-outs from the agent's status alone, with busybox replicas."""
 
 from __future__ import annotations
 
@@ -187,3 +188,46 @@ def test_a_new_version_that_cannot_start_is_rolled_back_under_load(
     assert "rolled back to the previous version" in agent.ctl("status").stdout
     assert load.failures() == [], (load.failures()[:5], Counter(r[1] for r in load.results))
     assert len(load.results) >= 10, len(load.results)
+
+
+def test_one_replica_change_starts_the_new_container_beside_the_old_one(
+    started: tuple[AgentProcess, Path, str], tmp_path: Path
+) -> None:
+    """The node has room for both versions (a tiny GGUF on the CPU): the old container serves,
+    reported ready, until the new one, on another port, is ready (reconcile/overlap.py)."""
+    agent, model, image = started
+    one = llama_spec(image, model).replace("replicas: 2", "replicas: 1")
+    assert agent.apply("tiny", one).returncode == 0
+    agent.wait_for(lambda: len(containers_of(agent)) == 1, timeout=60, what="one replica")
+    (old,) = containers_of(agent)
+    seen: list[list[dict[str, Any]]] = []
+    with gateway_for(agent, tmp_path) as port:
+        serving(port, agent)
+        with Load(port) as load:
+            time.sleep(1)
+            changed = one.replace("health:", "env: {VERSION: '2'}\n  health:")
+            assert agent.apply("tiny", changed, wait=False).returncode == 0
+
+            def rolled() -> bool:
+                (d,) = agent.status_now()["deployments"]
+                seen.append(d["containers"])
+                return (
+                    d["ready_replicas"] == 1
+                    and [c["id"] for c in d["containers"]] != [old["id"]]
+                    and len(d["containers"]) == 1
+                )
+
+            agent.wait_for(rolled, timeout=120, what="the replica to roll")
+            time.sleep(2)
+    assert min(sum(c["ready"] for c in cs) for cs in seen) >= 1, seen  # always one routable
+    both = [cs for cs in seen if len(cs) == 2]
+    assert both, "the new container never ran beside the old one"
+    ports = {c["id"]: c["port"] for c in both[0]}
+    assert ports[old["id"]] == old["port"] and len(set(ports.values())) == 2, both[0]
+    assert any(c["id"] == old["id"] and c["ready"] for c in both[0]), both[0]
+    assert load.failures() == [], (load.failures()[:5], Counter(r[1] for r in load.results))
+
+
+def containers_of(agent: AgentProcess) -> list[dict[str, Any]]:
+    (d,) = agent.status()["deployments"]
+    return list(d["containers"])

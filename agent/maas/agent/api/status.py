@@ -47,10 +47,11 @@ def _container(c: ObservedContainer, health: ReplicaHealth | None) -> ContainerS
         rollouts=health.rollouts if health else 0,
         ready=bool(
             health
-            and health.ready
-            and not health.draining
             and c.running
-            and health.container_id == c.id
+            and (
+                (health.ready and not health.draining and health.container_id == c.id)
+                or health.serving == c.id  # an old version that serves while the new one starts
+            )
         ),
         spec_hash=c.spec_hash,
     )

@@ -11,6 +11,11 @@ from maas.compiler.models import SecretRef
 from maas.compiler.plan import Placement, PlanDeployment
 
 
+def planned_port(planned: PlanDeployment, replica: int) -> int:
+    """The host port the plan gives `replica`."""
+    return planned.ports[replica] if replica < len(planned.ports) else planned.port
+
+
 def container_spec(
     planned: PlanDeployment,
     replica: int,
@@ -18,13 +23,17 @@ def container_spec(
     owner: Owner,
     bind_address: str,
     secret: Callable[[str], str],
+    host_port: int | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    host_port = planned.ports[replica] if replica < len(planned.ports) else planned.port
+    """`host_port` and `name` other than the plan's: a new container that starts beside the
+    old one of its replica (reconcile/overlap.py)."""
+    host_port = host_port or planned_port(planned, replica)
     security = planned.security
     spec: dict[str, Any] = {
         "image": planned.image,
         "command": list(planned.command),
-        "name": owner.container_name(planned.name, replica),
+        "name": name or owner.container_name(planned.name, replica),
         "labels": owner.labels(planned.name, replica, planned.spec_hash, host_port),
         "environment": {
             key: secret(value.secret) if isinstance(value, SecretRef) else value

@@ -51,6 +51,9 @@ class ReplicaHealth:
     bar: Any = None  # the preparation's Progress (maas.host.progress), shared with its thread
     refused: bool = False  # by the policy before creation; re-checked quietly each pass
     draining: bool = False  # reported not ready while it still runs, before a roll-out stops it
+    # An overlapping roll-out (reconcile/overlap.py): the old container, which serves (reported
+    # ready) while `container_id`, the new one, starts beside it.
+    serving: str | None = None
 
     def started(self, container_id: str, now: float, spec_hash: str | None = None) -> None:
         self.container_id = container_id

@@ -38,6 +38,7 @@ from maas.agent.reconcile.groups import GroupGate, answers, shares, wired
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, observe
 from maas.agent.reconcile.ondemand import DemandBook, asleep, facts
+from maas.agent.reconcile.overlap import beside_name, overlaps, serving_kept, settle
 from maas.agent.reconcile.prepare import (
     Job,
     PrepareFailed,
@@ -136,6 +137,7 @@ class Reconciler:
         self.config = config
         self.engine = engine
         self.node_source = node
+        self.wake = wake
         self.foreign: list[ForeignProcess] = []  # GPU memory held outside our containers
         self.live_node: Node | None = None
         self.node_name = config.node_name or node(frozenset())[0].metadata.name
@@ -343,11 +345,14 @@ class Reconciler:
         plan = self._with_rollbacks(plan)
         full, plan = plan, self.demand.apply(plan, *facts(plan, self.observed, self.health), now)
         sleeping = asleep(full, plan)  # their containers are kept, stopped
-        self.plan = plan
+        before, self.plan = self.plan, plan
         planned = {d.name: d for d in plan.deployments}
+        self.health.update(settle(plan, observed, self.health))
         actions, healths = step(plan, observed, self.health, now, sleeping)
         self.health.update(healths)
+        actions = serving_kept(actions, self.health, observed)
         result = PassResult(started=started, actions=tuple(self._prepared_first(actions, planned)))
+        beside = self._overlapping(plan, before, result.actions)
         # Readers see what this pass decided before the engine works on it (stops wait out
         # their timeout, creations pull): the new plan, errors and preparations.
         self.publish()
@@ -355,17 +360,43 @@ class Reconciler:
         # backends that wait out the stop timeout take minutes, yet dockerd 20.10's
         # libnetwork has deadlocked on a hundred simultaneous exits. Creations and starts
         # then run a few at a time, as the engine creates containers concurrently.
-        stops = [a for a in result.actions if a.kind in ("remove", "recreate", "stop")]
+        stops = [
+            a
+            for a in result.actions
+            if a.kind in ("remove", "recreate", "stop") and a not in beside
+        ]
         stopped = list(self.stop_pool.map(self._stop_for, stops))
-        todo = [a for a in result.actions if a.kind in ("start", "create")]
+        todo = [a for a in result.actions if a.kind in ("start", "create") or a in beside]
         todo[:0] = [a for a in stopped if a is not None and a.kind == "recreate"]
         todo = self._group_gate(plan, self._room_for(plan, todo))
-        list(self.pool.map(lambda a: self._execute(a, planned.get(a.deployment)), todo))
+        list(
+            self.pool.map(
+                lambda a: self._execute(a, planned.get(a.deployment), beside.get(a)), todo
+            )
+        )
         if stopped or todo:
             self.refresh_observed()  # status and apply previews see what this pass did
         self._forget_removed(plan, sleeping)
         self._keep_cache(plan)
         return self._finish(result)
+
+    def _overlapping(
+        self, plan: Plan, before: Plan | None, actions: tuple[Action, ...]
+    ) -> dict[Action, int]:
+        """The recreations whose new container starts beside the old one, and its host port
+        (reconcile/overlap.py); the others stop first."""
+        known = [*(before.deployments if before else []), *self.last_good.values()]
+        port_range = self.config.compile_options().port_range
+        decided = overlaps(plan, actions, self.observed, known, port_range=port_range)
+        for action, decision in decided.items():
+            log.info(
+                "roll-out",
+                deployment=action.deployment,
+                replica=action.replica,
+                overlap=decision.ok,
+                reason=decision.reason,
+            )
+        return {a: d.port for a, d in decided.items() if d.port is not None}
 
     def _with_rollbacks(self, plan: Plan) -> Plan:
         """The plan to act on: a deployment whose new version failed on a replica (not ready
@@ -568,8 +599,11 @@ class Reconciler:
         health = self.health.get(key)
         if health is None:
             return False
+        was_ready = health.ready
         restart = health.probe_result(ok, now, startup_timeout_s=startup_timeout_s)
         self._publish_health(key, health)
+        if health.serving is not None and health.ready and not was_ready:
+            self.wake()  # the old container of an overlapping roll-out may stop now
         return restart
 
     def _publish_health(self, key: Replica, health: ReplicaHealth) -> None:
@@ -596,7 +630,11 @@ class Reconciler:
                     backoff_s=health.backoff_s,
                 )
 
-    def _execute(self, action: Action, planned: PlanDeployment | None) -> None:
+    def _execute(
+        self, action: Action, planned: PlanDeployment | None, beside: int | None = None
+    ) -> None:
+        """One start or creation; `beside`: the host port of a new container that starts next
+        to the old one of its replica, which serves until the new one is ready."""
         key = (action.deployment, action.replica)
         health = self.replica_health(key)
         now = time.time()
@@ -619,7 +657,9 @@ class Reconciler:
             if action.kind == "recreate":
                 health.rolled_out(planned.spec_hash)
             health.spec_hash = planned.spec_hash
-            self._create(planned, action.replica, health)
+            if beside is not None:
+                health.serving = action.container_id
+            self._create(planned, action.replica, health, beside)
         except MaasError as exc:
             cause = "pull" if isinstance(exc, ImageMissing | PrepareFailed) else "create"
             message = self.scrub(exc.diagnostics[0].message)
@@ -661,8 +701,15 @@ class Reconciler:
             replica=action.replica,
             reason=action.reason,
         )
-        if drains(action, self.health, self.config.drain_s):
-            key = (action.deployment, action.replica)
+        key = (action.deployment, action.replica)
+        own = self.health.get(key)
+        if own is not None and own.serving == action.container_id:
+            # The old container of an overlapping roll-out, its new one ready: it leaves the
+            # routing, then drains like a replaced replica.
+            own.serving = None
+            self._publish_health(key, own)
+            time.sleep(self.config.drain_s)
+        elif drains(action, self.health, self.config.drain_s):
             self.health[key].draining = True
             self._publish_health(key, self.health[key])  # the gateway must see it before the stop
             time.sleep(self.config.drain_s)
@@ -690,7 +737,13 @@ class Reconciler:
             return None
         return action
 
-    def _create(self, planned: PlanDeployment, replica: int, health: ReplicaHealth) -> None:
+    def _create(
+        self,
+        planned: PlanDeployment,
+        replica: int,
+        health: ReplicaHealth,
+        beside: int | None = None,
+    ) -> None:
         job = self.preparer.ready(planned)
         if job.phase == "failed":
             raise PrepareFailed.single(
@@ -708,6 +761,8 @@ class Reconciler:
                 owner=self.owner,
                 bind_address=self.config.bind_address,
                 secret=self._secret,
+                host_port=beside,
+                name=beside_name(self.owner, planned, replica) if beside is not None else None,
             )
         except MaasError as exc:
             if exc.retryable:
