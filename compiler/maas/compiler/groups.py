@@ -21,15 +21,20 @@ What each backend is told (`link`, once every member's port is known):
 
 Every member runs in the host's network namespace: the primary reaches its workers at their
 rpc_address (on one machine, a loopback address), and what listens binds that address only. The
-primary's API listens on 127.0.0.1, where the node's gateway reaches it.
+primary's API listens on 127.0.0.1, where the node's gateway reaches it. Since several members
+may share one host (and one address), each member of a group gets its own port (`member_ports`),
+chosen by the fleet before the nodes are compiled: a node's compile reserves it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from maas.compiler.allocation import Charge
+from maas.compiler.diagnostics import MaasError
 from maas.compiler.models import Node
 from maas.compiler.plan import (
     Estimate,
@@ -69,6 +74,7 @@ class Share:
     role: Role
     placement: Placement
     estimate: Estimate
+    port: int | None = None  # the member's own port, set by `member_ports`
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,56 @@ def split(  # noqa: PLR0917
         )
         shares.append(Share(view.metadata.name, role, part, part_estimate))
     return GroupPlacement(deployment, backend, tuple(shares), layers)
+
+
+def member_ports(
+    groups: Sequence[GroupPlacement],
+    port_range: tuple[int, int],
+    previous: Mapping[tuple[str, str], int] | None = None,
+) -> list[GroupPlacement]:
+    """`groups` with a port for each member, distinct inside each group (members in the host's
+    network namespace may share a host, and the same address on it) and on each node.
+
+    A member keeps the port the previous fleet plan gave it (by deployment and node) while that
+    is still free; else ports are probed upward from a hash of the deployment's name, the
+    primary first, so a group's ports are the same on every plan of the same repository.
+    vLLM's primary also holds its port + 1, the followers' `--master-port`.
+    """
+    low, high = port_range
+    size = high - low + 1
+    on_node: dict[str, set[int]] = {}
+    out = []
+    for placed in sorted(groups, key=lambda g: g.deployment):
+        in_group: set[int] = set()
+        start = zlib.crc32(placed.deployment.encode()) % size
+        shares = []
+        for share in placed.shares:
+            taken = in_group | on_node.setdefault(share.node, set())
+            master = placed.backend == "vllm" and share.role == "primary"
+
+            def free(port: int, taken: set[int] = taken, master: bool = master) -> bool:
+                wanted = {port, port + 1} if master else {port}
+                return wanted <= set(range(low, high + 1)) and not wanted & taken
+
+            kept = (previous or {}).get((placed.deployment, share.node))
+            port = kept if kept is not None and free(kept) else None
+            for step in range(size if port is None else 0):
+                if free(low + (start + step) % size):
+                    port = low + (start + step) % size
+                    break
+            if port is None:
+                raise MaasError.single(
+                    "ports",
+                    f"port range {low}-{high} is exhausted while allocating the members of "
+                    f"group '{placed.deployment}'",
+                    hints=("widen the repository's port_range in maas.yaml",),
+                )
+            held = {port, port + 1} if master else {port}
+            in_group |= held
+            on_node[share.node] |= held
+            shares.append(dataclasses.replace(share, port=port))
+        out.append(dataclasses.replace(placed, shares=tuple(shares)))
+    return out
 
 
 def vllm_even(views: Sequence[Node]) -> bool:

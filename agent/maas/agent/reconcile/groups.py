@@ -114,7 +114,7 @@ def group_status(group: Group | None, waiting: Sequence[str]) -> GroupStatus | N
 def shares(members: Mapping[str, PlanDeployment], node: str) -> dict[str, Share]:
     """What the node's compile charges for its group members: the fleet's split, as planned."""
     return {
-        name: Share(node, d.group.role, d.placement, d.estimate)
+        name: Share(node, d.group.role, d.placement, d.estimate, port=d.port)
         for name, d in members.items()
         if d.group is not None
     }
