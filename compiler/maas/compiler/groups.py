@@ -269,15 +269,25 @@ def link(
             planned = plan.deployment(placed.deployment)
             assert planned is not None
             group = Group(name=placed.deployment, role=share.role, node=share.node, members=members)
-            wired = (
-                _llama_member(planned, group, share, placed.layers, cache_dir)
-                if placed.backend == "llama-box"
-                else _vllm_member(planned, group, share)
-            )
-            wired = wired.model_copy(update={"spec_hash": spec_hash(wired)})
+            wired = wire(planned, group, share, placed.layers, cache_dir)
             deployments = [wired if d.name == wired.name else d for d in plan.deployments]
             out[share.node] = plan.model_copy(update={"deployments": deployments})
     return out
+
+
+def wire(
+    planned: PlanDeployment, group: Group, share: Share, layers: int | None, cache_dir: str
+) -> PlanDeployment:
+    """A member as its node rendered it (its cache, its model path) told its part of `group`.
+
+    An agent in pull mode wires its own rendering with the group the fleet formed, so that what
+    is its node's own (the cache folder) is not the repository's."""
+    wired = (
+        _llama_member(planned, group, share, layers, cache_dir)
+        if planned.backend == "llama-box"
+        else _vllm_member(planned, group, share)
+    )
+    return wired.model_copy(update={"spec_hash": spec_hash(wired)})
 
 
 def _fraction(placed: GroupPlacement, share: Share) -> float:

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from maas.compiler.groups import Share
+from maas.compiler.groups import Share, wire
 from maas.compiler.plan import Group, Plan, PlanDeployment
 from maas.compiler.status import GroupMemberStatus, GroupStatus
 
@@ -120,11 +120,20 @@ def shares(members: Mapping[str, PlanDeployment], node: str) -> dict[str, Share]
     }
 
 
-def wired(plan: Plan, members: Mapping[str, PlanDeployment]) -> Plan:
-    """The node's plan with each group member as the fleet rendered it (its peers' endpoints
-    and ports are known only to the fleet); the node's compile has checked it against the
-    node's policy and charged its share."""
-    deployments = [members.get(d.name, d) if d.name in members else d for d in plan.deployments]
+def wired(plan: Plan, members: Mapping[str, PlanDeployment], cache_dir: str) -> Plan:
+    """The node's plan with each group member told its group as the fleet formed it (its peers'
+    endpoints and ports are known only to the fleet); what the member runs is the node's own
+    rendering (its cache folder and model path, not the repository's), checked against the
+    node's policy, its share charged."""
+    deployments = []
+    for d in plan.deployments:
+        fleet = members.get(d.name)
+        if fleet is None or fleet.group is None:
+            deployments.append(d)
+            continue
+        share = Share(fleet.group.node, fleet.group.role, fleet.placement, fleet.estimate)
+        layers = fleet.placement.layers_total
+        deployments.append(wire(d, fleet.group, share, layers, cache_dir))
     return plan.model_copy(update={"deployments": deployments})
 
 

@@ -250,7 +250,7 @@ class Reconciler:
             models=self._models[1],
             shares=shares(desired.groups, node.metadata.name),
         )
-        plan = wired(plan, desired.groups).model_copy(update={"node": self.node_name})
+        plan = wired(plan, desired.groups, options.cache_dir).model_copy(update={"node": self.node_name})
         self._memo = (key, plan)
         return plan
 
