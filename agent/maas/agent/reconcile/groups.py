@@ -1,6 +1,12 @@
 """Distributed groups on a node (issue 17): when a group's primary may start, and when it must be
 restarted. Pure but for `answers`, which connects to the workers' RPC endpoints.
 
+A worker serves one client at a time (maas.host.sockets says why), so its endpoint is connected
+to only while its primary does not run here: a connection made beside a running primary would
+wait in the worker's backlog and, once that is full, fail though the worker is well. For a
+running primary, a worker answers while the primary's own connection to it is established in
+this host's socket table; a worker that went away closed or reset it.
+
 A primary loads its layers onto its workers when it starts (llama-server sends the tensors over
 RPC), so it is held back until every worker's endpoint answers; the workers themselves start
 like any deployment (on their own nodes, by their own agents). A worker that goes away loses
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 from maas.compiler.groups import Share, wire
 from maas.compiler.plan import Group, Plan, PlanDeployment
 from maas.compiler.status import GroupMemberStatus, GroupStatus
+from maas.host.sockets import connected
 
 Endpoint = tuple[str, int]
 
@@ -26,11 +33,12 @@ def endpoints(group: Group) -> list[Endpoint]:
 
 
 def holding(group: Group, answering: Mapping[Endpoint, bool]) -> list[str]:
-    """The workers (as 'node address:port') that hold the primary back: those not answering."""
+    """The workers (as 'node address:port') that hold the primary back: those found not
+    answering (an endpoint not asked counts as answering)."""
     return [
         f"{w.node} {w.address}:{w.port}"
         for w in group.workers
-        if not answering.get((w.address, w.port), False)
+        if not answering.get((w.address, w.port), True)
     ]
 
 
@@ -61,7 +69,7 @@ class GroupGate:
             if missing:
                 self.waiting[name] = missing
                 if name in up:
-                    gone = {e for e in endpoints(group) if not answering.get(e, False)}
+                    gone = {e for e in endpoints(group) if not answering.get(e, True)}
                     self.lost.setdefault(name, set()).update(gone)
             elif self.lost.pop(name, None) and name in up:
                 restart.add(name)
@@ -74,15 +82,24 @@ class GroupGate:
         return "waiting for the group's workers to answer: " + ", ".join(missing)
 
 
-def answers(plan: Plan, connect: Callable[[Endpoint], bool] | None = None) -> dict[Endpoint, bool]:
-    """Whether each worker endpoint of this node's primaries accepts a TCP connection now."""
+def answers(
+    plan: Plan,
+    connect: Callable[[Endpoint], bool] | None = None,
+    running: Iterable[str] = (),
+    linked: Callable[[Endpoint], bool] | None = None,
+) -> dict[Endpoint, bool]:
+    """Whether each worker endpoint of this node's primaries answers now: for a primary that
+    does not run, whether it accepts a TCP connection; for one that runs (`running`), whether
+    the primary's connection to it is established (never a second connection)."""
     probe = connect or _connects
+    held = linked or (lambda e: connected(*e))
+    up = set(running)
     found: dict[Endpoint, bool] = {}
     for d in plan.deployments:
         if d.group is not None and d.group.role == "primary":
             for endpoint in endpoints(d.group):
                 if endpoint not in found:
-                    found[endpoint] = probe(endpoint)
+                    found[endpoint] = held(endpoint) if d.name in up else probe(endpoint)
     return found
 
 
