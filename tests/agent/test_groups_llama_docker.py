@@ -220,7 +220,7 @@ async def test_a_split_model_is_served_and_heals_in_order(
             )
             await asyncio.to_thread(
                 primary.wait_for,
-                lambda: started(primary) > started(worker),
+                lambda: started(primary) > started(worker) > worker_since,
                 300,
                 "the primary restarted after its worker",
             )

@@ -5,7 +5,8 @@ A worker serves one client at a time (maas.host.sockets says why), so its endpoi
 to only while its primary does not run here: a connection made beside a running primary would
 wait in the worker's backlog and, once that is full, fail though the worker is well. For a
 running primary, a worker answers while the primary's own connection to it is established in
-this host's socket table; a worker that went away closed or reset it.
+this host's socket table; a worker that went away closed or reset it, and is connected to
+until it is back (llama.cpp's client does not reconnect: the primary is then restarted).
 
 A primary loads its layers onto its workers when it starts (llama-server sends the tensors over
 RPC), so it is held back until every worker's endpoint answers; the workers themselves start
@@ -88,9 +89,9 @@ def answers(
     running: Iterable[str] = (),
     linked: Callable[[Endpoint], bool] | None = None,
 ) -> dict[Endpoint, bool]:
-    """Whether each worker endpoint of this node's primaries answers now: for a primary that
-    does not run, whether it accepts a TCP connection; for one that runs (`running`), whether
-    the primary's connection to it is established (never a second connection)."""
+    """Whether each worker endpoint of this node's primaries answers now: for a running primary
+    (`running`) whose connection to it is established, yes without a second connection; else
+    whether it accepts a TCP connection (a worker whose primary lost its link is free again)."""
     probe = connect or _connects
     held = linked or (lambda e: connected(*e))
     up = set(running)
@@ -99,7 +100,7 @@ def answers(
         if d.group is not None and d.group.role == "primary":
             for endpoint in endpoints(d.group):
                 if endpoint not in found:
-                    found[endpoint] = held(endpoint) if d.name in up else probe(endpoint)
+                    found[endpoint] = (d.name in up and held(endpoint)) or probe(endpoint)
     return found
 
 
