@@ -94,3 +94,35 @@ def test_the_gateway_routes_to_the_primary_only() -> None:
 
     assert "big" in route_table_from_status(status(member("primary"))).routes
     assert "big" not in route_table_from_status(status(member("worker"))).routes
+
+
+def test_a_running_primarys_workers_are_not_connected_to() -> None:
+    """A worker serves one client at a time: beside a running primary linked to it, a connection
+    would wait in its backlog (and fail once that is full), so none is made."""
+    plan = plan_with(group("primary", [41000]))
+    asked: list[tuple[str, int]] = []
+
+    def connect(endpoint: tuple[str, int]) -> bool:
+        asked.append(endpoint)
+        return True
+
+    endpoint = ("127.0.0.1", 41000)
+    assert answers(plan, connect, running={"big"}, linked=lambda e: True) == {endpoint: True}
+    assert asked == []
+    # The link is gone (the worker went away): asked by connecting, until it is back.
+    assert answers(plan, connect, running={"big"}, linked=lambda e: False) == {endpoint: True}
+    assert asked == [endpoint]
+    assert answers(plan, connect, running=()) == {endpoint: True}
+    assert asked == [endpoint, endpoint]
+
+
+def test_the_socket_table_shows_a_link(listener: socket.socket) -> None:
+    """maas.host.sockets reads the kernel's table: a listener, and an established link to it."""
+    from maas.host.sockets import connected, listening
+
+    port = listener.getsockname()[1]
+    assert listening("127.0.0.1", port)
+    assert not connected("127.0.0.1", port)
+    with socket.create_connection(("127.0.0.1", port)):
+        assert connected("127.0.0.1", port)
+    assert not listening("127.0.0.1", closed_port())

@@ -6,6 +6,7 @@ the policy and the Node profiles all allow it."""
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,63 @@ def test_a_gguf_too_big_for_one_node_is_split_over_the_fewest(
         assert after.spec_hash == before.spec_hash
     markdown = diff_markdown(diff_fleets(FleetPlan(), base), base="main", head="pr")
     check_golden(GOLDEN / "split-diff.md", markdown, update_goldens)
+
+
+def test_members_on_one_host_get_ports_of_their_own(
+    seventy_b: ModelMetadata, update_goldens: bool, tmp_path: Path
+) -> None:
+    """Members run in the host's network namespace: two nodes of one machine (same loopback
+    rpc_address) must not both listen on the port the deployment's name hashes to. The ports
+    are kept on the next commit, even when a newcomer's name hashes to a member's port."""
+    sources = {
+        "maas.yaml": ALLOW,
+        "nodes/a.yaml": node("gpu-a", 1, 48, address="127.0.0.1"),
+        "nodes/b.yaml": node("gpu-b", 1, 48, address="127.0.0.1"),
+        "deployments/big.yaml": deployment("big"),
+    }
+    base = fleet(sources, {"big": seventy_b})
+    members = [base.plans[n].deployment("big") for n in base.groups["big"]]
+    ports = [d.port for d in members if d is not None]
+    assert len(ports) == 2 and len(set(ports)) == 2, ports
+    primary, worker = members
+    assert primary is not None and worker is not None and worker.group is not None
+    assert [m.port for m in worker.group.members] == ports
+    assert worker.command[worker.command.index("-p") + 1] == str(ports[1])
+    rpc = primary.command[primary.command.index("--rpc") + 1]
+    assert rpc == f"127.0.0.1:{ports[1]}"
+    argv = {n: base.plans[n].deployment("big").command for n in base.groups["big"]}  # type: ignore[union-attr]
+    check_golden(GOLDEN / "one-host-argv.json", json.dumps(argv, indent=1) + "\n", update_goldens)
+
+    # Newcomers whose names would start at the members' ports, one on each member's node: the
+    # ports are held for the members, and the newcomers take others.
+    tiny = gguf_factory.header_metadata(
+        gguf_factory.write_header_only(
+            tmp_path / "s.gguf", gguf_factory.LLAMA3_8B, GGMLQuantizationType.Q4_0
+        )[0]
+    )
+
+    def named_for(port: int) -> str:
+        return next(
+            f"s{i}" for i in range(10_000) if 40000 + zlib.crc32(f"s{i}".encode()) % 1000 == port
+        )
+
+    names = [named_for(p) for p in ports]
+    newcomers = {
+        f"deployments/{n}.yaml": deployment(n, distributed=False).replace("m.gguf", "s.gguf")
+        for n in names
+    }
+    head = fleet(
+        sources | newcomers, {"big": seventy_b} | dict.fromkeys(names, tiny), previous=base
+    )
+    assert head.groups == base.groups
+    assert sorted(head.assignment[n][0] for n in names) == sorted(base.groups["big"])
+    assert [head.plans[n].deployment("big").port for n in head.groups["big"]] == ports  # type: ignore[union-attr]
+    for plan in head.plans.values():
+        taken = [p for d in plan.deployments for p in d.ports]
+        assert len(taken) == len(set(taken)), plan.node
+    # Without the previous plan (an agent restarted), the same repository gives the same ports.
+    again = fleet(sources, {"big": seventy_b})
+    assert [again.plans[n].deployment("big").port for n in again.groups["big"]] == ports  # type: ignore[union-attr]
 
 
 def test_a_group_needs_the_policy_and_rpc_addresses(

@@ -74,7 +74,15 @@ def compile_plan(
     placed, ledger = _allocate(deployments, node, options, previous, models, shares or {})
     _share_leftover(placed, ledger)
     previous_ports = {d.name: d.ports for d in previous.deployments} if previous else None
-    ports = allocate_ports({p.name: p.replicas for p in placed}, options.port_range, previous_ports)
+    # A group member's port was chosen by the fleet (distinct among its members): it is held
+    # here so that no other deployment of the node takes it.
+    fixed = {n: [s.port] for n, s in (shares or {}).items() if s.port is not None}
+    ports = allocate_ports(
+        {p.name: p.replicas for p in placed if p.name not in fixed},
+        options.port_range,
+        previous_ports,
+        reserved=frozenset(_held(shares or {}, placed)),
+    ) | {p.name: fixed[p.name] for p in placed if p.name in fixed}
     rendered = [
         render_deployment(
             p.loaded,
@@ -92,6 +100,19 @@ def compile_plan(
     ]
     rendered.sort(key=lambda d: d.name)
     return Plan(node=node.metadata.name, deployments=rendered, totals=ledger.totals())
+
+
+def _held(shares: Mapping[str, Share], placed: Sequence[_Placed]) -> set[int]:
+    """The ports group members hold on the node: theirs, and a vLLM primary's port + 1 (the
+    `--master-port` its followers connect to)."""
+    backends = {p.name: p.backend.name for p in placed}
+    held: set[int] = set()
+    for name, share in shares.items():
+        if share.port is not None:
+            held.add(share.port)
+            if share.role == "primary" and backends.get(name) == "vllm":
+                held.add(share.port + 1)
+    return held
 
 
 def place_on_node(

@@ -21,15 +21,20 @@ What each backend is told (`link`, once every member's port is known):
 
 Every member runs in the host's network namespace: the primary reaches its workers at their
 rpc_address (on one machine, a loopback address), and what listens binds that address only. The
-primary's API listens on 127.0.0.1, where the node's gateway reaches it.
+primary's API listens on 127.0.0.1, where the node's gateway reaches it. Since several members
+may share one host (and one address), each member of a group gets its own port (`member_ports`),
+chosen by the fleet before the nodes are compiled: a node's compile reserves it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from maas.compiler.allocation import Charge
+from maas.compiler.diagnostics import MaasError
 from maas.compiler.models import Node
 from maas.compiler.plan import (
     Estimate,
@@ -69,6 +74,7 @@ class Share:
     role: Role
     placement: Placement
     estimate: Estimate
+    port: int | None = None  # the member's own port, set by `member_ports`
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,56 @@ def split(  # noqa: PLR0917
     return GroupPlacement(deployment, backend, tuple(shares), layers)
 
 
+def member_ports(
+    groups: Sequence[GroupPlacement],
+    port_range: tuple[int, int],
+    previous: Mapping[tuple[str, str], int] | None = None,
+) -> list[GroupPlacement]:
+    """`groups` with a port for each member, distinct inside each group (members in the host's
+    network namespace may share a host, and the same address on it) and on each node.
+
+    A member keeps the port the previous fleet plan gave it (by deployment and node) while that
+    is still free; else ports are probed upward from a hash of the deployment's name, the
+    primary first, so a group's ports are the same on every plan of the same repository.
+    vLLM's primary also holds its port + 1, the followers' `--master-port`.
+    """
+    low, high = port_range
+    size = high - low + 1
+    on_node: dict[str, set[int]] = {}
+    out = []
+    for placed in sorted(groups, key=lambda g: g.deployment):
+        in_group: set[int] = set()
+        start = zlib.crc32(placed.deployment.encode()) % size
+        shares = []
+        for share in placed.shares:
+            taken = in_group | on_node.setdefault(share.node, set())
+            master = placed.backend == "vllm" and share.role == "primary"
+
+            def free(port: int, taken: set[int] = taken, master: bool = master) -> bool:
+                wanted = {port, port + 1} if master else {port}
+                return wanted <= set(range(low, high + 1)) and not wanted & taken
+
+            kept = (previous or {}).get((placed.deployment, share.node))
+            port = kept if kept is not None and free(kept) else None
+            for step in range(size if port is None else 0):
+                if free(low + (start + step) % size):
+                    port = low + (start + step) % size
+                    break
+            if port is None:
+                raise MaasError.single(
+                    "ports",
+                    f"port range {low}-{high} is exhausted while allocating the members of "
+                    f"group '{placed.deployment}'",
+                    hints=("widen the repository's port_range in maas.yaml",),
+                )
+            held = {port, port + 1} if master else {port}
+            in_group |= held
+            on_node[share.node] |= held
+            shares.append(dataclasses.replace(share, port=port))
+        out.append(dataclasses.replace(placed, shares=tuple(shares)))
+    return out
+
+
 def vllm_even(views: Sequence[Node]) -> bool:
     """vLLM multi-node runs the same tensor-parallel size on every node."""
     return len({len(v.spec.gpus) for v in views}) == 1 and bool(views[0].spec.gpus)
@@ -213,15 +269,25 @@ def link(
             planned = plan.deployment(placed.deployment)
             assert planned is not None
             group = Group(name=placed.deployment, role=share.role, node=share.node, members=members)
-            wired = (
-                _llama_member(planned, group, share, placed.layers, cache_dir)
-                if placed.backend == "llama-box"
-                else _vllm_member(planned, group, share)
-            )
-            wired = wired.model_copy(update={"spec_hash": spec_hash(wired)})
+            wired = wire(planned, group, share, placed.layers, cache_dir)
             deployments = [wired if d.name == wired.name else d for d in plan.deployments]
             out[share.node] = plan.model_copy(update={"deployments": deployments})
     return out
+
+
+def wire(
+    planned: PlanDeployment, group: Group, share: Share, layers: int | None, cache_dir: str
+) -> PlanDeployment:
+    """A member as its node rendered it (its cache, its model path) told its part of `group`.
+
+    An agent in pull mode wires its own rendering with the group the fleet formed, so that what
+    is its node's own (the cache folder) is not the repository's."""
+    wired = (
+        _llama_member(planned, group, share, layers, cache_dir)
+        if planned.backend == "llama-box"
+        else _vllm_member(planned, group, share)
+    )
+    return wired.model_copy(update={"spec_hash": spec_hash(wired)})
 
 
 def _fraction(placed: GroupPlacement, share: Share) -> float:

@@ -19,7 +19,7 @@ from maas.compiler.compile import compile_plan, place_on_node, place_whole
 from maas.compiler.diagnostics import Diagnostic, MaasError, Position, raise_if_errors
 from maas.compiler.documents import Loaded, diagnostics_from_validation
 from maas.compiler.fleet import Assignment, Strategy, assign, replicas_per_node
-from maas.compiler.groups import link
+from maas.compiler.groups import link, member_ports
 from maas.compiler.loader import load_text
 from maas.compiler.metadata import ModelMetadata
 from maas.compiler.models import Deployment, Node, Strict
@@ -161,11 +161,12 @@ def compile_repo(
         groups={k: g.nodes for k, g in sorted(result.groups.items())},
     )
     by_name = {d.model.metadata.name: d for d in documents.deployments}
+    groups = member_ports(list(result.groups.values()), options.port_range, _member_ports(previous))
     for node in nodes:
         name = node.metadata.name
         chosen = [_with_replicas(by_name[d], k) for d, k in sorted(counts.get(name, {}).items())]
         shares = {}
-        for group in result.groups.values():
+        for group in groups:
             share = group.share(name)
             if share is not None:
                 chosen.append(by_name[group.deployment])
@@ -179,8 +180,20 @@ def compile_repo(
             shares=shares,
         )
     by_node = {n.metadata.name: n for n in nodes}
-    fleet.plans = link(fleet.plans, list(result.groups.values()), by_node, options.cache_dir)
+    fleet.plans = link(fleet.plans, groups, by_node, options.cache_dir)
     return fleet
+
+
+def _member_ports(previous: FleetPlan | None) -> dict[tuple[str, str], int]:
+    """(deployment, node) -> the port the previous fleet plan gave that group member."""
+    if previous is None:
+        return {}
+    return {
+        (d.name, node): d.port
+        for node, plan in previous.plans.items()
+        for d in plan.deployments
+        if d.group is not None
+    }
 
 
 def _with_replicas(loaded: Loaded[Deployment], replicas: int) -> Loaded[Deployment]:

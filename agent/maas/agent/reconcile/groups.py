@@ -1,6 +1,13 @@
 """Distributed groups on a node (issue 17): when a group's primary may start, and when it must be
 restarted. Pure but for `answers`, which connects to the workers' RPC endpoints.
 
+A worker serves one client at a time (maas.host.sockets says why), so its endpoint is connected
+to only while its primary does not run here: a connection made beside a running primary would
+wait in the worker's backlog and, once that is full, fail though the worker is well. For a
+running primary, a worker answers while the primary's own connection to it is established in
+this host's socket table; a worker that went away closed or reset it, and is connected to
+until it is back (llama.cpp's client does not reconnect: the primary is then restarted).
+
 A primary loads its layers onto its workers when it starts (llama-server sends the tensors over
 RPC), so it is held back until every worker's endpoint answers; the workers themselves start
 like any deployment (on their own nodes, by their own agents). A worker that goes away loses
@@ -14,9 +21,10 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from maas.compiler.groups import Share
+from maas.compiler.groups import Share, wire
 from maas.compiler.plan import Group, Plan, PlanDeployment
 from maas.compiler.status import GroupMemberStatus, GroupStatus
+from maas.host.sockets import connected
 
 Endpoint = tuple[str, int]
 
@@ -26,11 +34,12 @@ def endpoints(group: Group) -> list[Endpoint]:
 
 
 def holding(group: Group, answering: Mapping[Endpoint, bool]) -> list[str]:
-    """The workers (as 'node address:port') that hold the primary back: those not answering."""
+    """The workers (as 'node address:port') that hold the primary back: those found not
+    answering (an endpoint not asked counts as answering)."""
     return [
         f"{w.node} {w.address}:{w.port}"
         for w in group.workers
-        if not answering.get((w.address, w.port), False)
+        if not answering.get((w.address, w.port), True)
     ]
 
 
@@ -61,7 +70,7 @@ class GroupGate:
             if missing:
                 self.waiting[name] = missing
                 if name in up:
-                    gone = {e for e in endpoints(group) if not answering.get(e, False)}
+                    gone = {e for e in endpoints(group) if not answering.get(e, True)}
                     self.lost.setdefault(name, set()).update(gone)
             elif self.lost.pop(name, None) and name in up:
                 restart.add(name)
@@ -74,15 +83,24 @@ class GroupGate:
         return "waiting for the group's workers to answer: " + ", ".join(missing)
 
 
-def answers(plan: Plan, connect: Callable[[Endpoint], bool] | None = None) -> dict[Endpoint, bool]:
-    """Whether each worker endpoint of this node's primaries accepts a TCP connection now."""
+def answers(
+    plan: Plan,
+    connect: Callable[[Endpoint], bool] | None = None,
+    running: Iterable[str] = (),
+    linked: Callable[[Endpoint], bool] | None = None,
+) -> dict[Endpoint, bool]:
+    """Whether each worker endpoint of this node's primaries answers now: for a running primary
+    (`running`) whose connection to it is established, yes without a second connection; else
+    whether it accepts a TCP connection (a worker whose primary lost its link is free again)."""
     probe = connect or _connects
+    held = linked or (lambda e: connected(*e))
+    up = set(running)
     found: dict[Endpoint, bool] = {}
     for d in plan.deployments:
         if d.group is not None and d.group.role == "primary":
             for endpoint in endpoints(d.group):
                 if endpoint not in found:
-                    found[endpoint] = probe(endpoint)
+                    found[endpoint] = (d.name in up and held(endpoint)) or probe(endpoint)
     return found
 
 
@@ -114,17 +132,26 @@ def group_status(group: Group | None, waiting: Sequence[str]) -> GroupStatus | N
 def shares(members: Mapping[str, PlanDeployment], node: str) -> dict[str, Share]:
     """What the node's compile charges for its group members: the fleet's split, as planned."""
     return {
-        name: Share(node, d.group.role, d.placement, d.estimate)
+        name: Share(node, d.group.role, d.placement, d.estimate, port=d.port)
         for name, d in members.items()
         if d.group is not None
     }
 
 
-def wired(plan: Plan, members: Mapping[str, PlanDeployment]) -> Plan:
-    """The node's plan with each group member as the fleet rendered it (its peers' endpoints
-    and ports are known only to the fleet); the node's compile has checked it against the
-    node's policy and charged its share."""
-    deployments = [members.get(d.name, d) if d.name in members else d for d in plan.deployments]
+def wired(plan: Plan, members: Mapping[str, PlanDeployment], cache_dir: str) -> Plan:
+    """The node's plan with each group member told its group as the fleet formed it (its peers'
+    endpoints and ports are known only to the fleet); what the member runs is the node's own
+    rendering (its cache folder and model path, not the repository's), checked against the
+    node's policy, its share charged."""
+    deployments = []
+    for d in plan.deployments:
+        fleet = members.get(d.name)
+        if fleet is None or fleet.group is None:
+            deployments.append(d)
+            continue
+        share = Share(fleet.group.node, fleet.group.role, fleet.placement, fleet.estimate)
+        layers = fleet.placement.layers_total
+        deployments.append(wire(d, fleet.group, share, layers, cache_dir))
     return plan.model_copy(update={"deployments": deployments})
 
 

@@ -15,6 +15,7 @@ import aiohttp
 from maas.agent.reconcile.diff import Replica
 from maas.agent.reconcile.groups import listens_on
 from maas.agent.reconcile.ondemand import FAST_PROBE_S
+from maas.host.sockets import listening
 
 if TYPE_CHECKING:
     from maas.agent.daemon import Agent
@@ -94,6 +95,9 @@ class Prober:
             if self.agent.config.bind_address in ("0.0.0.0", "")
             else self.agent.config.bind_address
         )
+        if not paths and at is not None:
+            # A group's worker: asked of the socket table, never connected to (maas.host.sockets).
+            return await asyncio.to_thread(listening, at, port)
         if not paths:
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)

@@ -258,7 +258,9 @@ class Reconciler:
             models=self._models[1],
             shares=shares(desired.groups, node.metadata.name),
         )
-        plan = wired(plan, desired.groups).model_copy(update={"node": self.node_name})
+        plan = wired(plan, desired.groups, options.cache_dir).model_copy(
+            update={"node": self.node_name}
+        )
         self._memo = (key, plan)
         return plan
 
@@ -542,7 +544,7 @@ class Reconciler:
         """A group's primary starts only once its workers answer; one that lost a worker is
         restarted when they all answer again (reconcile/groups.py)."""
         running = {c.deployment for c in self.observed if c.running}
-        for name in self.groups.step(plan, answers(plan), running):
+        for name in self.groups.step(plan, answers(plan, running=running), running):
             log.warning("restarting a group's primary: a lost worker is back", deployment=name)
             for c in (c for c in self.observed if c.deployment == name and c.running):
                 with contextlib.suppress(MaasError):  # the next pass sees what it left
