@@ -9,9 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from maas.agent.reconcile.observe import DEFAULT_NAMESPACE
-from maas.compiler.policy import Policy
-from maas.compiler.render import CompileOptions
-from maas.compiler.units import GIB
+from maas.compiler import GIB, CompileOptions, Policy
 from maas.host.settings import load_settings
 
 DEFAULT_PATH = Path("/etc/maas/agent.yaml")

@@ -31,9 +31,15 @@ from maas.agent.desired.gitsource import GitSource
 from maas.agent.desired.store import Desired
 from maas.agent.reconcile.probes import Prober
 from maas.agent.reconcile.reconciler import NodeSource, Reconciler
-from maas.compiler.diagnostics import Diagnostic, MaasError
-from maas.compiler.repo import FleetPlan
-from maas.compiler.status import DiagnosticStatus, NodeStatus, SourceStatus, TaskStatus
+from maas.compiler import (
+    Diagnostic,
+    DiagnosticStatus,
+    FleetPlan,
+    MaasError,
+    NodeStatus,
+    SourceStatus,
+    TaskStatus,
+)
 from maas.host.engine import Engine
 from maas.host.logs import configure_logging
 from maas.host.ports import port_range_warning
@@ -47,7 +53,7 @@ def node_provider(config: AgentConfig) -> NodeSource:
     """The node the agent plans on: its node file as written, else the live probe (GPU memory
     held by its own containers counted as free for them, foreign processes reported)."""
     if config.node_file is not None:
-        from maas.compiler.sources import load_sources
+        from maas.compiler import load_sources
 
         text = config.node_file.read_text(encoding="utf-8")
         documents = load_sources({str(config.node_file): text}, kinds=("Node",))

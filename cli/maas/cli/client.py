@@ -8,11 +8,11 @@ import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from maas.compiler.diagnostics import Diagnostic, MaasError, Position
+from maas.compiler import Diagnostic, MaasError, Position
 from maas.host.discovery import ORDER, agent_socket
 
 if TYPE_CHECKING:
-    from maas.compiler.status import NodeStatus
+    from maas.compiler import NodeStatus
 
 
 class NoAgent(MaasError):
@@ -93,7 +93,7 @@ class AgentClient:
 
     def status(self) -> NodeStatus:
         """`GET /v1/status`, parsed with the status contract (a clear error if it does not fit)."""
-        from maas.compiler.status import parse_status
+        from maas.compiler import parse_status
 
         return parse_status(self.call("GET", "/v1/status"), f"the agent's status at {self.path}")
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maas.compiler.diagnostics import Diagnostic, MaasError, Position
-from maas.compiler.loader import MAX_BYTES
+from maas.compiler import MAX_BYTES, Diagnostic, MaasError, Position
 
 YAML_SUFFIXES = (".yaml", ".yml")
 

@@ -6,8 +6,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from maas.cli.inputs import read_sources
-from maas.compiler import Loaded, MaasError, Node, load_sources
-from maas.compiler.diagnostics import Diagnostic, Position, raise_if_errors
+from maas.compiler import (
+    Diagnostic,
+    Loaded,
+    MaasError,
+    Node,
+    Position,
+    load_sources,
+    raise_if_errors,
+)
 
 
 def load_node(path: str) -> Node:

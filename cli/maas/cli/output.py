@@ -17,7 +17,7 @@ def use_color(stream: TextIO) -> bool:
 def print_diagnostics(
     diagnostics: Iterable[Any], fmt: str = "text", stream: TextIO = sys.stderr
 ) -> None:
-    from maas.compiler.diagnostics import bounded
+    from maas.compiler import bounded
 
     color = use_color(stream) and fmt == "text"
     for diagnostic in bounded(diagnostics):
@@ -50,7 +50,7 @@ def _count(n: int, word: str) -> str:
 
 def report_error(exc: BaseException) -> int:
     """MaasError -> its diagnostics and exit 1; anything else is our bug -> a short note and 70."""
-    from maas.compiler.diagnostics import MaasError
+    from maas.compiler import MaasError
 
     if isinstance(exc, MaasError):
         print_diagnostics(exc.diagnostics)

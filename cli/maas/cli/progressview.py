@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from maas.cli.output import use_color
 
 if TYPE_CHECKING:
-    from maas.compiler.status import DeploymentStatus, ProgressBar
+    from maas.compiler import DeploymentStatus, ProgressBar
 
 VERBS = {"pull": "pulling", "download": "downloading", "startup": "starting"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from itertools import groupby
 
-from maas.compiler.plandiff import Change, PlanDiff
+from maas.compiler import Change, PlanDiff
 
 FOLD_AFTER = 8
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import shlex
 
 from maas.cli.output import table
-from maas.compiler import Plan, PlanDeployment
-from maas.compiler.plan import DeviceTotal
-from maas.compiler.units import GIB, MIB
+from maas.compiler import GIB, MIB, DeviceTotal, Plan, PlanDeployment
 
 BAR = 20
 

@@ -10,8 +10,7 @@ from maas.cli import exitcodes
 from maas.cli.commands.validate import repo_prefix
 from maas.cli.output import print_diagnostics, use_color
 from maas.cli.render_diff import diff_json, diff_markdown, diff_text
-from maas.compiler.plandiff import diff_fleets
-from maas.compiler.repo import FleetPlan, compile_repo
+from maas.compiler import FleetPlan, compile_repo, diff_fleets
 
 
 def run_repo_plan(args: argparse.Namespace, root: Path) -> int:

@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from maas.compiler.status import DeploymentStatus, ReplicaStatus
+    from maas.compiler import DeploymentStatus, ReplicaStatus
 
 
 def retry_note(replica: ReplicaStatus, now: float | None = None) -> str:

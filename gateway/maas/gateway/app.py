@@ -19,7 +19,7 @@ import aiohttp
 import structlog
 from aiohttp import hdrs, web
 
-from maas.compiler.diagnostics import MaasError
+from maas.compiler import MaasError
 from maas.gateway import errors
 from maas.gateway.admission import Refuse, admit_model
 from maas.gateway.config import GatewayConfig

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from maas.compiler.diagnostics import MaasError
+from maas.compiler import MaasError
 from maas.host.settings import load_settings
 
 DEFAULT_PATH = Path("/etc/maas/gateway.yaml")

@@ -15,7 +15,7 @@ import re
 import secrets
 from pathlib import Path
 
-from maas.compiler.diagnostics import Diagnostic, MaasError, Position
+from maas.compiler import Diagnostic, MaasError, Position
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 KEY_PREFIX = "sk-maas-"

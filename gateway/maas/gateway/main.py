@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from maas.compiler.diagnostics import MaasError
+from maas.compiler import MaasError
 from maas.gateway.app import Gateway
 from maas.gateway.config import (
     DEFAULT_KEYS_FILE,

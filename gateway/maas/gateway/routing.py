@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from maas.compiler.status import ContainerStatus, NodeStatus, OnDemandStatus, parse_status
+from maas.compiler import ContainerStatus, NodeStatus, OnDemandStatus, parse_status
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,7 @@ from typing import Any, Protocol
 import aiohttp
 import structlog
 
-from maas.compiler.diagnostics import MaasError
-from maas.compiler.status import NodeStatus, parse_status
+from maas.compiler import MaasError, NodeStatus, parse_status
 from maas.gateway.routing import RouteTable, route_table_from_status
 
 log = structlog.get_logger("maas.gateway")

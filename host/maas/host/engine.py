@@ -17,7 +17,7 @@ import docker.errors
 import requests
 from docker.models.containers import _create_container_args
 
-from maas.compiler.diagnostics import MaasError
+from maas.compiler import MaasError
 
 T = TypeVar("T")
 

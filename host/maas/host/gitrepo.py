@@ -9,9 +9,15 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from maas.compiler.diagnostics import Diagnostic, MaasError, Position
-from maas.compiler.loader import MAX_BYTES, MAX_TOTAL_BYTES
-from maas.compiler.repo import CONFIG_FILE, repo_files
+from maas.compiler import (
+    CONFIG_FILE,
+    MAX_BYTES,
+    MAX_TOTAL_BYTES,
+    Diagnostic,
+    MaasError,
+    Position,
+    repo_files,
+)
 
 GIT_TIMEOUT_S = 120
 

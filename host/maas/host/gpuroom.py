@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from maas.compiler.models import Node
-from maas.compiler.plan import Plan
-from maas.compiler.units import GIB
+from maas.compiler import GIB, Node, Plan
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,15 @@ import os
 import stat
 from pathlib import Path
 
-from maas.compiler.diagnostics import MaasError
-from maas.compiler.plan import Mount, PlanDeployment
-from maas.compiler.policy import Policy, model_store, mount_denial, work_dir
+from maas.compiler import (
+    MaasError,
+    Mount,
+    PlanDeployment,
+    Policy,
+    model_store,
+    mount_denial,
+    work_dir,
+)
 
 
 def _real_policy(policy: Policy) -> Policy:

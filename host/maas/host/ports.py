@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maas.compiler.diagnostics import Diagnostic
+from maas.compiler import Diagnostic
 
 PROC = Path("/proc/sys/net/ipv4")
 SYSCTL_FILE = "packaging/sysctl/90-maas-ports.conf"

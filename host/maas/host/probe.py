@@ -17,8 +17,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from maas.compiler.diagnostics import Diagnostic
-from maas.compiler.models import Node
+from maas.compiler import Diagnostic, Node
 from maas.host.gpuroom import ForeignProcess, split_processes
 
 SYS_NODES = Path("/sys/devices/system/node")

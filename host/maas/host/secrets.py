@@ -12,7 +12,7 @@ import re
 import stat
 from pathlib import Path
 
-from maas.compiler.diagnostics import MaasError, Position
+from maas.compiler import MaasError, Position
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -9,9 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from maas.compiler.diagnostics import Diagnostic, MaasError, Position
-from maas.compiler.documents import diagnostics_from_validation
-from maas.compiler.loader import load_text
+from maas.compiler import Diagnostic, MaasError, Position, diagnostics_from_validation, load_text
 
 Settings = TypeVar("Settings", bound=BaseModel)
 

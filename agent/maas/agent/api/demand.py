@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from maas.agent.reconcile.ondemand import DemandBook, facts
 from maas.agent.reconcile.snapshot import NodeSnapshot
-from maas.compiler.status import NodeStatus, OnDemandStatus
+from maas.compiler import NodeStatus, OnDemandStatus
 
 MAX_MODELS = 10_000
 

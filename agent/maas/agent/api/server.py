@@ -21,7 +21,7 @@ from aiohttp import web
 
 from maas.agent.api.demand import DemandApi
 from maas.agent.desired.sources import source_key
-from maas.compiler.diagnostics import Diagnostic, MaasError
+from maas.compiler import Diagnostic, MaasError
 
 if TYPE_CHECKING:
     from maas.agent.daemon import Agent

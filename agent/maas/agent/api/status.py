@@ -7,8 +7,7 @@ from maas.agent.reconcile.groups import group_status
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer
 from maas.agent.reconcile.snapshot import NodeSnapshot
-from maas.compiler.plan import PlanDeployment
-from maas.compiler.status import (
+from maas.compiler import (
     PHASES,
     ActionStatus,
     CachedModel,
@@ -20,6 +19,7 @@ from maas.compiler.status import (
     NodeStatus,
     PassStatus,
     Phase,
+    PlanDeployment,
     Preparing,
     ProgressBar,
     RemovalError,

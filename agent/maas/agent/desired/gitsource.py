@@ -20,10 +20,15 @@ from pathlib import Path
 import structlog
 
 from maas.agent.desired.store import Desired
-from maas.compiler.diagnostics import Diagnostic, MaasError
-from maas.compiler.fleet import replicas_per_node
-from maas.compiler.repo import FleetPlan, compile_repo, load_settings
-from maas.compiler.sources import load_sources
+from maas.compiler import (
+    Diagnostic,
+    FleetPlan,
+    MaasError,
+    compile_repo,
+    load_settings,
+    load_sources,
+    replicas_per_node,
+)
 from maas.host.gitrepo import git, read_revision
 from maas.host.models.metadata import fetch_repo_models
 

@@ -8,8 +8,7 @@ import io
 
 from ruamel.yaml import YAML
 
-from maas.compiler.diagnostics import MaasError
-from maas.compiler.loader import load_text
+from maas.compiler import MaasError, load_text
 
 
 def source_key(name: str, text: str, user: str | None) -> str:

@@ -17,8 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from maas.compiler.diagnostics import MaasError, Position
-from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler import MaasError, Plan, PlanDeployment, Position
 
 STORE_VERSION = 1
 

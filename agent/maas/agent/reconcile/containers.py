@@ -7,8 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from maas.agent.reconcile.observe import Owner
-from maas.compiler.models import SecretRef
-from maas.compiler.plan import Placement, PlanDeployment
+from maas.compiler import Placement, PlanDeployment, SecretRef
 
 
 def planned_port(planned: PlanDeployment, replica: int) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from maas.agent.reconcile.observe import ObservedContainer
-from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler import Plan, PlanDeployment
 
 ActionKind = Literal["create", "recreate", "start", "stop", "remove", "noop"]
 ORDER: dict[ActionKind, int] = {

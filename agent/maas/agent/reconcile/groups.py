@@ -21,9 +21,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from maas.compiler.groups import Share, wire
-from maas.compiler.plan import Group, Plan, PlanDeployment
-from maas.compiler.status import GroupMemberStatus, GroupStatus
+from maas.compiler import Group, GroupMemberStatus, GroupStatus, Plan, PlanDeployment, Share, wire
 from maas.host.sockets import connected
 
 Endpoint = tuple[str, int]

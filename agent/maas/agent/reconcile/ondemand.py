@@ -36,8 +36,7 @@ from typing import Literal
 from maas.agent.reconcile.diff import Replica
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer
-from maas.compiler.allocation import PROCESS_CONTEXT_BYTES
-from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler import PROCESS_CONTEXT_BYTES, Plan, PlanDeployment
 
 STALE_S = 10.0
 FAST_PROBE_S = 0.05  # the startup probe's period while a request waits for a woken replica

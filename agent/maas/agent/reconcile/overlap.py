@@ -33,7 +33,7 @@ from maas.agent.reconcile.containers import planned_port
 from maas.agent.reconcile.diff import Action, Replica
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner
-from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler import Plan, PlanDeployment
 
 GIB = 1 << 30
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maas.compiler.diagnostics import MaasError
-from maas.compiler.plan import PlanDeployment
+from maas.compiler import MaasError, PlanDeployment
 from maas.host.engine import Engine
 from maas.host.progress import Progress, PullProgress
 

@@ -49,15 +49,23 @@ from maas.agent.reconcile.prepare import (
 from maas.agent.reconcile.rollback import rollback_short
 from maas.agent.reconcile.snapshot import NodeSnapshot, PassResult
 from maas.agent.reconcile.step import notice, step
-from maas.compiler.compile import compile_plan
-from maas.compiler.diagnostics import Diagnostic, MaasError, Position
-from maas.compiler.documents import Loaded
-from maas.compiler.metadata import ModelMetadata
-from maas.compiler.models import Deployment, Node, SecretRef
-from maas.compiler.plan import Plan, PlanDeployment
-from maas.compiler.policy import Policy, narrow
-from maas.compiler.render import CompileOptions
-from maas.compiler.sources import load_sources
+from maas.compiler import (
+    CompileOptions,
+    Deployment,
+    Diagnostic,
+    Loaded,
+    MaasError,
+    ModelMetadata,
+    Node,
+    Plan,
+    PlanDeployment,
+    Policy,
+    Position,
+    SecretRef,
+    compile_plan,
+    load_sources,
+    narrow,
+)
 from maas.host.engine import Engine, ImageMissing
 from maas.host.gpuroom import ForeignProcess, blocked
 from maas.host.models.cache import ModelCache

@@ -9,7 +9,7 @@ what it needs there. Pure: the reconciler asks before it brings the previous ver
 
 from __future__ import annotations
 
-from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler import Plan, PlanDeployment
 
 GIB = 1 << 30
 

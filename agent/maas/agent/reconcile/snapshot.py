@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 from maas.agent.reconcile.diff import Action, Replica
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer
-from maas.compiler.diagnostics import Diagnostic
-from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler import Diagnostic, Plan, PlanDeployment
 from maas.host.gpuroom import ForeignProcess
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from maas.agent.reconcile.diff import Action, Replica, diff
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer
-from maas.compiler.plan import Plan, PlanDeployment
+from maas.compiler import Plan, PlanDeployment
 
 Healths = Mapping[Replica, ReplicaHealth]
 

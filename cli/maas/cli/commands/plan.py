@@ -76,13 +76,13 @@ def run(args: argparse.Namespace) -> int:
     from maas.cli.render_plan import plan_markdown, plan_text
     from maas.compiler import (
         CompileOptions,
+        Policy,
         check_deployments,
         compile_plan,
         load_sources,
         plan_to_json,
+        raise_if_errors,
     )
-    from maas.compiler.diagnostics import raise_if_errors
-    from maas.compiler.policy import Policy
 
     documents = load_sources(read_sources(args.paths))
     # Every file's problems at once: the specs that parsed are checked even when others did not.

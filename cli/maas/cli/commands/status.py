@@ -11,7 +11,7 @@ from maas.cli import exitcodes
 from maas.cli.commands.apply import add_socket
 
 if TYPE_CHECKING:
-    from maas.compiler.status import CachedModel, DeploymentStatus, NodeStatus
+    from maas.compiler import CachedModel, DeploymentStatus, NodeStatus
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

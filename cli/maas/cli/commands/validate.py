@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from maas.cli import exitcodes
 
 if TYPE_CHECKING:
-    from maas.compiler.diagnostics import Diagnostic
+    from maas.compiler import Diagnostic
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,12 +50,12 @@ def run(args: argparse.Namespace) -> int:
     from maas.compiler import (
         CompileOptions,
         MaasError,
+        Policy,
         check_deployments,
         compile_plan,
+        errors_only,
         load_sources,
     )
-    from maas.compiler.diagnostics import errors_only
-    from maas.compiler.policy import Policy
     from maas.host.gitrepo import is_repository
 
     try:
@@ -95,9 +95,14 @@ def run(args: argparse.Namespace) -> int:
 def validate_repo(root: Path, args: argparse.Namespace) -> list[Diagnostic]:
     """Every file's problems, warnings included; the fleet is compiled only when no file has an
     error (compile_repo raises the first kind of problem it meets)."""
-    from maas.compiler import MaasError, check_deployments, load_sources
-    from maas.compiler.diagnostics import errors_only
-    from maas.compiler.repo import CONFIG_FILE, compile_repo
+    from maas.compiler import (
+        CONFIG_FILE,
+        MaasError,
+        check_deployments,
+        compile_repo,
+        errors_only,
+        load_sources,
+    )
     from maas.host.gitrepo import read_worktree
     from maas.host.models.metadata import fetch_repo_metadata
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from maas.compiler.plan import Plan
+from maas.compiler import Plan
 from maas.host.models.download import MANIFEST
 
 log = structlog.get_logger("maas.agent.cache")

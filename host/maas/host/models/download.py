@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maas.compiler.diagnostics import MaasError
+from maas.compiler import MaasError
 from maas.host.models.hub import Hub, RemoteFile
 from maas.host.progress import Progress
 

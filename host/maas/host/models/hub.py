@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from maas.compiler.diagnostics import MaasError
-from maas.compiler.metadata import ModelMetadata
+from maas.compiler import MaasError, ModelMetadata
 
 HF_ENDPOINT_ENV = "HF_ENDPOINT"
 # The variables the ModelScope SDK reads (modelscope_hub/config.py; the second is deprecated).
@@ -239,12 +238,7 @@ def _range(hub: Hub, listing: Listing, name: str, size: int) -> bytes:
 
 
 def _remote_safetensors(hub: Hub, listing: Listing, sizes: dict[str, int]) -> ModelMetadata:
-    from maas.compiler.metadata.safetensors import (
-        from_config,
-        header_length,
-        index_total_size,
-        safetensors_weight_bytes,
-    )
+    from maas.compiler import from_config, header_length, index_total_size, safetensors_weight_bytes
 
     repo = listing.repo
     if "config.json" not in sizes:

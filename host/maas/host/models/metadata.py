@@ -21,11 +21,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from maas.compiler.diagnostics import Diagnostic, MaasError
-from maas.compiler.documents import Loaded
-from maas.compiler.metadata import ModelMetadata
-from maas.compiler.models import Deployment, DeploymentBody
-from maas.compiler.render import DEFAULT_REVISION
+from maas.compiler import (
+    DEFAULT_REVISION,
+    Deployment,
+    DeploymentBody,
+    Diagnostic,
+    Loaded,
+    MaasError,
+    ModelMetadata,
+)
 from maas.host.models.hub import SPLIT, read_remote
 from maas.host.paths import read_regular
 
@@ -67,7 +71,7 @@ def fetch_models(
     With `admit` (the agent's policy), a local_path model it does not admit is never opened: the
     compile's policy check reports it, or the container's creation refuses it.
     """
-    from maas.compiler.backends import resolve_backend
+    from maas.compiler import resolve_backend
 
     result = FetchResult()
     for loaded in deployments:
@@ -115,7 +119,7 @@ def fetch_models(
             result.warnings.append(_unknown(name, fetcher.why or "no model metadata"))
         else:
             result.models[name] = meta
-    from maas.compiler.checks import check_models
+    from maas.compiler import check_models
 
     result.warnings.extend(check_models(deployments, result.models))
     return result
@@ -251,8 +255,7 @@ def _prefix(path: Path, size: int) -> bytes:
 
 def read_gguf_files(names: Sequence[str], read: ReadRange, sizes: dict[str, int]) -> ModelMetadata:
     """Parse each file's header from growing prefixes, then merge the shards into one model."""
-    from maas.compiler.metadata.gguf import GgufHeader, parse_gguf
-    from maas.compiler.metadata.model import from_gguf
+    from maas.compiler import GgufHeader, from_gguf, parse_gguf
 
     headers = []
     for name in names:
@@ -267,12 +270,7 @@ def read_gguf_files(names: Sequence[str], read: ReadRange, sizes: dict[str, int]
 
 
 def _read_safetensors_dir(folder: Path) -> ModelMetadata:
-    from maas.compiler.metadata.safetensors import (
-        from_config,
-        header_length,
-        index_total_size,
-        safetensors_weight_bytes,
-    )
+    from maas.compiler import from_config, header_length, index_total_size, safetensors_weight_bytes
 
     config = folder / "config.json"
     if not config.is_file():
@@ -298,7 +296,7 @@ def fetch_repo_models(sources: Mapping[str, str], *, offline: bool) -> dict[str,
 def fetch_repo_metadata(sources: Mapping[str, str], *, offline: bool) -> FetchResult:
     """Model metadata for the deployments of a config repository's sources (best effort: a
     source that does not parse is left to `compile_repo` to report)."""
-    from maas.compiler.sources import load_sources
+    from maas.compiler import load_sources
 
     documents = load_sources(
         {k: v for k, v in sources.items() if k.startswith("deployments/")}, kinds=("Deployment",)
