@@ -35,7 +35,7 @@ fi
 # Installed once per pyproject.toml: run.sh calls this on every start, and an unchanged
 # project needs no second install (nor the network).
 stamp=".venv/.maas-setup-$(sha256sum pyproject.toml | cut -c1-16)"
-if [ ! -e "$stamp" ] || ! .venv/bin/python -c 'import maas.cli, maas.agent' 2>/dev/null; then
+if [ ! -e "$stamp" ] || ! .venv/bin/python -c 'import maas.cli, maas.agent, maas.gateway, maas.host' 2>/dev/null; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
   rm -f .venv/.maas-setup-* && touch "$stamp"
