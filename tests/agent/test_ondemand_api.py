@@ -1,15 +1,18 @@
 """The agent's on-demand API with real containers (issue 18): wake, activity reports, idle
-stop with its reason in the status, and clear JSON errors for bad requests."""
+stop with its reason in the status, clear JSON errors for bad requests, and the network sandbox
+a woken replica joins."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from support.agent import AgentProcess, web_spec
+from support.images import APPLETS, busybox_image
 
 
 class Client:
@@ -64,6 +67,11 @@ def test_wake_idle_stop_and_bad_requests(agent: AgentProcess, busybox: str) -> N
     )
     shown = _lazy(client)["on_demand"]
     assert shown["state"] == "awake" and shown["wake"]["ready_at"] >= shown["wake"]["started_at"]
+    # It runs in its network sandbox, which publishes its port (reconcile/sandbox.py).
+    (sandbox,) = agent.sandboxes()
+    assert (sandbox["Names"], sandbox["State"]) == (f"maas-{agent.node}-lazy-0-net", "running")
+    (woken,) = [c for c in agent.containers() if "lazy" in c["Names"]]
+    assert network_mode(woken["ID"]) == f"container:{sandbox_id(sandbox['Names'])}"
     busy = {"models": {"lazy": {"idle_s": 30, "in_flight": 1}}}
     for _ in range(4):
         client.call("POST", "/v1/activity", busy)
@@ -78,6 +86,7 @@ def test_wake_idle_stop_and_bad_requests(agent: AgentProcess, busybox: str) -> N
     # Its container is kept, stopped; a preview of the same apply shows nothing to create.
     (kept,) = [c for c in agent.containers() if "lazy" in c["Names"]]
     assert kept["State"] == "exited"
+    assert [s["State"] for s in agent.sandboxes()] == ["running"]  # the port stays held
     path = (agent.dir / "both.yaml").resolve()
     sources = {str(path): path.read_text()}
     preview = client.call("POST", "/v1/apply", {"sources": sources, "dry_run": True})
@@ -87,6 +96,46 @@ def test_wake_idle_stop_and_bad_requests(agent: AgentProcess, busybox: str) -> N
     agent.wait_for(lambda: _lazy(client)["ready_replicas"] == 1, 60, "the second wake")
     (again,) = [c for c in agent.containers() if "lazy" in c["Names"]]
     assert (again["ID"], again["State"]) == (kept["ID"], "running")
+    _wake_without_its_sandbox(agent, client, sandbox["Names"], kept["ID"])
+    assert agent.ctl("delete", "lazy").returncode == 0
+    agent.wait_for(lambda: not agent.sandboxes(), 30, "the sandbox's removal")
+
+
+def _wake_without_its_sandbox(agent: AgentProcess, client: Client, sandbox: str, kept: str) -> None:
+    """Its sandbox removed by hand while it sleeps: the next wake makes both anew."""
+    client.call("POST", "/v1/activity", {"models": {"lazy": {"idle_s": 30, "in_flight": 0}}})
+    agent.wait_for(lambda: _lazy(client)["state"] == "sleeping", 30, "the second idle stop")
+    subprocess.run(["docker", "rm", "-f", sandbox], check=True, capture_output=True)
+    client.call("POST", "/v1/wake/lazy")
+    agent.wait_for(lambda: _lazy(client)["ready_replicas"] == 1, 60, "the third wake")
+    (anew,) = [c for c in agent.containers() if "lazy" in c["Names"]]
+    assert anew["ID"] != kept
+    assert network_mode(anew["ID"]) == f"container:{sandbox_id(sandbox)}"
+
+
+def test_an_image_without_sleep_publishes_its_own_port(agent: AgentProcess) -> None:
+    image = busybox_image(applets=tuple(a for a in APPLETS if a != "sleep"))
+    result = agent.apply("lazy", web_spec("lazy", image, extra="  on_demand: {}\n"))
+    assert result.returncode == 0, result.stderr + agent.log.read_text()[-2000:]
+    client = Client(agent.socket)
+    client.call("POST", "/v1/wake/lazy")
+    agent.wait_for(lambda: _lazy(client)["ready_replicas"] == 1, 60, "the wake")
+    (woken,) = agent.containers()
+    assert not network_mode(woken["ID"]).startswith("container:") and not agent.sandboxes()
+    assert "no network sandbox" in agent.log.read_text()
+
+
+def network_mode(container: str) -> str:
+    return inspect(container, "{{.HostConfig.NetworkMode}}")
+
+
+def sandbox_id(name: str) -> str:
+    return inspect(name, "{{.Id}}")
+
+
+def inspect(container: str, template: str) -> str:
+    args = ["docker", "inspect", "-f", template, container]
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def _lazy(client: Client) -> dict[str, object]:

@@ -167,6 +167,14 @@ class AgentProcess:
             "{{json .}}",
         ] + (["-a"] if all_states else [])
         out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+        found = [json.loads(line) for line in out.splitlines()]
+        # Replicas only: the network sandboxes of on-demand replicas are not (sandboxes()).
+        return [c for c in found if f"{self.namespace}.role=" not in c.get("Labels", "")]
+
+    def sandboxes(self) -> list[dict[str, str]]:
+        args = ["docker", "ps", "-a", "--filter", f"label={self.namespace}.node={self.node}"]
+        args += ["--filter", f"label={self.namespace}.role=sandbox", "--format", "{{json .}}"]
+        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
         return [json.loads(line) for line in out.splitlines()]
 
     def wait_for(self, predicate: Any, timeout: float = 30, what: str = "condition") -> None:

@@ -26,9 +26,9 @@ def _has(tag: str) -> bool:
     )
 
 
-def busybox_image() -> str:
+def busybox_image(applets: tuple[str, ...] = APPLETS) -> str:
     """A 2 MB image with busybox; `/www/health` exists so `httpd -h /www` answers /health."""
-    recipe = hashlib.sha256(BUSYBOX.read_bytes() + ",".join(APPLETS).encode()).hexdigest()[:12]
+    recipe = hashlib.sha256(BUSYBOX.read_bytes() + ",".join(applets).encode()).hexdigest()[:12]
     tag = f"maas-test/busybox:{recipe}"
     if _has(tag):
         return tag
@@ -38,7 +38,7 @@ def busybox_image() -> str:
         (root / "www").mkdir()
         (root / "tmp").mkdir()
         shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-        for applet in APPLETS:
+        for applet in applets:
             (root / "bin" / applet).symlink_to("busybox")
         (root / "www" / "health").write_text("ok\n")
         (root / "www" / "index.html").write_text("maas test backend\n")

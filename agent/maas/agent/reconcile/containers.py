@@ -24,9 +24,11 @@ def container_spec(
     secret: Callable[[str], str],
     host_port: int | None = None,
     name: str | None = None,
+    sandbox: str | None = None,
 ) -> dict[str, Any]:
     """`host_port` and `name` other than the plan's: a new container that starts beside the
-    old one of its replica (reconcile/overlap.py)."""
+    old one of its replica (reconcile/overlap.py); `sandbox`: the ID of the container whose
+    network it joins, which publishes its port (reconcile/sandbox.py)."""
     host_port = host_port or planned_port(planned, replica)
     security = planned.security
     spec: dict[str, Any] = {
@@ -52,6 +54,9 @@ def container_spec(
         spec["entrypoint"] = list(planned.entrypoint)
     if security.host_network:
         spec["network_mode"] = "host"
+    elif sandbox:
+        spec["network_mode"] = f"container:{sandbox}"
+        spec["labels"][owner.label("sandbox")] = sandbox
     else:
         spec["ports"] = {f"{planned.port}/tcp": (bind_address, host_port)}
     if security.host_pid:

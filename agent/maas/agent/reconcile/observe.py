@@ -59,6 +59,7 @@ class ObservedContainer:
     finished_at: str
     port: int | None
     error: str
+    sandbox: str = ""  # the ID of the network sandbox it joins (reconcile/sandbox.py), if any
 
     @property
     def running(self) -> bool:
@@ -66,8 +67,11 @@ class ObservedContainer:
 
 
 def parse_container(attrs: Mapping[str, Any], owner: Owner) -> ObservedContainer | None:
-    """One container's inspect data, or None when it is not a well-formed container of ours."""
+    """One container's inspect data, or None when it is not a well-formed replica of ours (a
+    network sandbox is none)."""
     labels = (attrs.get("Config") or {}).get("Labels") or {}
+    if owner.label("role") in labels:
+        return None
     try:
         replica = int(labels[owner.label("replica")])
         deployment = labels[owner.label("deployment")]
@@ -87,6 +91,7 @@ def parse_container(attrs: Mapping[str, Any], owner: Owner) -> ObservedContainer
         finished_at=str(state.get("FinishedAt", "")),
         port=int(port) if port.isdigit() else None,
         error=str(state.get("Error") or ""),
+        sandbox=labels.get(owner.label("sandbox"), ""),
     )
 
 

@@ -47,6 +47,7 @@ from maas.agent.reconcile.prepare import (
     node_tokens,
 )
 from maas.agent.reconcile.rollback import rollback_short
+from maas.agent.reconcile.sandbox import Sandboxes
 from maas.agent.reconcile.snapshot import NodeSnapshot, PassResult
 from maas.agent.reconcile.step import notice, step
 from maas.compiler import (
@@ -167,6 +168,7 @@ class Reconciler:
         self.rollbacks: dict[str, tuple[str, PlanDeployment, str]] = {}
         self.health: dict[Replica, ReplicaHealth] = {}
         self.demand = DemandBook()  # on-demand deployments: activity, wakes, sleep reasons
+        self.sandboxes = Sandboxes(engine, self.owner, config.bind_address)
         self.counters = Counters(config.state_dir)
         # Deployments whose containers could not be removed: {name: {error, permanent}}.
         self.removal_errors: dict[str, dict[str, object]] = {}
@@ -337,7 +339,7 @@ class Reconciler:
         # not show a refusing agent as a healthy one with nothing to run, even for a moment.
         try:
             # Observed first: a pass that refuses to act still shows what runs.
-            self.observed = observe(self.engine.list_ours(self.owner.filters()), self.owner)
+            self._observe()
             plan, errors = self.desired_plan()
             if not plan.deployments and self.observed and not self.store.path.exists():
                 raise self._store_missing()
@@ -376,6 +378,9 @@ class Reconciler:
             if a.kind in ("remove", "recreate", "stop") and a not in beside
         ]
         stopped = list(self.stop_pool.map(self._stop_for, stops))
+        # Before creations: a sandbox nothing needs now must not hold a port a creation takes.
+        gone = {a.container_id for a in stopped if a is not None and a.kind != "stop"}
+        self.sandboxes.tidy(full, [c for c in self.observed if c.id not in gone])
         todo = [a for a in result.actions if a.kind in ("start", "create") or a in beside]
         todo[:0] = [a for a in stopped if a is not None and a.kind == "recreate"]
         todo = self._group_gate(plan, self._room_for(plan, todo))
@@ -528,9 +533,14 @@ class Reconciler:
             ),
         )
 
+    def _observe(self) -> None:
+        listed = self.engine.list_ours(self.owner.filters())
+        self.observed = observe(listed, self.owner)
+        self.sandboxes.observe(listed)
+
     def refresh_observed(self) -> list[ObservedContainer]:
         with contextlib.suppress(MaasError):  # the next pass reports an engine that went away
-            self.observed = observe(self.engine.list_ours(self.owner.filters()), self.owner)
+            self._observe()
         self.publish()  # status and the probes see the containers just created
         return self.observed
 
@@ -660,10 +670,13 @@ class Reconciler:
             assert planned is not None
             if action.kind == "start" and action.container_id:
                 self._learn_secrets(planned)  # an error of this start may quote them
-                self.engine.start(action.container_id)
-                # As after a create: the process runs from here (the backend's load, issue 18).
-                health.started(action.container_id, time.time())
-                return
+                if self._joins(planned, action):
+                    self.engine.start(action.container_id)
+                    # As after a create: the process runs from here (the backend's load).
+                    health.started(action.container_id, time.time())
+                    return
+                # Its network sandbox was made anew: a new container joins the new one.
+                self.engine.remove(action.container_id, stop_timeout=0)
             if action.kind == "recreate":
                 health.rolled_out(planned.spec_hash)
             health.spec_hash = planned.spec_hash
@@ -694,6 +707,12 @@ class Reconciler:
                 backoff_s=health.backoff_s,
                 exc_info=exc,
             )
+
+    def _joins(self, planned: PlanDeployment, action: Action) -> bool:
+        """Whether the stopped container `action` starts can join its network: its own, or
+        its sandbox, started first (the sandbox it was created in, not one made since)."""
+        joined = next((c.sandbox for c in self.observed if c.id == action.container_id), "")
+        return not joined or self.sandboxes.ensure(planned, action.replica) == joined
 
     def _stop_for(self, action: Action) -> Action | None:
         """Remove the container a remove or recreate replaces, or stop the one a sleeping
@@ -762,6 +781,7 @@ class Reconciler:
         if job.phase != "done":
             health.phase, health.progress, health.bar = job.phase, job.progress, job.bar
             return
+        sandbox = self.sandboxes.ensure(planned, replica) if beside is None else None
         try:
             # Right before creation: a link can appear under an allowed root after planning.
             mounts = resolved_mounts(planned, policy=self.policy, cache_dir=self.config.cache_dir)
@@ -773,6 +793,7 @@ class Reconciler:
                 secret=self._secret,
                 host_port=beside,
                 name=beside_name(self.owner, planned, replica) if beside is not None else None,
+                sandbox=sandbox,
             )
         except MaasError as exc:
             if exc.retryable:
