@@ -13,12 +13,16 @@ Medians and the ratios are printed, and the CPU seconds each client spent per Gi
 (load-independent: what a busy host's cores must find; curl's from RUSAGE_CHILDREN, ours from
 RUSAGE_SELF, the hash thread included).
 
+`--shards N` splits the large file into N files of equal size, as large GGUFs are published
+(`-00001-of-0000N`); curl still fetches them one after another, as a plain `curl` of the files
+does, and the downloader up to four at once.
+
 `--link-mib-s R` paces the server to about R MiB/s (a pause after each MiB it sends), as a hub
 behind a real link is: the downloader's verification (one core's sha256, about 1.2 GiB/s on an
 idle Xeon core) then hides behind the transfer, as it does wherever the link is the slower.
 
     python bench/download.py [--size-mb 1024] [--runs 5] [--out DIR] [--also FILE]
-        [--link-mib-s R]
+        [--shards N] [--link-mib-s R]
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="where the downloads go (default: beside the hub)")
     parser.add_argument("--also", type=Path, help="another downloader module, measured alike")
     parser.add_argument("--link-mib-s", type=float, help="pace the server to about this rate")
+    parser.add_argument("--shards", type=int, default=1, help="the large file split in N files")
     args = parser.parse_args()
     pause = 1 / args.link_mib_s if args.link_mib_s else 0.0
     work = Path(tempfile.mkdtemp(prefix="maas-bench-dl-"))
@@ -97,9 +102,11 @@ def main() -> int:
     try:
         repo = work / "hub" / "org" / "bench"
         repo.mkdir(parents=True)
-        with (repo / "model.gguf").open("wb") as model:
-            for _ in range(args.size_mb):
-                model.write(os.urandom(1 << 20))
+        for shard in range(args.shards):
+            name = f"model-{shard + 1:05d}-of-{args.shards:05d}.gguf" if args.shards > 1 else ""
+            with (repo / (name or "model.gguf")).open("wb") as model:
+                for _ in range(args.size_mb // args.shards):
+                    model.write(os.urandom(1 << 20))
         (repo / "config.json").write_text('{"model_type": "bench"}\n')
         total = sum(p.stat().st_size for p in repo.iterdir())
         ok = True

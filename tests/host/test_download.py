@@ -124,6 +124,36 @@ def test_a_whole_repository_with_a_small_file_verified_by_its_own_hash(
     )
 
 
+def test_shards_download_side_by_side_and_one_that_fails_stops_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "hub"
+    repo = root / "org" / "tiny-GGUF"
+    repo.mkdir(parents=True)
+    write_tiny_llama(repo / "tiny-q4.gguf")
+    for index in range(1, 4):
+        (repo / f"shard-{index:05d}-of-00003.bin").write_bytes(os.urandom(1_000_000))
+    faults = Faults()
+    with local_hub(root, chunk_delay_s=0.005, faults=faults) as endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        d = planned(tmp_path, "huggingface", file=None)  # the whole repository
+        faults.arm(faults.corrupt_at, "shard-00003-of-00003.bin", 10, times=2)
+        with pytest.raises(MaasError, match="fails verification twice"):
+            fetch(d)
+        folder = Path(d.model.folder or "")
+        assert not folder.exists()  # nothing half-verified is ever in place
+        bar = fetch(d)  # the next try resumes what the others had when they stopped
+        assert faults.most_sending == 4  # all four files at once
+    shards = sorted(p.name for p in folder.iterdir() if p.name.startswith("shard-"))
+    total = sum(p.stat().st_size for p in repo.iterdir())
+    assert len(shards) == 3 and bar.done == bar.total == total and bar.note == "4/4 files"
+    for name in shards:
+        assert (folder / name).read_bytes() == (repo / name).read_bytes()
+    # The largest file (about 0.7 s at this pace) was stopped mid-way, and resumed.
+    resumed = [r for n, r in faults.ranges if n == "tiny-q4.gguf"][1]
+    assert resumed != "bytes=0-"
+
+
 @pytest.mark.parametrize("source", SOURCES)
 def test_a_cut_connection_resumes_where_the_bytes_end(
     tmp_path: Path, hub: tuple[Path, Faults], source: str

@@ -41,6 +41,8 @@ class Faults:
     ranges: list[tuple[str, str]] = field(default_factory=list)  # (file, Range header) per GET
     tokens: list[str] = field(default_factory=list)  # Authorization headers seen, any route
     paths: list[str] = field(default_factory=list)  # request paths of the GETs of file bytes
+    sending: int = 0  # file bodies being sent now
+    most_sending: int = 0  # the most file bodies sent at once
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, kind: dict[str, int], name: str) -> int | None:
@@ -215,6 +217,17 @@ class HubHandler(BaseHTTPRequestHandler):
         self._send(status, end + 1 - start, {**headers, "Content-Type": "application/octet-stream"})
         if not body:
             return None
+        with self.faults.lock:
+            self.faults.sending += 1
+            self.faults.most_sending = max(self.faults.most_sending, self.faults.sending)
+        try:
+            self._body(path, name, start, end)
+        finally:
+            with self.faults.lock:
+                self.faults.sending -= 1
+        return None
+
+    def _body(self, path: Path, name: str, start: int, end: int) -> None:
         cut = self.faults.take(self.faults.cut_after, name)
         flip = self.faults.take(self.faults.corrupt_at, name)
         sent = 0
