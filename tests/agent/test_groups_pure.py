@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from maas.agent.reconcile.groups import GroupGate, answers, group_status, holding
+from maas.agent.reconcile.groups import GroupGate, answers, group_status, headless, holding
 from maas.compiler.plan import Group, GroupMember, ModelRef, Placement, Plan, PlanDeployment
 from maas.compiler.status import DeploymentStatus, GroupStatus
 from maas.gateway.routing import route_table_from_status
@@ -40,10 +40,10 @@ def group(role: str, worker_ports: list[int]) -> Group:
     return Group(name="big", role=role, members=members)  # type: ignore[arg-type]
 
 
-def plan_with(g: Group) -> Plan:
+def plan_with(g: Group, backend: str = "llama-box") -> Plan:
     deployment = PlanDeployment(
         name="big",
-        backend="llama-box",
+        backend=backend,
         backend_rule="gguf",
         image="x",
         command=[],
@@ -66,6 +66,17 @@ def test_the_primary_waits_for_the_worker_that_does_not_answer(listener: socket.
     assert holding(plan.deployments[0].group, found) == [f"w1 127.0.0.1:{down}"]  # type: ignore[arg-type]
     status = group_status(plan.deployments[0].group, gate.waiting.get("big", ()))
     assert status is not None and status.held_back_by == [f"w1 127.0.0.1:{down}"]
+
+
+def test_a_vllm_primary_waits_for_nobody_and_a_follower_is_ready_when_it_runs() -> None:
+    # vLLM's followers connect to the primary (they have no port of their own): nothing is
+    # asked of their endpoints, and the primary starts at once.
+    vllm = plan_with(group("primary", [closed_port()]), backend="vllm")
+    assert answers(vllm, connect=lambda e: False) == {}
+    gate = GroupGate()
+    assert gate.step(vllm, {}, running=()) == set() and gate.reason("big") is None
+    follower = plan_with(group("worker", [closed_port()]), backend="vllm").deployments[0]
+    assert headless(follower) and not headless(plan_with(group("worker", [1])).deployments[0])
 
 
 def test_a_lost_worker_restarts_the_primary_when_it_is_back() -> None:

@@ -8,11 +8,17 @@ running primary, a worker answers while the primary's own connection to it is es
 this host's socket table; a worker that went away closed or reset it, and is connected to
 until it is back (llama.cpp's client does not reconnect: the primary is then restarted).
 
-A primary loads its layers onto its workers when it starts (llama-server sends the tensors over
-RPC), so it is held back until every worker's endpoint answers; the workers themselves start
-like any deployment (on their own nodes, by their own agents). A worker that goes away loses
-the layers it held, which the primary cannot reload by itself: once a running primary has seen
-a worker stop answering, it is restarted as soon as all its workers answer again.
+A llama.cpp primary loads its layers onto its workers when it starts (llama-server sends the
+tensors over RPC), so it is held back until every worker's endpoint answers; the workers
+themselves start like any deployment (on their own nodes, by their own agents). A worker that
+goes away loses the layers it held, which the primary cannot reload by itself: once a running
+primary has seen a worker stop answering, it is restarted as soon as all its workers answer
+again.
+
+A vLLM group is the other way round: its followers (`vllm serve --headless`) have no API and
+no port of their own, and connect to the primary (torch.distributed's store at --master-addr
+and --master-port, vllm/config/parallel.py), which waits for them before it serves. So nothing
+holds a vLLM primary back, and a follower is ready once its process runs (`headless`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,16 @@ from maas.compiler import Group, GroupMemberStatus, GroupStatus, Plan, PlanDeplo
 from maas.host.sockets import connected
 
 Endpoint = tuple[str, int]
+
+
+def gated(d: PlanDeployment) -> bool:
+    """A primary that waits for its workers to answer: llama.cpp's, not vLLM's."""
+    return d.group is not None and d.group.role == "primary" and d.backend == "llama-box"
+
+
+def headless(d: PlanDeployment) -> bool:
+    """A vLLM follower: no port to probe, its process running is all there is to see."""
+    return d.group is not None and d.group.role == "worker" and d.backend == "vllm"
 
 
 def endpoints(group: Group) -> list[Endpoint]:
@@ -56,9 +72,7 @@ class GroupGate:
         up = set(running)
         restart: set[str] = set()
         self.waiting = {}
-        primaries = {
-            d.name: d.group for d in plan.deployments if d.group and d.group.role == "primary"
-        }
+        primaries = {d.name: d.group for d in plan.deployments if d.group and gated(d)}
         for name in list(self.lost):
             if name not in primaries:
                 del self.lost[name]
@@ -95,7 +109,7 @@ def answers(
     up = set(running)
     found: dict[Endpoint, bool] = {}
     for d in plan.deployments:
-        if d.group is not None and d.group.role == "primary":
+        if d.group is not None and gated(d):
             for endpoint in endpoints(d.group):
                 if endpoint not in found:
                     found[endpoint] = (d.name in up and held(endpoint)) or probe(endpoint)

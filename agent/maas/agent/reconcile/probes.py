@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from maas.agent.reconcile.diff import Replica
-from maas.agent.reconcile.groups import listens_on
+from maas.agent.reconcile.groups import headless, listens_on
 from maas.agent.reconcile.ondemand import FAST_PROBE_S
 from maas.host.sockets import listening
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # (bench/rollout_gap.py); a GET of a local port 4 times a second costs nothing worth saving.
 STARTUP_PERIOD_S = 0.25
 LIVENESS_PERIOD_S = 10.0
+# (replica, port, health paths or None, startup budget, the address a group worker binds)
+Due = tuple[Replica, int, list[str] | None, float, str | None]
 
 
 class Prober:
@@ -46,14 +48,15 @@ class Prober:
         """Faster while a request waits for a woken on-demand replica: its wake time counts."""
         return FAST_PROBE_S if self.agent.reconciler.demand.fast_probes() else STARTUP_PERIOD_S
 
-    def _due_probes(self, now: float) -> list[tuple[Replica, int, list[str], float, str | None]]:
+    def _due_probes(self, now: float) -> list[Due]:
         """Replicas to probe now: starting ones every STARTUP_PERIOD_S (ready soon after they
         are), ready ones every LIVENESS_PERIOD_S (the kubelet's default), which keeps the agent
-        idle at rest. A distributed group's worker is probed on the address it binds."""
+        idle at rest. A distributed group's worker is probed on the address it binds; a vLLM
+        follower, which has no port, not at all (paths None: running is ready)."""
         snapshot = self.agent.reconciler.snapshot
         plan = snapshot.plan
         planned = {d.name: d for d in plan.deployments} if plan else {}
-        due: list[tuple[Replica, int, list[str], float, str | None]] = []
+        due: list[Due] = []
         for container in snapshot.observed:
             key = (container.deployment, container.replica)
             d = planned.get(container.deployment)
@@ -64,9 +67,8 @@ class Prober:
                 continue
             period = LIVENESS_PERIOD_S if health.ready else self._startup_period()
             if now - self.probed.get(key, 0.0) >= period - 0.1:
-                due.append(
-                    (key, container.port, d.health.paths, d.health.startup_timeout_s, listens_on(d))
-                )
+                paths = None if headless(d) else d.health.paths
+                due.append((key, container.port, paths, d.health.startup_timeout_s, listens_on(d)))
         return due
 
     async def _probe_all(self, session: aiohttp.ClientSession) -> None:
@@ -88,8 +90,14 @@ class Prober:
             self.agent.wake()
 
     async def _probe(
-        self, session: aiohttp.ClientSession, port: int, paths: list[str], at: str | None = None
+        self,
+        session: aiohttp.ClientSession,
+        port: int,
+        paths: list[str] | None,
+        at: str | None = None,
     ) -> bool:
+        if paths is None:
+            return True  # nothing listens: running (probed only while it runs) is ready
         host = at or (
             "127.0.0.1"
             if self.agent.config.bind_address in ("0.0.0.0", "")
@@ -99,12 +107,7 @@ class Prober:
             # A group's worker: asked of the socket table, never connected to (maas.host.sockets).
             return await asyncio.to_thread(listening, at, port)
         if not paths:
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
-            except (OSError, TimeoutError):
-                return False
-            writer.close()
-            return True
+            return await _connects(host, port)
         for path in paths:
             try:
                 async with session.get(f"http://{host}:{port}{path}") as response:
@@ -113,3 +116,12 @@ class Prober:
             except (aiohttp.ClientError, TimeoutError, OSError):
                 return False
         return True
+
+
+async def _connects(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
