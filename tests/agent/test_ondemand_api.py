@@ -54,6 +54,10 @@ def test_wake_idle_stop_and_bad_requests(agent: AgentProcess, busybox: str) -> N
         ({"models": []}, "'models' must map deployment names to activity"),
         ({"models": {"lazy": {"idle_s": "x"}}}, "activity of 'lazy' needs numbers"),
         ({"models": {"lazy": {"idle_s": -1, "in_flight": 0}}}, "must not be negative"),
+        (
+            {"models": {"lazy": {"idle_s": 1, "in_flight": 1, "queued": 2}}},
+            "queued requests are counted in in_flight",
+        ),
     ):
         assert why in client.call("POST", "/v1/activity", body, status=400)["error"]
     assert client.call("POST", "/v1/wake/always") == {"name": "always", "on_demand": False}

@@ -100,12 +100,35 @@ def test_states_and_reasons() -> None:
     decision = decide(PLAN, {"b"}, {"b": idle(1, in_flight=1)}, {"a": NOW}, NOW)
     assert decision.states["a"].state == "waking"
     assert "waits for b" in decision.states["a"].reason
-    assert decision.states["b"].state == "awake"
+    assert decision.states["b"].state == "yielding" and decision.yielding == {"b": "a"}
+    assert decision.states["b"].reason.startswith("yields to a (group g)")
     assert decision.states["c"].state == "sleeping"
     decision = decide(PLAN, {"a"}, {"a": idle(1)}, {"b": NOW}, NOW)
     assert decision.states["a"].state == "sleeping"
     assert decision.states["a"].reason == "evicted for b (group g)"
     assert decision.states["b"].state == "waking"
+
+
+def test_members_take_turns_first_asked_first_served() -> None:
+    """b serves without pause; a's wake makes it yield: no new requests reach b (its own
+    are held at the gateway, and ask for its wake), and once the ones it answers end it is
+    evicted for a, though requests of its own wait. Then b's turn comes the same way."""
+    busy = {"b": Activity(NOW - 1, in_flight=3, queued=0)}
+    first = decide(PLAN, {"b"}, busy, {"a": NOW}, NOW, ready={"b"})
+    assert first.yielding == {"b": "a"} and first.replicas["a"] == 0
+    answered = {"b": Activity(NOW, in_flight=2, queued=2)}  # 2 held for b, none relayed
+    wakes = {"a": NOW, "b": NOW + 1}
+    second = decide(PLAN, {"b"}, answered, wakes, NOW + 2, ready={"b"})
+    assert second.stops == {"b": "evicted for a (group g)"} and second.replicas["a"] == 1
+    # a loads (woken, not ready): b's wake waits and a is not told to yield
+    loading = {"a": Activity(NOW + 2, in_flight=1, queued=1), "b": Activity(NOW, 2, 2)}
+    third = decide(PLAN, {"a"}, loading, {"a": NOW, "b": NOW + 1}, NOW + 3, ready=set())
+    assert third.replicas == {"a": 1, "b": 0, "c": 0, "d": 0, "solo": 0}
+    assert third.yielding == {} and third.states["b"].state == "waking"
+    # a ready and answering: now a yields to b
+    serving = {"a": Activity(NOW + 4, in_flight=1), "b": Activity(NOW, 2, 2)}
+    fourth = decide(PLAN, {"a"}, serving, {"b": NOW + 1}, NOW + 5, ready={"a"})
+    assert fourth.yielding == {"a": "b"}
 
 
 def test_always_on_is_left_alone() -> None:
@@ -135,9 +158,9 @@ def test_book_applies_and_counts() -> None:
     status = book.status_of("a", (NOW + 0.2, NOW + 2.2), NOW + 3)
     assert status is not None and status["state"] == "awake"
     # the gateway reports a request 1 s ago: not idle; later, no requests for 31 s: due
-    book.report({"a": (1.0, 0)}, NOW + 10)
+    book.report({"a": (1.0, 0, 0)}, NOW + 10)
     assert not book.due(NOW + 10)
-    book.report({"a": (31.0, 0)}, NOW + 40)
+    book.report({"a": (31.0, 0, 0)}, NOW + 40)
     assert book.due(NOW + 40)
     acted = book.apply(plan, {"a"}, {"a": (NOW + 0.2, NOW + 2.2)}, NOW + 40)
     assert [d.replicas for d in acted.deployments] == [0, 0]
@@ -149,7 +172,7 @@ def test_book_applies_and_counts() -> None:
 
 def test_stale_report_counts_no_request_in_flight() -> None:
     book = DemandBook()
-    book.report({"a": (0.0, 3)}, NOW)
+    book.report({"a": (0.0, 3, 0)}, NOW)
     assert book._activity(NOW + 5)["a"].in_flight == 3
     assert book._activity(NOW + 60)["a"].in_flight == 0
 

@@ -35,11 +35,12 @@ def test_activity_book_reports_relative_idle_time() -> None:
     book = ActivityBook(lambda: now[0])
     book.begin("a")
     now[0] = 103.0
-    assert book.report({"a"}) == {"a": {"in_flight": 1, "idle_s": 3.0}}
+    assert book.report({"a"}, {}) == {"a": {"in_flight": 1, "queued": 0, "idle_s": 3.0}}
+    assert book.report({"a"}, {"a": 1})["a"]["queued"] == 1  # held for a wake, not relayed
     book.end("a")
     now[0] = 110.0
-    assert book.report({"a"}) == {"a": {"in_flight": 0, "idle_s": 7.0}}
-    assert book.report(set()) == {}  # a removed deployment is forgotten once idle
+    assert book.report({"a"}, {}) == {"a": {"in_flight": 0, "queued": 0, "idle_s": 7.0}}
+    assert book.report(set(), {}) == {}  # a removed deployment is forgotten once idle
 
 
 def test_route_on_demand_fields() -> None:

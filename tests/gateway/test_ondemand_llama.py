@@ -3,7 +3,8 @@ needs cannot all fit the node's (emulated) budget take turns through the real ag
 
 Alternating requests all succeed (streaming included, concurrent ones sharing one start), never
 more than the budget allows runs at once, a woken model evicts its group's least recently used
-idle member, and idle models stop after their timeout; a sleeping model's container is kept,
+idle member, a model asked without pause yields its turn, and idle models stop after their
+timeout; a sleeping model's container is kept,
 stopped, so waking it again is one `docker start`."""
 
 from __future__ import annotations
@@ -114,6 +115,34 @@ async def _stream(s: aiohttp.ClientSession, chat_url: str) -> None:
     assert events[-1] == b"[DONE]" and len(events) > 2
 
 
+async def _turns_are_fair(s: aiohttp.ClientSession, chat_url: str) -> None:
+    """beta is asked without pause by two clients; a request for gamma is still answered: beta
+    yields (takes no new requests, its own are held), is evicted once it has answered the ones
+    it had, and gets its turn back after gamma's. No request fails."""
+    answered = {"beta": 0, "gamma": 0}
+    stop = asyncio.Event()
+
+    async def ask(model: str) -> None:
+        async with s.post(chat_url, json=chat(model, max_tokens=32)) as r:
+            assert r.status == 200, await r.text()
+            answered[model] += 1
+
+    async def busy() -> None:
+        while not stop.is_set():
+            await ask("beta")
+
+    clients = [asyncio.create_task(busy()) for _ in range(2)]
+    await asyncio.sleep(3)  # beta answers back to back, its activity reports show it busy
+    started = time.monotonic()
+    await asyncio.wait_for(ask("gamma"), 60)
+    waited = time.monotonic() - started
+    before = answered["beta"]
+    await asyncio.sleep(2)
+    stop.set()
+    await asyncio.gather(*clients)
+    assert answered["gamma"] == 1 and before > 2 and answered["beta"] > before, (answered, waited)
+
+
 class Sampler(threading.Thread):
     """How many of the node's containers run, sampled until stopped: the most seen at once."""
 
@@ -171,6 +200,7 @@ async def test_models_take_turns_through_the_gateway(tmp_path: Path, engine_read
                 text_metrics, "maas_gateway_wake_platform_seconds_count", model="beta"
             )
             assert platform >= 1
+            await _turns_are_fair(s, url + "/v1/chat/completions")
             # Idle past the timeout: beta stops too, and nothing runs.
             await asyncio.to_thread(
                 agent.wait_for,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,12 +67,18 @@ class ActivityBook:
         usage.in_flight = max(0, usage.in_flight - 1)
         usage.last = self.clock()
 
-    def report(self, known: set[str]) -> dict[str, dict[str, float]]:
+    def report(self, known: set[str], held: Mapping[str, int]) -> dict[str, dict[str, float]]:
+        """Per deployment: requests in flight (`held` of them queued for a wake, which the
+        agent does not wait for when it takes turns) and seconds since the last one."""
         now = self.clock()
         for name in [n for n in self.models if n not in known and not self.models[n].in_flight]:
             del self.models[name]  # removed deployments do not grow the map
         return {
-            name: {"in_flight": u.in_flight, "idle_s": round(max(0.0, now - u.last), 3)}
+            name: {
+                "in_flight": u.in_flight,
+                "queued": min(held.get(name, 0), u.in_flight),
+                "idle_s": round(max(0.0, now - u.last), 3),
+            }
             for name, u in self.models.items()
         }
 
@@ -208,7 +214,7 @@ class Waker:
     async def report(self) -> None:
         if not self.enabled:
             return
-        models = self.activity.report(set(self.source.table.routes))
+        models = self.activity.report(set(self.source.table.routes), self.held)
         try:
             async with self._client().post(
                 "http://agent/v1/activity", json={"models": models}

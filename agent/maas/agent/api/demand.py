@@ -3,7 +3,8 @@ reports, and the `on_demand` part of each deployment's status.
 
 `POST /v1/wake/{name}` asks for a sleeping deployment's replicas (answered at once: the caller
 polls the status until a replica is ready); `POST /v1/activity` takes the gateway's report
-`{"models": {name: {"in_flight": n, "idle_s": s}}}` (maas.agent.reconcile.ondemand says why).
+`{"models": {name: {"in_flight": n, "queued": q, "idle_s": s}}}`
+(maas.agent.reconcile.ondemand says why).
 """
 
 from __future__ import annotations
@@ -50,17 +51,22 @@ class DemandApi:
         models = body.get("models")
         if not isinstance(models, dict) or len(models) > MAX_MODELS:
             raise web.HTTPBadRequest(reason="'models' must map deployment names to activity")
-        report: dict[str, tuple[float, int]] = {}
+        report: dict[str, tuple[float, int, int]] = {}
         for name, entry in models.items():
             try:
                 idle_s, in_flight = float(entry["idle_s"]), int(entry["in_flight"])
-            except (TypeError, KeyError, ValueError):
+                queued = int(entry.get("queued", 0))  # an older gateway does not say
+            except (TypeError, KeyError, ValueError, AttributeError):
                 raise web.HTTPBadRequest(
                     reason=f"activity of '{name}' needs numbers idle_s and in_flight"
                 ) from None
-            if idle_s < 0 or in_flight < 0:
+            if idle_s < 0 or in_flight < 0 or queued < 0:
                 raise web.HTTPBadRequest(reason=f"activity of '{name}' must not be negative")
-            report[str(name)] = (idle_s, in_flight)
+            if queued > in_flight:
+                raise web.HTTPBadRequest(
+                    reason=f"activity of '{name}': queued requests are counted in in_flight"
+                )
+            report[str(name)] = (idle_s, in_flight, queued)
         book = self.agent.reconciler.demand
         now = time.time()
         book.report(report, now)
@@ -88,6 +94,8 @@ def add_demand_status(
         state = d.state
         if demand.state == "sleeping" or (demand.state == "waking" and d.state == "running"):
             state = demand.state  # type: ignore[assignment]  # both are deployment states
+        elif demand.state == "yielding":
+            state = "waking"  # its next ready replica comes after a wake: the gateway holds
         deployments.append(d.model_copy(update={"on_demand": demand, "state": state}))
     return report.model_copy(update={"deployments": deployments})
 
@@ -127,6 +135,6 @@ class DemandCollector(Collector):
         by_state = GaugeMetricFamily(
             "maas_agent_on_demand_deployments", "On-demand deployments by state", labels=["state"]
         )
-        for state in ("awake", "waking", "sleeping"):
+        for state in ("awake", "waking", "sleeping", "yielding"):
             by_state.add_metric([state], states.count(state))
         yield by_state

@@ -18,6 +18,15 @@ turns a decision into the plan the pass acts on: the same plan with each sleepin
 0 replicas; `asleep` names them with their planned version, and the diff keeps their containers
 stopped (a wake is a `docker start`, an eviction a `docker stop`).
 
+Turns (fairness): a member busy without pause would keep a waiting member out for ever (its
+requests time out at the gateway). So a member that a wake waits for *yields*: its replicas
+take no new requests (reported not ready, as a draining replica is; the gateway holds them and
+asks for its wake), the ones it answers finish, and then it is evicted like an idle member.
+Wakes are served first asked, first served: a member woken and not yet ready (loading) is
+never evicted, a ready one is, also while requests of its own are held at the gateway (they
+wait for its next turn). What is queued at the gateway is not in flight for eviction (the
+report tells them apart), only for the idle stop.
+
 A deployment counts as running for the decision when one of its containers runs, or when it has
 a container and was to run after the last pass (a crash of an awake one is restarted with
 back-off, not taken for sleep; one that waits for room in its group does not count). A stopped
@@ -40,13 +49,18 @@ from maas.compiler import PROCESS_CONTEXT_BYTES, Plan, PlanDeployment
 
 STALE_S = 10.0
 FAST_PROBE_S = 0.05  # the startup probe's period while a request waits for a woken replica
-DemandState = Literal["awake", "waking", "sleeping"]
+DemandState = Literal["awake", "waking", "sleeping", "yielding"]
 
 
 @dataclass(frozen=True)
 class Activity:
     last: float  # agent clock: when a request last began or ended (or the replica got ready)
     in_flight: int = 0  # requests in flight or queued at the gateway
+    queued: int = 0  # of those, the ones held for a wake (not relayed to a replica)
+
+    @property
+    def relayed(self) -> int:
+        return self.in_flight - self.queued
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,7 @@ class Decision:
     replicas: dict[str, int]  # per on-demand deployment: the replicas to run now
     states: dict[str, Demand]
     stops: dict[str, str]  # deployments stopped by this decision, and why
+    yielding: dict[str, str] = field(default_factory=dict)  # member: the wake it yields to
 
 
 def needs(d: PlanDeployment) -> dict[str, int]:
@@ -97,9 +112,11 @@ def decide(
     activity: Mapping[str, Activity],
     wakes: Mapping[str, float],
     now: float,
+    *,
+    ready: Collection[str] = (),
 ) -> Decision:
     """Which on-demand deployments run now. `running`: those with a container; `wakes`: those a
-    request asked to start, with when."""
+    request asked to start, with when; `ready`: those whose replicas are all ready."""
     demand = [d for d in plan.deployments if d.on_demand is not None and d.replicas > 0]
 
     def act(name: str) -> Activity:
@@ -114,34 +131,57 @@ def decide(
                 keep.add(d.name)
             else:
                 stops[d.name] = why
+    states, turns = _serve(demand, wakes, act, keep, stops, ready=ready)
+    return Decision(
+        replicas={d.name: d.replicas if d.name in keep else 0 for d in demand},
+        states={d.name: states.get(d.name) or _state(d.name, keep, running, stops) for d in demand},
+        stops=stops,
+        yielding=turns,
+    )
+
+
+def _serve(
+    demand: list[PlanDeployment],
+    wakes: Mapping[str, float],
+    act: Callable[[str], Activity],
+    keep: set[str],
+    stops: dict[str, str],
+    *,
+    ready: Collection[str],
+) -> tuple[dict[str, Demand], dict[str, str]]:
+    """Start the woken deployments, first asked first, making room in their groups (`keep`
+    and `stops` are updated); the states of those that wait, and who yields to whom."""
     groups: dict[str | None, list[PlanDeployment]] = {}
     for d in demand:
         groups.setdefault(d.on_demand.group if d.on_demand else None, []).append(d)
     by_name = {d.name: d for d in demand}
     states: dict[str, Demand] = {}
-    for name in sorted(wakes, key=lambda n: (wakes[n], n)):  # first asked, first started
-        found = by_name.get(name)
-        if found is None or name in keep or found.on_demand is None:
+    turns: dict[str, str] = {}
+    for name in sorted(wakes, key=lambda n: (wakes[n], n)):
+        woken = by_name.get(name)
+        if woken is None or name in keep or woken.on_demand is None:
             continue
-        d = found
-        assert d.on_demand is not None
-        group = groups[d.on_demand.group] if d.on_demand.group else [d]
-        evicted, busy = _make_room(d, [m for m in group if m.name in keep], group, act, wakes)
-        if busy:
+        group = groups[woken.on_demand.group] if woken.on_demand.group else [woken]
+        where = f"group {woken.on_demand.group}"
+        # A member woken and not yet ready (loading, or started this pass) is not evicted.
+        loading = {n for n in wakes if n in keep and n not in ready}
+        evicted, busy = _make_room(woken, [m for m in group if m.name in keep], group, act, loading)
+        if evicted is None:
             states[name] = Demand(
-                "waking",
-                f"waits for {', '.join(busy)} to finish its requests (group {d.on_demand.group})",
+                "waking", f"waits for {', '.join(busy)} to finish its requests ({where})"
             )
+            for member in (m for m in busy if m not in loading):
+                turns.setdefault(member, name)
+                states[member] = Demand(
+                    "yielding",
+                    f"yields to {name} ({where}): takes no new requests until its own end",
+                )
             continue
         for victim in evicted:
             keep.discard(victim)
-            stops[victim] = f"evicted for {name} (group {d.on_demand.group})"
+            stops[victim] = f"evicted for {name} ({where})"
         keep.add(name)
-    return Decision(
-        replicas={d.name: d.replicas if d.name in keep else 0 for d in demand},
-        states={d.name: states.get(d.name) or _state(d.name, keep, running, stops) for d in demand},
-        stops=stops,
-    )
+    return states, turns
 
 
 def _state(
@@ -166,19 +206,19 @@ def _make_room(
     others: list[PlanDeployment],
     group: list[PlanDeployment],
     act: Callable[[str], Activity],
-    wakes: Mapping[str, float],
-) -> tuple[list[str], list[str]]:
+    protected: Collection[str],
+) -> tuple[list[str] | None, list[str]]:
     """The running members of its group to stop, least recently used first, so that `d` fits
-    beside the rest; or, when even stopping every idle one is not enough, the busy members it
-    waits for (nothing is stopped then)."""
+    beside the rest; or, when even stopping every idle one is not enough, None and the members
+    it waits for (nothing is stopped then)."""
     candidates = sorted(
-        (m for m in others if act(m.name).in_flight == 0 and m.name not in wakes),
+        (m for m in others if act(m.name).relayed == 0 and m.name not in protected),
         key=lambda m: (act(m.name).last, m.name),
     )
     evicted: list[str] = []
     while not fits([m for m in others if m.name not in evicted] + [d], group):
         if not candidates:
-            return [], [m.name for m in others if m.name not in evicted]
+            return None, [m.name for m in others if m.name not in evicted]
         evicted.append(candidates.pop(0).name)
     return evicted, []
 
@@ -199,13 +239,15 @@ class DemandBook:
     reported, pending wakes, and why each sleeping deployment sleeps."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    reported: dict[str, tuple[float, int]] = field(default_factory=dict)  # name: (last, in flight)
+    # name: (last, in flight, of which queued at the gateway)
+    reported: dict[str, tuple[float, int, int]] = field(default_factory=dict)
     reported_at: float = -STALE_S
     wakes: dict[str, Wake] = field(default_factory=dict)
     last_wake: dict[str, Wake] = field(default_factory=dict)  # the last completed, for status
     ready_at: dict[str, float] = field(default_factory=dict)
     states: dict[str, Demand] = field(default_factory=dict)
     kept: set[str] = field(default_factory=set)  # to run after the last pass (replicas > 0)
+    yielding: dict[str, str] = field(default_factory=dict)  # member: the wake it yields to
     reasons: dict[str, str] = field(default_factory=dict)  # why a deployment sleeps
     timeouts: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # cold_starts, evictions, idle_stops
@@ -217,20 +259,21 @@ class DemandBook:
             if name not in self.wakes:
                 self.wakes[name] = Wake(now)
 
-    def report(self, models: Mapping[str, tuple[float, int]], now: float) -> None:
-        """The gateway's report: per deployment (seconds since its last request, in flight)."""
+    def report(self, models: Mapping[str, tuple[float, int, int]], now: float) -> None:
+        """The gateway's report: per deployment (seconds since its last request, in flight,
+        of which queued)."""
         with self.lock:
-            self.reported = {name: (now - idle_s, n) for name, (idle_s, n) in models.items()}
+            self.reported = {name: (now - idle_s, n, q) for name, (idle_s, n, q) in models.items()}
             self.reported_at = now
 
     def _activity(self, now: float) -> dict[str, Activity]:
         fresh = now - self.reported_at <= STALE_S
         found: dict[str, Activity] = {}
         for name in {*self.reported, *self.wakes, *self.ready_at}:
-            last, in_flight = self.reported.get(name, (0.0, 0))
+            last, in_flight, queued = self.reported.get(name, (0.0, 0, 0))
             wake = self.wakes.get(name)
             last = max(last, self.ready_at.get(name, 0.0), wake.requested_at if wake else 0.0)
-            found[name] = Activity(last, in_flight if fresh else 0)
+            found[name] = Activity(last, in_flight, queued) if fresh else Activity(last)
         return found
 
     def due(self, now: float) -> bool:
@@ -278,7 +321,7 @@ class DemandBook:
         with self.lock:
             wakes = {n: w.requested_at for n, w in self.wakes.items()}
             awake = self._awake(running, times)
-            decision = decide(plan, awake, self._activity(now), wakes, now)
+            decision = decide(plan, awake, self._activity(now), wakes, now, ready=_ready(times))
         acted = _with_replicas(plan, decision.replicas)
         return acted, asleep(plan, acted)
 
@@ -302,7 +345,8 @@ class DemandBook:
                 if now - wake.requested_at > d.health.startup_timeout_s + STALE_S:
                     del self.wakes[name]  # its replicas failed to start: status says why
             wakes = {n: w.requested_at for n, w in self.wakes.items()}
-            decision = decide(plan, running, self._activity(now), wakes, now)
+            decision = decide(plan, running, self._activity(now), wakes, now, ready=_ready(times))
+            self.yielding = decision.yielding
             for name, why in decision.stops.items():
                 self.reasons[name] = why
                 kind = "evictions" if why.startswith("evicted") else "idle_stops"
@@ -362,6 +406,10 @@ class DemandBook:
                 "in_flight": activity.in_flight if activity else 0,
                 "wake": dataclasses.asdict(wake) if wake else None,
             }
+
+
+def _ready(times: Mapping[str, Times]) -> set[str]:
+    return {name for name, (_, ready) in times.items() if ready is not None}
 
 
 def _with_replicas(plan: Plan, replicas: Mapping[str, int]) -> Plan:

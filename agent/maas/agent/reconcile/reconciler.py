@@ -169,6 +169,7 @@ class Reconciler:
         self.health: dict[Replica, ReplicaHealth] = {}
         self.demand = DemandBook()  # on-demand deployments: activity, wakes, sleep reasons
         self.sandboxes = Sandboxes(engine, self.owner, config.bind_address)
+        self._yielded: set[Replica] = set()  # replicas that take no new requests: their turn
         self.counters = Counters(config.state_dir)
         # Deployments whose containers could not be removed: {name: {error, permanent}}.
         self.removal_errors: dict[str, dict[str, object]] = {}
@@ -356,6 +357,7 @@ class Reconciler:
         self._notice(observed, now)  # before roll-backs: a crash now may take a version back
         plan = self._with_rollbacks(plan)
         full, plan = plan, self.demand.apply(plan, *facts(plan, self.observed, self.health), now)
+        self._take_turns(plan)
         sleeping = asleep(full, plan)  # their containers are kept, stopped
         before, self.plan = self.plan, plan
         planned = {d.name: d for d in plan.deployments}
@@ -394,6 +396,22 @@ class Reconciler:
         self._forget_removed(plan, sleeping)
         self._keep_cache(plan)
         return self._finish(result)
+
+    def _take_turns(self, plan: Plan) -> None:
+        """The replicas of on-demand members that yield to a waiting member take no new
+        requests (reported not ready, as draining ones are) until they stop; the others that
+        yielded before serve again (reconcile/ondemand.py, turns)."""
+        yielding = self.demand.yielding
+        for d in plan.deployments:
+            for key in ((d.name, r) for r in range(d.replicas)):
+                health = self.health.get(key)
+                if d.name in yielding and health is not None and health.ready:
+                    health.draining = True
+                    self._yielded.add(key)
+        for key in [k for k in self._yielded if k[0] not in yielding]:
+            self._yielded.discard(key)
+            if key in self.health:
+                self.health[key].draining = False
 
     def _overlapping(
         self, plan: Plan, before: Plan | None, actions: tuple[Action, ...]
