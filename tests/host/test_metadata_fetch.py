@@ -52,13 +52,23 @@ def test_offline_without_copy_is_unknown_and_cache_hit_is_used(tmp_path: Path) -
     assert [w.code for w in result.warnings] == ["estimate-unknown"]
     assert "offline" in result.warnings[0].message
     cached = read_local(write_tiny_llama(tmp_path / "t.gguf"))
-    key = tmp_path / "c" / "org" / "big" / "main" / "big.gguf.json"
+    # An entry of the unversioned layout (before CACHE_FORMAT) is not read.
+    old = tmp_path / "c" / "org" / "big" / "main" / "big.gguf.json"
+    old.parent.mkdir(parents=True)
+    old.write_text(cached.model_dump_json())
+    again = fetch_models(spec, offline=True, metadata_cache=tmp_path / "c", hf_cache=tmp_path)
+    assert again.models == {}
+    key = tmp_path / "c" / "v2" / "org" / "big" / "main" / "big.gguf.json"
     key.parent.mkdir(parents=True)
     key.write_text(cached.model_dump_json())
     result = fetch_models(
         spec, offline=True, metadata_cache=tmp_path / "c", hf_cache=tmp_path / "h"
     )
     assert result.models["m"] == cached
+    # A torn entry is no error: it is dropped (and read again from the hub when online).
+    key.write_text(cached.model_dump_json()[:40])
+    torn = fetch_models(spec, offline=True, metadata_cache=tmp_path / "c", hf_cache=tmp_path)
+    assert torn.models == {} and not key.exists()
 
 
 def test_local_safetensors_folder(tmp_path: Path) -> None:

@@ -34,6 +34,10 @@ from maas.host.models.hub import SPLIT, read_remote
 from maas.host.paths import read_regular
 
 FIRST_READ = 1 << 20
+# The cached metadata's layout: raised when ModelMetadata learns to read more from a header
+# (2: the attention and expert fields of issue 13), so that an entry written by an earlier
+# version, which lacks them, is read again from the hub instead of planning without them.
+CACHE_FORMAT = 2
 ReadRange = Callable[[str, int], bytes]  # (file name, byte count) -> prefix of that file
 Admit = Callable[[str, Path], Path | None]  # (deployment, local path) -> the real path to read
 
@@ -170,15 +174,20 @@ class _Fetcher:
         # Keyed by source, repository and revision: an offline plan keeps the pinned commit.
         key = (
             self.cache
+            / f"v{CACHE_FORMAT}"
             / ("" if spec.source == "huggingface" else spec.source)
             / spec.repo_id
             / (spec.revision or DEFAULT_REVISION[spec.source])
             / f"{spec.file or '_'}.json"
         )
-        if key.is_file():
+        try:
             return ModelMetadata.model_validate_json(key.read_bytes())
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):  # torn or foreign: read again, then replaced
+            key.unlink(missing_ok=True)
         if self.offline:
-            self.why = "offline and not in the metadata cache"
+            self.why = f"offline and not in the metadata cache ({self.cache})"
             return None
         meta = read_remote(
             spec.source, spec.repo_id, spec.revision, spec.file, self.token(spec.source)
