@@ -15,6 +15,7 @@ from maas.agent.reconcile.containers import container_spec
 from maas.agent.reconcile.diff import diff
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, parse_container
+from maas.cli.render_plan import placement_text
 from maas.compiler import MaasError, compile_plan, load_sources
 from maas.compiler.plan import Plan
 from support import paths
@@ -271,6 +272,8 @@ def test_container_spec_pins_each_replica_to_its_own_numa_node() -> None:
         {"cpuset_cpus": "0-63,128-191", "cpuset_mems": "0"},
         {"cpuset_cpus": "64-127,192-255", "cpuset_mems": "1"},
     ]
+    # ... and the text plan shows each replica's CPUs.
+    assert placement_text(planned).endswith(" cpus 0-63,128-191 | 64-127,192-255")
 
 
 def test_spec_hashes_are_stable(update_goldens: bool) -> None:

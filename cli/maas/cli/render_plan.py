@@ -75,7 +75,9 @@ def placement_text(d: PlanDeployment, gpu_names: dict[str, str] | None = None) -
     if p.gpus:
         names = gpu_names or {}
         text += " on " + ",".join(names.get(g, g[:12]) for g in p.gpus)
-    if p.cpuset:
+    if p.replica_cpus:  # one replica per NUMA node: each its own CPUs
+        text += " cpus " + " | ".join(r.cpuset for r in p.replica_cpus)
+    elif p.cpuset:
         text += f" cpus {p.cpuset}"
     return text
 
