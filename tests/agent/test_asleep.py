@@ -177,12 +177,12 @@ def test_a_wake_that_waited_for_room_still_evicts() -> None:
     the member is idle, the wake evicts it instead of starting beside it."""
     book = DemandBook()
     book.apply(GROUP, {"b"}, {"a": (NOW - 60, None), "b": (NOW - 9, NOW - 8)}, NOW - 7)
-    book.report({"b": (0.0, 1)}, NOW)  # a request in flight on b
+    book.report({"b": (0.0, 1, 0)}, NOW)  # a request in flight on b
     book.wake("a", NOW)
     acted = book.apply(GROUP, {"b"}, {"a": (NOW - 60, None), "b": (NOW - 9, NOW - 8)}, NOW)
     assert [d.replicas for d in acted.deployments] == [0, 1]
     assert book.states["a"].reason.startswith("waits for b")
-    book.report({"b": (0.5, 0)}, NOW + 1)  # b is done
+    book.report({"b": (0.5, 0, 0)}, NOW + 1)  # b is done
     acted = book.apply(GROUP, {"b"}, {"a": (NOW - 60, None), "b": (NOW - 9, NOW - 8)}, NOW + 1)
     assert [d.replicas for d in acted.deployments] == [1, 0]
     assert book.states["b"].reason == "evicted for a (group g)"
