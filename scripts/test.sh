@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff" && ruff check compiler host agent gateway cli tests bench
+ruff format --check --quiet compiler host agent gateway cli tests bench
 echo "== mypy" && mypy
 echo "== import-linter" && lint-imports
 echo "== pytest" && python -m pytest -q -p no:cacheprovider "$@"

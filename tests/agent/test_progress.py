@@ -36,8 +36,9 @@ def test_pull_progress_from_a_real_registry(
     (root / "blob").write_bytes(secrets.token_bytes(4 * 1024 * 1024))
     with tarfile.open(tmp_path / "rootfs.tar", "w") as tar:
         tar.add(root, arcname=".")
-    subprocess.run(["docker", "import", str(tmp_path / "rootfs.tar"), image], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["docker", "import", str(tmp_path / "rootfs.tar"), image], check=True, capture_output=True
+    )
     subprocess.run(["docker", "push", image], check=True, capture_output=True)
     subprocess.run(["docker", "rmi", image], check=True, capture_output=True)
     events: list[dict[str, Any]] = []
@@ -136,15 +137,14 @@ def test_startup_progress_plain_and_on_a_terminal(agent: AgentProcess, busybox: 
     assert result.returncode == 0, result.stderr
     assert "progress: slow starting" in result.stderr and "of 60 s budget" in result.stderr
     assert "\x1b[" not in result.stderr  # plain lines when not a terminal
-    agent.apply("slower", spec.replace("slow", "slower").replace("sleep 6", "sleep 30"),
-                wait=False)
+    agent.apply("slower", spec.replace("slow", "slower").replace("sleep 6", "sleep 30"), wait=False)
     agent.wait_for(
-        lambda: any(d["name"] == "slower" and d["progress_bar"]
-                    for d in agent.status()["deployments"]),
+        lambda: any(
+            d["name"] == "slower" and d["progress_bar"] for d in agent.status()["deployments"]
+        ),
         what="slower starting",
     )
-    env = {**os.environ, "MAAS_AGENT_SOCKET": str(agent.socket), "TERM": "xterm",
-           "COLUMNS": "120"}
+    env = {**os.environ, "MAAS_AGENT_SOCKET": str(agent.socket), "TERM": "xterm", "COLUMNS": "120"}
     env.pop("NO_COLOR", None)
     drawn = _in_a_terminal([sys.executable, "-m", "maas.cli.main", "status"], env)
     assert "slower" in drawn and "of 60 s budget" in drawn

@@ -88,12 +88,12 @@ def test_restarts_count_crashes_rollouts_apart_and_both_survive_the_agent(
     assert agent.apply("web", web_spec("web", busybox)).returncode == 0
     changed = web_spec("web", busybox, extra="  env: {MODE: fast}\n")
     assert agent.apply("web", changed).returncode == 0  # a roll-out, no restart
-    subprocess.run(
-        ["docker", "kill", f"maas-{agent.node}-web-0"], check=True, capture_output=True
-    )
+    subprocess.run(["docker", "kill", f"maas-{agent.node}-web-0"], check=True, capture_output=True)
     agent.wait_for(
-        lambda: agent.status()["deployments"][0]["ready_replicas"] == 1
-        and agent.status()["deployments"][0]["replica_states"][0]["restarts"] == 1,
+        lambda: (
+            agent.status()["deployments"][0]["ready_replicas"] == 1
+            and agent.status()["deployments"][0]["replica_states"][0]["restarts"] == 1
+        ),
         timeout=30,
         what="the crash counted and the replica back",
     )

@@ -224,9 +224,15 @@ def test_init_scaffold_works_on_the_day_it_is_made(tmp_path: Path) -> None:
     assert schema == target / "schemas" / "deployment.schema.json"
     assert schema.read_text() == maasctl("schema", "deployment", cwd=tmp_path).stdout
     checked = subprocess.run(
-        [str(Path(sys.executable).parent / "check-jsonschema"), "--schemafile", str(schema),
-         str(example)],
-        capture_output=True, text=True, check=False,
+        [
+            str(Path(sys.executable).parent / "check-jsonschema"),
+            "--schemafile",
+            str(schema),
+            str(example),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     (hook,) = _yaml(target / ".pre-commit-config.yaml")["repos"]  # type: ignore[index]
@@ -235,7 +241,9 @@ def test_init_scaffold_works_on_the_day_it_is_made(tmp_path: Path) -> None:
     subprocess.run(["git", "clone", "-q", hook["repo"], str(clone)], check=True)
     hooks = subprocess.run(
         ["git", "-C", str(clone), "show", f"{hook['rev']}:.pre-commit-hooks.yaml"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "id: maasctl-validate" in hooks
     workflow = (target / ".github" / "workflows" / "maas-plan.yaml").read_text()
@@ -243,9 +251,21 @@ def test_init_scaffold_works_on_the_day_it_is_made(tmp_path: Path) -> None:
     assert f'pip install "{requirement}"' in workflow and "pip install maas-base\n" not in workflow
     assert "${{ github.base_ref }}" in workflow
     downloaded = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(tmp_path / "dl"),
-         requirement],
-        capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "-d",
+            str(tmp_path / "dl"),
+            requirement,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert downloaded.returncode == 0, downloaded.stderr[-2000:]
 
@@ -257,8 +277,13 @@ def test_init_with_a_version_or_a_named_repository(tmp_path: Path) -> None:
     assert local["repo"] == "local"
     assert local["hooks"][0]["additional_dependencies"] == ["maas-base==0.1.0"]
     named = maasctl(
-        "init", str(tmp_path / "g"), "--git-url", "https://git.example/ops/maas-base.git",
-        "--rev", "v0.1.0", cwd=tmp_path,
+        "init",
+        str(tmp_path / "g"),
+        "--git-url",
+        "https://git.example/ops/maas-base.git",
+        "--rev",
+        "v0.1.0",
+        cwd=tmp_path,
     )
     assert named.returncode == 0 and "warning" not in named.stdout
     workflow = (tmp_path / "g" / ".github" / "workflows" / "maas-plan.yaml").read_text()

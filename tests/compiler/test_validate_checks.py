@@ -47,8 +47,7 @@ def test_warnings_alone_pass_and_are_summed_up(tmp_path: Path) -> None:
     result = maasctl("validate", ".", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [
-        "empty.yaml: warning: the file holds no document: nothing in it is deployed "
-        "[empty-file]",
+        "empty.yaml: warning: the file holds no document: nothing in it is deployed [empty-file]",
         "noport.yaml:9:12: warning: the command has no '{{port}}': the server will not listen "
         "on the port the agent probes and the gateway routes to [no-port]",
         "  hint: pass it with the server's own flag, e.g. '--port {{port}}'",
@@ -84,8 +83,7 @@ def test_context_beyond_the_trained_length_is_a_warning_with_both_numbers(
     models.mkdir()
     model = write_tiny_llama(models / "tiny.gguf")  # trained for 2048 tokens
     (tmp_path / "maas.yaml").write_text(
-        "apiVersion: maas/v1\nkind: Config\nspec:\n"
-        f"  policy: {{allowed_mount_roots: [{models}]}}\n"
+        f"apiVersion: maas/v1\nkind: Config\nspec:\n  policy: {{allowed_mount_roots: [{models}]}}\n"
     )
     (tmp_path / "nodes").mkdir()
     (tmp_path / "nodes" / "cpu-01.yaml").write_text(NODE.read_text())

@@ -23,7 +23,6 @@ with atheris.instrument_imports(include=["maas", "ruamel", "fuzz_targets"]):
     import fuzz_targets
 
 
-
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in fuzz_targets.TARGETS:
         sys.exit(f"usage: {sys.argv[0]} {{{','.join(fuzz_targets.TARGETS)}}} [libFuzzer args]")

@@ -42,9 +42,7 @@ def run_repo_plan(args: argparse.Namespace, root: Path) -> int:
     # The head's warnings, as `maasctl plan` of one node prints them: metadata that could not be
     # read, and each planned deployment's (on the first node that runs it).
     located = head.located()
-    planned = [
-        w.diagnostic() for name in sorted(located) for w in located[name][1].diagnostics
-    ]
+    planned = [w.diagnostic() for name in sorted(located) for w in located[name][1].diagnostics]
     print_diagnostics([*fetched.warnings, *planned])
     diff = diff_fleets(base, head)
     if args.output == "json":

@@ -49,4 +49,3 @@ def load_sources(
         result.diagnostics.extend(parsed.diagnostics)
     result.diagnostics = bounded(result.diagnostics)
     return result
-
