@@ -15,6 +15,7 @@ from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner
 from maas.agent.reconcile.overlap import (
     Overlap,
+    adopted,
     beside_name,
     overlap,
     overlaps,
@@ -197,6 +198,24 @@ def test_settle_takes_the_old_container_back_when_its_version_is_wanted_again() 
     assert (after.container_id, after.spec_hash, after.serving) == ("old", "old", None)
     assert after.ready and after.phase == "running"
     assert failed.serving == "old"  # the health passed in is not changed
+
+
+def test_an_agent_restarted_mid_roll_out_keeps_the_old_container_serving() -> None:
+    new = deployment()
+    observed = [container(), container("new", 40001, "new")]
+    after = adopted(plan(new), observed, {}, 5.0)[("m", 0)]
+    assert (after.container_id, after.serving, after.phase, after.started_at) == (
+        "new",
+        "old",
+        "starting",
+        5.0,
+    )
+    # ... so the removal of the old one waits for the new one's readiness.
+    assert serving_kept([REMOVE_OLD], {("m", 0): after}, observed) == []
+    # A replica the agent knows, or one without the plan's version, is left alone.
+    assert adopted(plan(new), observed, {("m", 0): serving(False)}, 5.0) == {}
+    assert adopted(plan(deployment(spec_hash="third")), observed, {}, 5.0) == {}
+    assert adopted(plan(new), observed[:1], {}, 5.0) == {}
 
 
 def test_overlaps_finds_the_old_version_by_the_hash_its_container_carries() -> None:

@@ -131,3 +131,44 @@ def test_a_new_version_that_never_gets_ready_is_rolled_back(tmp_path: Path, busy
         assert "rolled back to the previous version" in agent.ctl("status").stdout
     finally:
         agent.cleanup()
+
+
+def test_an_agent_restarted_mid_roll_out_keeps_the_old_version_serving(
+    tmp_path: Path, busybox: str
+) -> None:
+    """The agent is killed while a new container starts beside the old one: the agent that
+    comes back keeps the old one serving until the new one is ready (reconcile/overlap.py,
+    `adopted`), instead of removing it as a duplicate at once."""
+    (tmp_path / "agent").mkdir()
+    agent = AgentProcess(tmp_path / "agent")
+    agent.start()
+    try:
+        limits = "  resources: {memory_bytes: 67108864}\n"  # known: both versions fit
+        assert agent.apply("web", web_spec("web", busybox, extra=limits)).returncode == 0
+        (old,) = agent.status()["deployments"][0]["containers"]
+        slow = '[/bin/sh, -c, \'sleep 8; exec /bin/busybox httpd -f -p "$0" -h /www\', "{{port}}"]'
+        changed = web_spec("web", busybox, extra=limits + "  env: {V: '2'}\n", command=slow)
+        assert agent.apply("web", changed, wait=False).returncode == 0
+        agent.wait_for(
+            lambda: len(agent.status()["deployments"][0]["containers"]) == 2,
+            timeout=30,
+            what="the new container beside the old one",
+        )
+        agent.kill()
+        agent.start()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:  # the new one sleeps 8 s before it serves
+            (d,) = agent.status_now()["deployments"]
+            assert [c["ready"] for c in d["containers"] if c["id"] == old["id"]] == [True], d
+            time.sleep(0.1)
+        agent.wait_for(
+            lambda: (
+                [c["id"] != old["id"] for c in agent.status()["deployments"][0]["containers"]]
+                == [True]
+            ),
+            timeout=60,
+            what="the roll-out to end",
+        )
+        assert agent.status()["deployments"][0]["ready_replicas"] == 1
+    finally:
+        agent.cleanup()

@@ -19,8 +19,13 @@ port each container reports; the plan's port is where a replica is most of the t
 A deployment applied meanwhile that the compiler puts on that very spare port waits for it (its
 creation fails with the port taken and backs off) until that replica changes again.
 
+An agent restarted in the middle of one finds both containers of the replica running, and no
+memory of which serves: `adopted` takes the one of the plan's version for the replica's (it
+starts, as after a creation) and the other for the one that serves until then, so the old one
+drains and goes once the new one is ready, as if the agent had not restarted.
+
 Pure: the reconciler asks `overlap` before a recreation, `serving_kept` before removals, and
-`settle` each pass; it does the engine's work.
+`adopted` and `settle` each pass; it does the engine's work.
 """
 
 from __future__ import annotations
@@ -198,4 +203,31 @@ def settle(
                 phase="running",
                 draining=False,
             )
+    return after
+
+
+def adopted(
+    plan: Plan,
+    observed: Sequence[ObservedContainer],
+    healths: Mapping[Replica, ReplicaHealth],
+    now: float,
+) -> dict[Replica, ReplicaHealth]:
+    """Healths for the overlapping roll-outs an agent finds in progress when it starts: a
+    replica it knows nothing of, with two running containers, one of the plan's version."""
+    hashes = {d.name: d.spec_hash for d in plan.deployments}
+    running: dict[Replica, list[ObservedContainer]] = {}
+    for c in observed:
+        if c.running:
+            running.setdefault((c.deployment, c.replica), []).append(c)
+    after: dict[Replica, ReplicaHealth] = {}
+    for key, found in running.items():
+        known = healths.get(key)
+        if len(found) != 2 or (known is not None and known.container_id is not None):
+            continue
+        new = [c for c in found if c.spec_hash == hashes.get(key[0])]
+        old = [c for c in found if c.spec_hash != hashes.get(key[0])]
+        if len(new) == 1 and len(old) == 1:
+            health = dataclasses.replace(known or ReplicaHealth(), serving=old[0].id)
+            health.started(new[0].id, now, new[0].spec_hash)
+            after[key] = health
     return after

@@ -38,7 +38,7 @@ from maas.agent.reconcile.groups import GroupGate, answers, shares, wired
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, observe
 from maas.agent.reconcile.ondemand import DemandBook, asleep, facts
-from maas.agent.reconcile.overlap import beside_name, overlaps, serving_kept, settle
+from maas.agent.reconcile.overlap import adopted, beside_name, overlaps, serving_kept, settle
 from maas.agent.reconcile.prepare import (
     Job,
     PrepareFailed,
@@ -354,6 +354,8 @@ class Reconciler:
             dataclasses.replace(c, error=self.scrub(c.error)) if c.error else c
             for c in self.observed
         ]
+        # Before it adopts a restarted agent's containers one by one: a roll-out in progress.
+        self.health.update(adopted(plan, observed, self.health, now))
         self._notice(observed, now)  # before roll-backs: a crash now may take a version back
         plan = self._with_rollbacks(plan)
         full, plan = plan, self.demand.apply(plan, *facts(plan, self.observed, self.health), now)
