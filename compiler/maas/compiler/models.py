@@ -115,7 +115,8 @@ class OnDemand(Strict):
         default=None,
         description="Deployments of one group take turns: the plan reserves on each device the "
         "largest member's need, not the sum, and the agent stops the least recently used idle "
-        "member to start another. Without a group the deployment reserves its whole need.",
+        "member to start another (a busy one yields its turn once another's request waits). "
+        "Without a group the deployment reserves its whole need.",
         json_schema_extra={"pattern": DNS_LABEL.pattern, "maxLength": 63},
     )
 
