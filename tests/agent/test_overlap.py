@@ -21,8 +21,13 @@ from maas.agent.reconcile.overlap import (
     overlaps,
     serving_kept,
     settle,
+    spare_ports,
 )
+from maas.compiler import CompileOptions, compile_plan, load_sources
 from maas.compiler.plan import Plan, PlanDeployment
+from support.paths import ROOT
+
+NODE = (ROOT / "examples" / "nodes" / "cpu-01.yaml").read_text()
 
 GIB = 1 << 30
 RANGE = (40000, 40003)
@@ -216,6 +221,21 @@ def test_an_agent_restarted_mid_roll_out_keeps_the_old_container_serving() -> No
     assert adopted(plan(new), observed, {("m", 0): serving(False)}, 5.0) == {}
     assert adopted(plan(deployment(spec_hash="third")), observed, {}, 5.0) == {}
     assert adopted(plan(new), observed[:1], {}, 5.0) == {}
+
+
+def test_the_spare_port_a_new_container_holds_is_reserved_for_the_next_compile() -> None:
+    observed = [container(), container("new", 40001, "new")]
+    assert spare_ports(observed, plan(deployment())) == {40001}
+    assert spare_ports(observed, None) == frozenset()  # no last plan: nothing is known spare
+    options = CompileOptions(reserved_ports=frozenset({40001}), port_range=(40000, 40002))
+    text = (
+        "apiVersion: maas/v1\nkind: Deployment\nmetadata: {name: other}\nspec:\n"
+        "  source: local_path\n  path: /m\n  backend: custom\n  image: x/y\n"
+        "  command: '--port {{port}}'\n  replicas: 2\n  allow_cpu_offload: true\n"
+    )
+    documents = load_sources({"d.yaml": text, "n.yaml": NODE})
+    compiled = compile_plan(documents.deployments, documents.nodes[0].model, options=options)
+    assert sorted(compiled.deployments[0].ports) == [40000, 40002]
 
 
 def test_overlaps_finds_the_old_version_by_the_hash_its_container_carries() -> None:

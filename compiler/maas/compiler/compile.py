@@ -81,7 +81,7 @@ def compile_plan(
         {p.name: p.replicas for p in placed if p.name not in fixed},
         options.port_range,
         previous_ports,
-        reserved=frozenset(_held(shares or {}, placed)),
+        reserved=frozenset(_held(shares or {}, placed)) | options.reserved_ports,
     ) | {p.name: fixed[p.name] for p in placed if p.name in fixed}
     rendered = [
         render_deployment(

@@ -45,6 +45,9 @@ class CompileOptions:
     port_range: tuple[int, int] = (40000, 40999)
     gpu_margin_bytes: int = GIB
     policy: Policy | None = None  # None: no admission check (the CLI and agent pass one)
+    # Ports the node's containers hold outside the plan (the spare port of an overlapping
+    # roll-out's container, maas.agent.reconcile.overlap): given to no deployment.
+    reserved_ports: frozenset[int] = frozenset()
 
     def hf_cache(self, deployment: str) -> str:
         """The Hugging Face cache of a backend that downloads by itself: in its own folder."""

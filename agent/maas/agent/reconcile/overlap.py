@@ -16,8 +16,8 @@ The new one takes a spare port: the lowest of the node's port range that the pla
 replica and no container of this node holds. It keeps it until its next change, which takes the
 plan's port back (the old container then holds the spare). Status and the gateway follow the
 port each container reports; the plan's port is where a replica is most of the time, not always.
-A deployment applied meanwhile that the compiler puts on that very spare port waits for it (its
-creation fails with the port taken and backs off) until that replica changes again.
+The agent compiles with the spare ports its containers hold reserved (`spare_ports`), so a
+deployment applied meanwhile is never given one.
 
 An agent restarted in the middle of one finds both containers of the replica running, and no
 memory of which serves: `adopted` takes the one of the plan's version for the replica's (it
@@ -231,3 +231,12 @@ def adopted(
             health.started(new[0].id, now, new[0].spec_hash)
             after[key] = health
     return after
+
+
+def spare_ports(observed: Sequence[ObservedContainer], plan: Plan | None) -> frozenset[int]:
+    """The ports containers of this node hold that `plan` (the last one) gives no replica;
+    none without a last plan (containers adopted after the state was lost keep their ports)."""
+    if plan is None:
+        return frozenset()
+    given = {p for d in plan.deployments for p in d.ports}
+    return frozenset(c.port for c in observed if c.port is not None and c.port not in given)

@@ -38,7 +38,14 @@ from maas.agent.reconcile.groups import GroupGate, answers, shares, wired
 from maas.agent.reconcile.health import ReplicaHealth
 from maas.agent.reconcile.observe import ObservedContainer, Owner, observe
 from maas.agent.reconcile.ondemand import DemandBook, asleep, facts
-from maas.agent.reconcile.overlap import adopted, beside_name, overlaps, serving_kept, settle
+from maas.agent.reconcile.overlap import (
+    adopted,
+    beside_name,
+    overlaps,
+    serving_kept,
+    settle,
+    spare_ports,
+)
 from maas.agent.reconcile.prepare import (
     Job,
     PrepareFailed,
@@ -248,7 +255,9 @@ class Reconciler:
         sources, assigned = desired.sources, desired.assigned
         node, self.foreign = self.node_source(frozenset(c.id for c in self.observed))
         self.live_node = node
-        options = self._options(desired)
+        options = dataclasses.replace(
+            self._options(desired), reserved_ports=spare_ports(self.observed, previous)
+        )
         ports = {d.name: d.ports for d in previous.deployments} if previous else {}
         members = {k: v.model_dump(mode="json") for k, v in desired.groups.items()}
         frozen = json.dumps([assigned, members], sort_keys=True)
