@@ -10,6 +10,8 @@ the socket table instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psutil
 
 ANY = ("0.0.0.0", "::", "")
@@ -18,16 +20,12 @@ ANY = ("0.0.0.0", "::", "")
 def listening(address: str, port: int) -> bool:
     """True when a socket in the host's network namespace listens on `address:port` (or on that
     port of every address)."""
-    try:
-        sockets = psutil.net_connections(kind="tcp")
-    except (psutil.AccessDenied, OSError):
-        return False
     return any(
         s.status == psutil.CONN_LISTEN
         and s.laddr
         and s.laddr.port == port
         and (s.laddr.ip == address or s.laddr.ip in ANY)
-        for s in sockets
+        for s in _tcp()
     )
 
 
@@ -35,14 +33,18 @@ def connected(address: str, port: int) -> bool:
     """True when a socket of this host holds an established connection to `address:port`: a
     running primary's link to its worker (llama.cpp's RPC client keeps one per worker), which
     the kernel takes out of ESTABLISHED when the worker's end closes or resets."""
-    try:
-        sockets = psutil.net_connections(kind="tcp")
-    except (psutil.AccessDenied, OSError):
-        return False
     return any(
         s.status == psutil.CONN_ESTABLISHED
         and s.raddr
         and s.raddr.port == port
         and s.raddr.ip == address
-        for s in sockets
+        for s in _tcp()
     )
+
+
+def _tcp() -> list[Any]:
+    """The host's TCP sockets; none where they cannot be read (which answers False)."""
+    try:
+        return list(psutil.net_connections(kind="tcp"))
+    except (psutil.AccessDenied, OSError):
+        return []
