@@ -50,25 +50,9 @@ from support.agent import AgentProcess  # noqa: E402
 from support.gateway import free_port, serving_gateway  # noqa: E402
 from support.gguf_factory import write_tiny_llama  # noqa: E402
 from support.images import llama_server_image  # noqa: E402
+from support.ondemand import BUDGET, NODE, agent_get, turns_spec  # noqa: E402
 
-NODE = """apiVersion: maas/v1
-kind: Node
-metadata: {{name: {name}}}
-spec:
-  cpu: {{cores: 2, threads: 2}}
-  memory: {{total_bytes: 8589934592, available_bytes: {budget}}}
-"""
-BUDGET = 30 << 20  # each model needs about 20 MB: one at a time
-
-
-def spec(name: str, model: Path, image: str) -> str:
-    return (
-        f"apiVersion: maas/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n"
-        f"  source: local_path\n  path: {model}\n  image: {image}\n"
-        "  context_length: 512\n  allow_cpu_offload: true\n"
-        "  health: {startup_timeout_s: 120}\n"
-        "  on_demand: {idle_timeout_s: 600, group: turns}\n"
-    )
+IDLE_S = 600  # no idle stop during the run: every wake follows an eviction
 
 
 def body(model: str, stream: bool = True) -> dict[str, Any]:
@@ -107,13 +91,7 @@ def peer_load(image: str, models: Path, command: list[str]) -> tuple[float, floa
             time.sleep(0.01)
             if time.perf_counter() - start > 120:
                 raise RuntimeError("the peer llama-server did not get ready in 120 s")
-        started = subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.StartedAt}}", name],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return took, ready - _epoch(started)
+        return took, ready - started_at(name)
     finally:
         subprocess.run(["docker", "rm", "-f", name], check=False, capture_output=True)
 
@@ -133,15 +111,6 @@ async def first_byte(session: aiohttp.ClientSession, url: str, payload: dict[str
         took = time.perf_counter() - start
         await response.read()
     return took
-
-
-async def agent_get(socket: Path, route: str) -> Any:
-    connector = aiohttp.UnixConnector(path=str(socket))
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.get(f"http://agent{route}") as response,
-    ):
-        return await response.json()
 
 
 async def agent_status(socket: Path) -> dict[str, Any]:
@@ -226,7 +195,8 @@ async def run(wakes: int, warm: int, tmp: Path, show_log: bool) -> None:
     (tmp / "node.yaml").write_text(NODE.format(name=agent.node, budget=BUDGET))
     agent.start()
     try:
-        result = agent.apply("turns", "---\n".join(spec(n, f, image) for n, f in files.items()))
+        text = "---\n".join(turns_spec(n, f, image, IDLE_S) for n, f in files.items())
+        result = agent.apply("turns", text)
         assert result.returncode == 0, result.stderr
         plan = await agent_get(agent.socket, "/v1/plan")
         commands = {d["name"]: d["command"] for d in plan["deployments"]}

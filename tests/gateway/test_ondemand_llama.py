@@ -26,30 +26,11 @@ from support.agent import AgentProcess
 from support.gateway import asynctest, free_port, metric, metrics_text, serving_gateway
 from support.gguf_factory import write_tiny_llama
 from support.images import llama_server_image
+from support.ondemand import BUDGET, NODE, agent_get, turns_spec
 
 pytestmark = [pytest.mark.slow]
 
-# Each tiny model needs about 20 MB of host memory at this context (the plan's estimate): the
-# node's budget holds one of them, not two.
-BUDGET = 30 << 20
 IDLE_S = 8
-NODE = """apiVersion: maas/v1
-kind: Node
-metadata: {{name: {name}}}
-spec:
-  cpu: {{cores: 2, threads: 2}}
-  memory: {{total_bytes: 8589934592, available_bytes: {budget}}}
-"""
-
-
-def spec(name: str, model: Path, image: str) -> str:
-    return (
-        f"apiVersion: maas/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n"
-        f"  source: local_path\n  path: {model}\n  image: {image}\n"
-        "  context_length: 512\n  allow_cpu_offload: true\n"
-        "  health: {startup_timeout_s: 120}\n"
-        f"  on_demand: {{idle_timeout_s: {IDLE_S}, group: turns}}\n"
-    )
 
 
 def chat(model: str, **extra: Any) -> dict[str, Any]:
@@ -58,15 +39,6 @@ def chat(model: str, **extra: Any) -> dict[str, Any]:
         "max_tokens": 4,
         "messages": [{"role": "user", "content": "Hi"}],
     } | extra
-
-
-async def agent_get(socket: Path, route: str) -> Any:
-    connector = aiohttp.UnixConnector(path=str(socket))
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.get(f"http://agent{route}") as response,
-    ):
-        return await response.json()
 
 
 async def _take_turns(s: aiohttp.ClientSession, chat_url: str, agent: AgentProcess) -> None:
@@ -173,7 +145,7 @@ async def test_models_take_turns_through_the_gateway(tmp_path: Path, engine_read
     agent.start()
     sampler = Sampler(agent)
     try:
-        text = "---\n".join(spec(n, files[n], image) for n in names)
+        text = "---\n".join(turns_spec(n, files[n], image, IDLE_S) for n in names)
         result = await asyncio.to_thread(agent.apply, "turns", text)
         assert result.returncode == 0, result.stderr + agent.log.read_text()[-2000:]
         plan = await agent_get(agent.socket, "/v1/plan")
