@@ -20,6 +20,7 @@ from maas.compiler import MaasError, compile_plan, load_sources
 from maas.compiler.plan import Plan
 from support import paths
 from support.golden import check_golden
+from support.observed import observed_container
 from support.paths import ROOT
 
 GOLDEN = paths.GOLDEN / "spec-hashes.json"
@@ -43,19 +44,7 @@ def spec(name: str, replicas: int = 1, image: str = "x/y:1", env: str = "") -> s
 def observed(
     name: str, replica: int, spec_hash: str, state: str = "running", cid: str = ""
 ) -> ObservedContainer:
-    return ObservedContainer(
-        id=cid or f"{name}-{replica}-{state}",
-        name="",
-        deployment=name,
-        replica=replica,
-        spec_hash=spec_hash,
-        state=state,
-        exit_code=0,
-        started_at="",
-        finished_at="",
-        port=40000,
-        error="",
-    )
+    return observed_container(cid or f"{name}-{replica}-{state}", name, replica, spec_hash, state)
 
 
 def test_diff_creates_recreates_removes_in_order() -> None:

@@ -21,6 +21,7 @@ from maas.compiler.plan import (
     Plan,
     PlanDeployment,
 )
+from support.observed import observed_container
 
 NOW = 1000.0
 HASH = "v1:new"
@@ -47,19 +48,7 @@ def dep(name: str = "a", replicas: int = 1, *, on_demand: bool = True) -> PlanDe
 def box(
     state: str = "exited", cid: str = "c1", spec_hash: str = HASH, replica: int = 0, name: str = "a"
 ) -> ObservedContainer:
-    return ObservedContainer(
-        id=cid,
-        name="",
-        deployment=name,
-        replica=replica,
-        spec_hash=spec_hash,
-        state=state,
-        exit_code=0,
-        started_at="",
-        finished_at="",
-        port=40000,
-        error="",
-    )
+    return observed_container(cid, name, replica, spec_hash, state)
 
 
 AWAKE = Plan(node="n", deployments=[dep()])

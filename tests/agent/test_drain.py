@@ -7,7 +7,7 @@ from maas.agent.api.status import _container
 from maas.agent.reconcile.diff import Action
 from maas.agent.reconcile.drain import drains
 from maas.agent.reconcile.health import ReplicaHealth
-from maas.agent.reconcile.observe import ObservedContainer
+from support.observed import observed_container
 
 
 def ready(container_id: str) -> ReplicaHealth:
@@ -36,19 +36,7 @@ def test_a_ready_replica_drains_before_a_roll_out_stops_it() -> None:
 
 def test_a_draining_replica_is_reported_not_ready_until_it_starts_again() -> None:
     health = ready("c0")
-    container = ObservedContainer(
-        id="c0",
-        name="maas-n-m-0",
-        deployment="m",
-        replica=0,
-        spec_hash="h1",
-        state="running",
-        exit_code=0,
-        started_at="",
-        finished_at="",
-        port=40000,
-        error="",
-    )
+    container = observed_container("c0", "m", 0, "h1", name="maas-n-m-0")
     assert _container(container, health).ready is True
     health.draining = True
     health.probe_result(True, 2.0, startup_timeout_s=60)  # probes go on meanwhile

@@ -25,6 +25,7 @@ from maas.agent.reconcile.overlap import (
 )
 from maas.compiler import CompileOptions, compile_plan, load_sources
 from maas.compiler.plan import Plan, PlanDeployment
+from support.observed import observed_container
 from support.paths import ROOT
 
 NODE = (ROOT / "examples" / "nodes" / "cpu-01.yaml").read_text()
@@ -81,19 +82,7 @@ def plan(new: PlanDeployment, gpu_headroom: int = 10 * GIB, host_headroom: int =
 def container(
     cid: str = "old", port: int | None = 40000, spec_hash: str = "old", state: str = "running"
 ) -> ObservedContainer:
-    return ObservedContainer(
-        id=cid,
-        name=f"maas-n-m-0-{cid}",
-        deployment="m",
-        replica=0,
-        spec_hash=spec_hash,
-        state=state,
-        exit_code=0,
-        started_at="",
-        finished_at="",
-        port=port,
-        error="",
-    )
+    return observed_container(cid, "m", 0, spec_hash, state, name=f"maas-n-m-0-{cid}", port=port)
 
 
 @dataclass(frozen=True)

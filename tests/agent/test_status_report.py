@@ -14,6 +14,7 @@ from maas.compiler import compile_plan, load_sources, parse_status
 from maas.compiler.diagnostics import Diagnostic
 from maas.compiler.plan import Plan
 from maas.gateway import route_table_from_status
+from support.observed import observed_container
 from support.paths import ROOT
 
 NOW = 1000.0
@@ -46,19 +47,7 @@ def plan() -> Plan:
 
 
 def container(deployment: str, replica: int, spec_hash: str, cid: str) -> ObservedContainer:
-    return ObservedContainer(
-        id=cid,
-        name="",
-        deployment=deployment,
-        replica=replica,
-        spec_hash=spec_hash,
-        state="running",
-        exit_code=0,
-        started_at="",
-        finished_at="",
-        port=40000 + replica,
-        error="",
-    )
+    return observed_container(cid, deployment, replica, spec_hash, port=40000 + replica)
 
 
 def snapshot(**kw: object) -> NodeSnapshot:

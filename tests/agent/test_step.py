@@ -16,6 +16,7 @@ from maas.agent.reconcile.observe import ObservedContainer
 from maas.agent.reconcile.step import notice, step
 from maas.compiler import compile_plan, load_sources
 from maas.compiler.plan import Plan
+from support.observed import observed_container
 from support.paths import ROOT
 
 NOW = 1000.0
@@ -36,19 +37,8 @@ HASH = PLAN.deployments[0].spec_hash
 
 
 def container(state: str = "running", cid: str = "c1", spec_hash: str = HASH) -> ObservedContainer:
-    return ObservedContainer(
-        id=cid,
-        name="",
-        deployment="web",
-        replica=0,
-        spec_hash=spec_hash,
-        state=state,
-        exit_code=0 if state == "running" else 137,
-        started_at="",
-        finished_at="",
-        port=40000,
-        error="",
-    )
+    exit_code = 0 if state == "running" else 137
+    return observed_container(cid, "web", 0, spec_hash, state, exit_code=exit_code)
 
 
 def running(**kw: object) -> ReplicaHealth:
