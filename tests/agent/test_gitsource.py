@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from maas.agent.desired.gitsource import GitSource
 from maas.compiler import MaasError
+from support.git import git as run
 
 NODE = """apiVersion: maas/v1
 kind: Node
@@ -26,16 +26,6 @@ def deployment(name: str, replicas: str = "1") -> str:
         f"  source: huggingface\n  repo_id: org/{name}\n  backend: custom\n  image: x/y:1\n"
         f"  replicas: {replicas}\n"
     )
-
-
-def run(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
 
 @pytest.fixture

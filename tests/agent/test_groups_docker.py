@@ -9,23 +9,13 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 from pathlib import Path
 
 from gguf import GGMLQuantizationType
 
 from support import gguf_factory
 from support.agent import NODE_PROFILE, AgentProcess
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+from support.git import git
 
 
 def test_the_primary_waits_for_its_worker(tmp_path: Path, busybox: str) -> None:

@@ -30,6 +30,7 @@ from maas.gateway.source import AgentRouteSource
 from support.agent import AgentProcess
 from support.gateway import asynctest, free_port, serving_gateway
 from support.gguf_factory import TINY, write_tiny_llama
+from support.git import git
 from support.images import llama_rpc_image
 
 # 8 layers of the tiny shape: about 21 MB of F32 weights, 31 MB as the compiler estimates it.
@@ -46,16 +47,6 @@ MEMORY = 24 << 20
 CHAT = {"model": "split", "max_tokens": 8, "messages": [{"role": "user", "content": "Hello"}]}
 # llama-server's own field: random weights may end a reply early, which would make the rate noise.
 DECODE = CHAT | {"max_tokens": 128, "ignore_eos": True}
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
 
 def started_at(container: str) -> str:

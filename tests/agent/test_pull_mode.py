@@ -8,16 +8,7 @@ import subprocess
 from pathlib import Path
 
 from support.agent import NODE_PROFILE, AgentProcess, web_spec
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+from support.git import git
 
 
 def push(work: Path, files: dict[str, str], message: str) -> str:
